@@ -1,0 +1,150 @@
+//! The one place where the UI reaches data.
+//!
+//! During server rendering the engine is called directly through [`Backend`], which the server
+//! puts in Leptos context for each request (so `app` never depends on `server`). In the browser
+//! the same functions call the public JSON API.
+
+use crate::model::*;
+
+/// What the server's engine offers the UI while rendering on the server.
+#[cfg(feature = "ssr")]
+#[async_trait::async_trait]
+pub trait Backend: Send + Sync {
+    /// Threads for the home page, newest first.
+    async fn threads(&self) -> Result<Vec<ThreadInfo>, ApiError>;
+    /// A page of a thread (the first, or the one after `after`) as the requesting viewer may
+    /// see it, with a form token.
+    async fn thread_page(&self, key: &str, after: Option<&str>) -> Result<ThreadPage, ApiError>;
+}
+
+/// The request's backend, as stored in Leptos context.
+#[cfg(feature = "ssr")]
+pub type SharedBackend = std::sync::Arc<dyn Backend>;
+
+#[cfg(feature = "ssr")]
+fn backend() -> Result<SharedBackend, ApiError> {
+    leptos::prelude::use_context::<SharedBackend>()
+        .ok_or_else(|| ApiError::Other("no backend in context".into()))
+}
+
+/// Path segment encoding for thread keys (keys are slugs, but never trust that).
+pub fn encode_key(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Loads the thread page (a page of comments plus a form token).
+pub async fn thread_page(key: String, after: Option<String>) -> Result<ThreadPage, ApiError> {
+    #[cfg(feature = "ssr")]
+    {
+        backend()?.thread_page(&key, after.as_deref()).await
+    }
+    #[cfg(not(feature = "ssr"))]
+    {
+        let mut url = format!("/api/threads/{}/page", encode_key(&key));
+        if let Some(after) = after {
+            url.push_str("?after=");
+            url.push_str(&encode_key(&after));
+        }
+        get_json(&url).await
+    }
+}
+
+/// Loads the thread list for the home page.
+pub async fn threads() -> Result<Vec<ThreadInfo>, ApiError> {
+    #[cfg(feature = "ssr")]
+    {
+        backend()?.threads().await
+    }
+    #[cfg(not(feature = "ssr"))]
+    {
+        get_json::<ThreadList>("/api/threads")
+            .await
+            .map(|l| l.threads)
+    }
+}
+
+/// Loads the page of comments after `cursor` (browser only).
+pub async fn more_comments(key: String, cursor: String) -> Result<ThreadResponse, ApiError> {
+    get_json(&format!(
+        "/api/threads/{}?after={}",
+        encode_key(&key),
+        encode_key(&cursor)
+    ))
+    .await
+}
+
+/// Asks for a fresh form token (browser only; a token is single-use).
+pub async fn form_token(key: String) -> Result<FormToken, ApiError> {
+    get_json(&format!("/api/threads/{}/form", encode_key(&key))).await
+}
+
+/// Posts (or previews) a comment; any status code with a JSON body is an answer.
+pub async fn post_comment(key: String, req: PostComment) -> Result<PostResponse, ApiError> {
+    #[cfg(feature = "hydrate")]
+    {
+        let resp = gloo_net::http::Request::post(&format!(
+            "/api/threads/{}/comments",
+            encode_key(&key)
+        ))
+        .json(&req)
+        .map_err(|e| ApiError::Other(e.to_string()))?
+        .send()
+        .await
+        .map_err(|e| ApiError::Other(format!("network error: {e}")))?;
+        if resp.status() == 429 {
+            return Ok(PostResponse::error(
+                &key,
+                if req.preview {
+                    PostAction::Preview
+                } else {
+                    PostAction::Post
+                },
+                "__all__",
+                "You are posting too fast; wait a minute and try again.",
+            ));
+        }
+        resp.json::<PostResponse>()
+            .await
+            .map_err(|e| ApiError::Other(format!("bad response ({}): {e}", resp.status())))
+    }
+    #[cfg(not(feature = "hydrate"))]
+    {
+        let _ = (key, req);
+        Err(ApiError::Other("only available in the browser".into()))
+    }
+}
+
+#[cfg(feature = "hydrate")]
+async fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> Result<T, ApiError> {
+    let url = url.to_owned();
+    send_wrapper::SendWrapper::new(async move {
+        let resp = gloo_net::http::Request::get(&url)
+            .send()
+            .await
+            .map_err(|e| ApiError::Other(format!("network error: {e}")))?;
+        if resp.status() == 404 {
+            return Err(ApiError::NotFound);
+        }
+        if !resp.ok() {
+            return Err(ApiError::Other(format!("server answered {}", resp.status())));
+        }
+        resp.json::<T>()
+            .await
+            .map_err(|e| ApiError::Other(e.to_string()))
+    })
+    .await
+}
+
+#[cfg(not(feature = "hydrate"))]
+async fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> Result<T, ApiError> {
+    let _ = url;
+    Err(ApiError::Other("only available in the browser".into()))
+}

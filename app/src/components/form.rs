@@ -1,0 +1,388 @@
+//! The comment form: fields, live preview, posting without a reload.
+//!
+//! One form per page. It renders under the thread, or inline under the comment being
+//! replied to; its text lives in [`Draft`] so moving it never loses what was typed. Without
+//! JavaScript it is a plain HTML form that posts form-encoded and is redirected back.
+
+use crate::api;
+use crate::components::tree::ThreadState;
+use crate::model::{PostComment, PostResponse};
+use leptos::prelude::*;
+use std::collections::BTreeMap;
+
+/// What the reader has typed, and the form's feedback.
+#[derive(Clone, Copy)]
+pub struct Draft {
+    pub name: RwSignal<String>,
+    pub email: RwSignal<String>,
+    pub url: RwSignal<String>,
+    pub title: RwSignal<String>,
+    pub body: RwSignal<String>,
+    pub honeypot: RwSignal<String>,
+    /// Field name (or "form", "__all__") to message.
+    pub errors: RwSignal<BTreeMap<String, String>>,
+    /// The preview's HTML, from the server's renderer.
+    pub preview: RwSignal<String>,
+    /// Bumped on each keystroke, so a slow preview answer never overwrites a newer one.
+    preview_generation: RwSignal<u64>,
+    pub busy: RwSignal<bool>,
+    /// A message after posting, e.g. that the comment awaits moderation.
+    pub notice: RwSignal<Option<String>>,
+}
+
+impl Draft {
+    /// An empty draft.
+    pub fn new() -> Self {
+        Draft {
+            name: RwSignal::new(String::new()),
+            email: RwSignal::new(String::new()),
+            url: RwSignal::new(String::new()),
+            title: RwSignal::new(String::new()),
+            body: RwSignal::new(String::new()),
+            honeypot: RwSignal::new(String::new()),
+            errors: RwSignal::new(BTreeMap::new()),
+            preview: RwSignal::new(String::new()),
+            preview_generation: RwSignal::new(0),
+            busy: RwSignal::new(false),
+            notice: RwSignal::new(None),
+        }
+    }
+
+    fn request(&self, state: &ThreadState, preview: bool) -> PostComment {
+        let opt = |s: RwSignal<String>| {
+            let v = s.get_untracked();
+            (!v.trim().is_empty()).then_some(v)
+        };
+        PostComment {
+            name: self.name.get_untracked(),
+            email: opt(self.email),
+            url: opt(self.url),
+            title: opt(self.title),
+            body: self.body.get_untracked(),
+            parent_id: state.reply_to.get_untracked(),
+            form_token: state.token.get_untracked().map(|t| t.token),
+            honeypot: opt(self.honeypot),
+            preview,
+        }
+    }
+}
+
+impl Default for Draft {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Milliseconds of quiet typing before the preview is refreshed.
+#[cfg(feature = "hydrate")]
+const PREVIEW_DEBOUNCE_MS: u32 = 250;
+
+fn schedule_preview(state: ThreadState) {
+    let draft = state.draft;
+    draft.preview_generation.update(|g| *g += 1);
+    #[cfg(feature = "hydrate")]
+    {
+        let generation = draft.preview_generation.get_untracked();
+        leptos::task::spawn_local(async move {
+            gloo_timers::future::TimeoutFuture::new(PREVIEW_DEBOUNCE_MS).await;
+            if draft.preview_generation.get_untracked() != generation {
+                return;
+            }
+            if draft.body.get_untracked().trim().is_empty() {
+                draft.preview.set(String::new());
+                return;
+            }
+            let req = draft.request(&state, true);
+            if let Ok(resp) = api::post_comment(state.key.get_value(), req).await
+                && draft.preview_generation.get_untracked() == generation
+            {
+                match resp.html {
+                    Some(html) if resp.success => {
+                        draft.preview.set(html);
+                        draft.errors.update(|e| {
+                            e.remove("body");
+                        });
+                    }
+                    _ => {
+                        if let Some(msg) = resp.errors.get("body") {
+                            draft.errors.update(|e| {
+                                e.insert("body".into(), msg.clone());
+                            });
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Applies a successful post: the comment joins the tree, highlighted and in view.
+fn accept(state: ThreadState, resp: PostResponse) {
+    let draft = state.draft;
+    draft.errors.set(BTreeMap::new());
+    draft.body.set(String::new());
+    draft.title.set(String::new());
+    draft.preview.set(String::new());
+    if resp.awaiting_moderation {
+        draft.notice.set(Some(
+            "Thank you: your comment awaits moderation and will appear once approved.".into(),
+        ));
+    } else {
+        draft.notice.set(None);
+    }
+    state.reply_to.set(None);
+    if let Some(comment) = resp.comment {
+        let id = comment.id;
+        state.insert(comment);
+        state.highlighted.set(Some(id));
+        scroll_to(id);
+    }
+}
+
+fn scroll_to(id: crate::model::CommentId) {
+    #[cfg(feature = "hydrate")]
+    leptos::task::spawn_local(async move {
+        // Let the tree render the new node first.
+        gloo_timers::future::TimeoutFuture::new(0).await;
+        if let Some(el) = web_sys::window()
+            .and_then(|w| w.document())
+            .and_then(|d| d.get_element_by_id(&format!("c{id}")))
+        {
+            let opts = web_sys::ScrollIntoViewOptions::new();
+            opts.set_behavior(web_sys::ScrollBehavior::Smooth);
+            opts.set_block(web_sys::ScrollLogicalPosition::Center);
+            el.scroll_into_view_with_scroll_into_view_options(&opts);
+        }
+    });
+    #[cfg(not(feature = "hydrate"))]
+    let _ = id;
+}
+
+fn submit(state: ThreadState) {
+    let draft = state.draft;
+    if draft.busy.get_untracked() {
+        return;
+    }
+    draft.busy.set(true);
+    leptos::task::spawn_local(async move {
+        let key = state.key.get_value();
+        let mut resp = api::post_comment(key.clone(), draft.request(&state, false)).await;
+        // A token that expired while the page stayed open is renewed once, transparently.
+        if matches!(&resp, Ok(r) if r.errors.contains_key("form"))
+            && draft.honeypot.get_untracked().is_empty()
+            && let Ok(token) = api::form_token(key.clone()).await
+        {
+            state.token.set(Some(token));
+            resp = api::post_comment(key.clone(), draft.request(&state, false)).await;
+        }
+        match resp {
+            Ok(r) if r.success => {
+                accept(state, r);
+                // The token was spent; fetch the next one for the next comment.
+                if let Ok(token) = api::form_token(key).await {
+                    state.token.set(Some(token));
+                }
+            }
+            Ok(r) => draft.errors.set(r.errors),
+            Err(e) => draft.errors.set(BTreeMap::from([(
+                "__all__".to_owned(),
+                format!("Your comment could not be sent: {e}"),
+            )])),
+        }
+        draft.busy.set(false);
+    });
+}
+
+/// The comment form, placed under the thread or under the comment being replied to.
+#[component]
+pub fn CommentForm() -> impl IntoView {
+    let state = expect_context::<ThreadState>();
+    let draft = state.draft;
+    let key = state.key.get_value();
+    let action = format!("/api/threads/{}/comments", api::encode_key(&key));
+    let excluded = state.settings.with_value(|s| s.exclude_fields.clone());
+    let shows = move |field: &str| !excluded.iter().any(|f| f == field);
+    let max_length = state.settings.with_value(|s| s.max_length);
+    let error = move |field: &'static str| {
+        move || {
+            draft.errors.with(|e| {
+                e.get(field)
+                    .map(|m| view! { <p class="field-error" data-field=field role="alert">{m.clone()}</p> })
+            })
+        }
+    };
+    let heading = move || match state.reply_to.get() {
+        Some(_) => "Reply",
+        None => "Leave a comment",
+    };
+    let parent_value = move || state.reply_to.get().map(|p| p.to_string()).unwrap_or_default();
+    let token_value = move || state.token.get().map(|t| t.token).unwrap_or_default();
+    let on_submit = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        submit(state);
+    };
+    let on_body = move |ev| {
+        draft.body.set(event_target_value(&ev));
+        schedule_preview(state);
+    };
+    let char_count = move || draft.body.with(|b| b.chars().count());
+
+    view! {
+        <form
+            id="comment-form"
+            class="comment-form"
+            method="post"
+            action=action
+            on:submit=on_submit
+            novalidate
+        >
+            <h3>{heading}</h3>
+            <input type="hidden" name="form_token" prop:value=token_value value=token_value/>
+            <input type="hidden" name="parent_id" prop:value=parent_value value=parent_value/>
+            // The honeypot: invisible to people, tempting to bots that fill every field.
+            <div class="hp" aria-hidden="true">
+                <label>
+                    "Leave this empty"
+                    <input
+                        type="text"
+                        name="honeypot"
+                        tabindex="-1"
+                        autocomplete="off"
+                        prop:value=move || draft.honeypot.get()
+                        on:input=move |ev| draft.honeypot.set(event_target_value(&ev))
+                    />
+                </label>
+            </div>
+            <div class="field">
+                <label for="f-name">"Name"</label>
+                <input
+                    id="f-name"
+                    type="text"
+                    name="name"
+                    required
+                    maxlength="100"
+                    autocomplete="name"
+                    prop:value=move || draft.name.get()
+                    on:input=move |ev| draft.name.set(event_target_value(&ev))
+                />
+                {error("name")}
+            </div>
+            {shows("email")
+                .then(|| {
+                    view! {
+                        <div class="field">
+                            <label for="f-email">"Email " <small>"(optional, never shown)"</small></label>
+                            <input
+                                id="f-email"
+                                type="email"
+                                name="email"
+                                autocomplete="email"
+                                prop:value=move || draft.email.get()
+                                on:input=move |ev| draft.email.set(event_target_value(&ev))
+                            />
+                            {error("email")}
+                        </div>
+                    }
+                })}
+            {shows("url")
+                .then(|| {
+                    view! {
+                        <div class="field">
+                            <label for="f-url">"Website " <small>"(optional)"</small></label>
+                            <input
+                                id="f-url"
+                                type="url"
+                                name="url"
+                                placeholder="https://"
+                                autocomplete="url"
+                                prop:value=move || draft.url.get()
+                                on:input=move |ev| draft.url.set(event_target_value(&ev))
+                            />
+                            {error("url")}
+                        </div>
+                    }
+                })}
+            {shows("title")
+                .then(|| {
+                    view! {
+                        <div class="field">
+                            <label for="f-title">"Title " <small>"(optional)"</small></label>
+                            <input
+                                id="f-title"
+                                type="text"
+                                name="title"
+                                maxlength="200"
+                                prop:value=move || draft.title.get()
+                                on:input=move |ev| draft.title.set(event_target_value(&ev))
+                            />
+                            {error("title")}
+                        </div>
+                    }
+                })}
+            <div class="field">
+                <label for="f-body">"Comment " <small>"(markdown)"</small></label>
+                <textarea
+                    id="f-body"
+                    name="body"
+                    rows="5"
+                    required
+                    prop:value=move || draft.body.get()
+                    on:input=on_body
+                ></textarea>
+                <p class="counter" class:over=move || { char_count() > max_length }>
+                    {move || format!("{} / {max_length}", char_count())}
+                </p>
+                {error("body")}
+            </div>
+            {error("parent_id")}
+            {error("form")}
+            {error("__all__")}
+            <Show when=move || !draft.preview.get().is_empty()>
+                <section class="comment-preview" aria-live="polite">
+                    <h4>"Preview"</h4>
+                    <div class="preview-content" inner_html=move || draft.preview.get()></div>
+                </section>
+            </Show>
+            <div class="actions">
+                <button type="submit" class="post" disabled=move || draft.busy.get()>
+                    {move || if draft.busy.get() { "Posting…" } else { "Post comment" }}
+                </button>
+                <Show when=move || state.reply_to.get().is_some()>
+                    <a
+                        class="cancel-reply"
+                        href="#comment-form"
+                        on:click=move |ev: leptos::ev::MouseEvent| {
+                            ev.prevent_default();
+                            state.reply_to.set(None);
+                        }
+                    >
+                        "cancel reply"
+                    </a>
+                </Show>
+            </div>
+        </form>
+    }
+}
+
+/// The form under the thread (when not replying inline), or the notice that comments are closed.
+#[component]
+pub fn ThreadFormSlot() -> impl IntoView {
+    let state = expect_context::<ThreadState>();
+    let draft = state.draft;
+    view! {
+        {move || {
+            draft
+                .notice
+                .get()
+                .map(|n| view! { <p class="notice" role="status">{n}</p> })
+        }}
+        <Show
+            when=move || state.open.get()
+            fallback=|| view! { <p class="closed-notice">"Comments are closed."</p> }
+        >
+            <Show when=move || state.reply_to.get().is_none()>
+                <CommentForm/>
+            </Show>
+        </Show>
+    }
+}

@@ -1,0 +1,4 @@
+//! Components of the thread page.
+
+pub mod form;
+pub mod tree;

@@ -1,0 +1,374 @@
+//! Wire types shared by the browser and the server: what the JSON API and the pages exchange.
+//!
+//! Everything here may reach a reader, so staff-only data (status, moderation reason, score)
+//! is optional and only ever filled in by the server for staff viewers. Emails and IP
+//! addresses have no field here at all: they cannot leak through these types.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A comment's database id.
+pub type CommentId = i64;
+
+/// Where a comment stands in moderation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Visible to everyone.
+    Published,
+    /// Held by a moderator, waiting for staff.
+    Held,
+    /// Held or marked as spam.
+    Spam,
+    /// Refused by staff.
+    Rejected,
+    /// Taken down by staff after publication.
+    Removed,
+}
+
+impl Status {
+    /// The stored and wire name of the status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Published => "published",
+            Status::Held => "held",
+            Status::Spam => "spam",
+            Status::Rejected => "rejected",
+            Status::Removed => "removed",
+        }
+    }
+
+    /// Parses a stored status name.
+    pub fn parse(s: &str) -> Option<Status> {
+        Some(match s {
+            "published" => Status::Published,
+            "held" => Status::Held,
+            "spam" => Status::Spam,
+            "rejected" => Status::Rejected,
+            "removed" => Status::Removed,
+            _ => return None,
+        })
+    }
+}
+
+/// Staff-only detail of a comment's moderation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModerationFlag {
+    /// True when a moderator held or refused the comment.
+    pub flagged: bool,
+    /// The moderator's reason, e.g. "too many links".
+    pub reason: Option<String>,
+    /// The spam filter's P(spam), when it ran.
+    pub score: Option<f64>,
+}
+
+/// One comment as a viewer may see it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Comment {
+    pub id: CommentId,
+    pub parent_id: Option<CommentId>,
+    /// 0 for a top-level comment; unbounded (the UI caps the indent, not the data).
+    pub depth: u32,
+    pub author_name: String,
+    /// Only http(s) URLs are ever stored.
+    pub author_url: Option<String>,
+    pub title: Option<String>,
+    /// Sanitised HTML rendered from the markdown source when the comment was posted.
+    pub body_html: String,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+    /// Staff only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
+    /// Staff only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moderation: Option<ModerationFlag>,
+}
+
+/// A thread's public summary.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ThreadInfo {
+    pub key: String,
+    pub title: String,
+    pub kind: String,
+    /// False when the thread or the whole site has comments switched off.
+    pub comments_open: bool,
+    /// Published comments.
+    pub comment_count: i64,
+}
+
+/// What the comment form needs to know about the site's settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FormSettings {
+    /// Any of "email", "url", "title": neither shown nor required.
+    pub exclude_fields: Vec<String>,
+    /// Body length limit, in characters.
+    pub max_length: usize,
+    /// Replies deeper than this are shown at this indent.
+    pub max_depth: u32,
+}
+
+/// `GET /api/threads/{key}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ThreadResponse {
+    pub thread: ThreadInfo,
+    /// Tree order: depth first, oldest first.
+    pub comments: Vec<Comment>,
+    pub threaded: bool,
+    /// Cursor for the next page of comments (`?after=`), when the thread has more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+    /// Top-level comments not yet loaded after this page.
+    #[serde(default)]
+    pub remaining_top_level: i64,
+    pub form_settings: FormSettings,
+}
+
+/// `GET /api/threads/{key}/form`: a signed, single-use token the comment form must carry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FormToken {
+    pub token: String,
+    /// RFC 3339, UTC.
+    pub expires_at: String,
+}
+
+/// Everything the thread page renders: one round trip during SSR, one in the browser.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ThreadPage {
+    pub data: ThreadResponse,
+    /// Absent when comments are closed.
+    pub form: Option<FormToken>,
+}
+
+/// `POST /api/threads/{key}/comments`, as JSON. The same fields arrive form-encoded from
+/// browsers without JavaScript.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PostComment {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub body: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_id: Option<CommentId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub form_token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub honeypot: Option<String>,
+    #[serde(default)]
+    pub preview: bool,
+}
+
+/// Whether a post request stored a comment or only previewed one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PostAction {
+    Post,
+    Preview,
+}
+
+/// The answer to every `POST /api/threads/{key}/comments`, whatever its status code.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PostResponse {
+    pub success: bool,
+    pub action: PostAction,
+    /// Field name (or "form", "__all__") to message.
+    pub errors: BTreeMap<String, String>,
+    /// The rendered comment (or, for a preview, the rendered body).
+    pub html: Option<String>,
+    pub comment_id: Option<CommentId>,
+    pub parent_id: Option<CommentId>,
+    /// The thread key.
+    pub thread: String,
+    pub threaded: bool,
+    pub awaiting_moderation: bool,
+    /// Staff posters only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_moderated: Option<bool>,
+    /// The stored comment as the poster may see it, so a client can insert it in place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<Comment>,
+}
+
+impl PostResponse {
+    /// A response with nothing filled in yet.
+    pub fn new(thread: &str, action: PostAction) -> Self {
+        PostResponse {
+            success: false,
+            action,
+            errors: BTreeMap::new(),
+            html: None,
+            comment_id: None,
+            parent_id: None,
+            thread: thread.to_owned(),
+            threaded: true,
+            awaiting_moderation: false,
+            is_moderated: None,
+            comment: None,
+        }
+    }
+
+    /// A failed response with one error.
+    pub fn error(thread: &str, action: PostAction, field: &str, message: impl Into<String>) -> Self {
+        let mut r = Self::new(thread, action);
+        r.errors.insert(field.to_owned(), message.into());
+        r
+    }
+}
+
+/// A thread listed on the home page.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ThreadList {
+    pub threads: Vec<ThreadInfo>,
+}
+
+/// Errors the UI can meet when it asks for data.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ApiError {
+    #[error("not found")]
+    NotFound,
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Formats an RFC 3339 timestamp the way comments show it ("2026-11-21 14:05 UTC").
+/// Pure and timezone-free, so the server's HTML and the browser's hydration agree.
+pub fn display_date(rfc3339: &str) -> String {
+    use time::format_description::well_known::Rfc3339;
+    match time::OffsetDateTime::parse(rfc3339, &Rfc3339) {
+        Ok(t) => {
+            let t = t.to_offset(time::UtcOffset::UTC);
+            format!(
+                "{:04}-{:02}-{:02} {:02}:{:02} UTC",
+                t.year(),
+                u8::from(t.month()),
+                t.day(),
+                t.hour(),
+                t.minute()
+            )
+        }
+        Err(_) => rfc3339.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_names_round_trip() {
+        for s in [
+            Status::Published,
+            Status::Held,
+            Status::Spam,
+            Status::Rejected,
+            Status::Removed,
+        ] {
+            assert_eq!(Status::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(Status::parse("bogus"), None);
+    }
+
+    #[test]
+    fn reader_comment_json_has_no_staff_fields() {
+        let c = Comment {
+            id: 1,
+            parent_id: None,
+            depth: 0,
+            author_name: "Ann".into(),
+            author_url: None,
+            title: None,
+            body_html: "<p>hi</p>".into(),
+            created_at: "2026-11-21T10:00:00Z".into(),
+            status: None,
+            moderation: None,
+        };
+        let json = serde_json::to_string(&c).unwrap();
+        assert!(!json.contains("status"), "{json}");
+        assert!(!json.contains("moderation"), "{json}");
+    }
+
+    #[test]
+    fn dates_display_in_utc() {
+        assert_eq!(display_date("2026-11-21T14:05:09+02:00"), "2026-11-21 12:05 UTC");
+        assert_eq!(display_date("not a date"), "not a date");
+    }
+}
+
+/// Escapes text for use in HTML text and double-quoted attributes.
+pub fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 8);
+    for ch in s.chars() {
+        match ch {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The rel attribute of every link a commenter controls: no SEO credit, no opener access.
+pub const UGC_REL: &str = "nofollow ugc noopener noreferrer";
+
+/// A comment as a self-contained HTML fragment, for API clients that insert markup (the
+/// `html` field of a post or preview response). Its structure and class names match the
+/// thread page's comment component, so the same CSS styles both.
+pub fn comment_html(c: &Comment) -> String {
+    let author = match &c.author_url {
+        Some(url) => format!(
+            r#"<a class="author" href="{}" rel="{UGC_REL}">{}</a>"#,
+            escape_html(url),
+            escape_html(&c.author_name)
+        ),
+        None => format!(r#"<span class="author">{}</span>"#, escape_html(&c.author_name)),
+    };
+    let title = c
+        .title
+        .as_deref()
+        .map(|t| format!(r#"<h3 class="comment-title">{}</h3>"#, escape_html(t)))
+        .unwrap_or_default();
+    format!(
+        r#"<article class="comment" id="c{id}" data-id="{id}" data-depth="{depth}"><header class="comment-meta">{author} <time datetime="{dt}">{shown}</time></header><div class="comment-body">{title}<div class="comment-text">{body}</div></div></article>"#,
+        id = c.id,
+        depth = c.depth,
+        dt = escape_html(&c.created_at),
+        shown = escape_html(&display_date(&c.created_at)),
+        body = c.body_html,
+    )
+}
+
+#[cfg(test)]
+mod html_tests {
+    use super::*;
+
+    #[test]
+    fn comment_html_escapes_author_fields() {
+        let c = Comment {
+            id: 7,
+            parent_id: None,
+            depth: 0,
+            author_name: "<b>Eve</b>".into(),
+            author_url: Some("https://e.example/?a=1&b=\"2\"".into()),
+            title: Some("<i>t</i>".into()),
+            body_html: "<p>ok</p>".into(),
+            created_at: "2026-11-21T10:00:00Z".into(),
+            status: None,
+            moderation: None,
+        };
+        let html = comment_html(&c);
+        assert!(html.contains("&lt;b&gt;Eve&lt;/b&gt;"), "{html}");
+        assert!(html.contains("a=1&amp;b=&quot;2&quot;"), "{html}");
+        assert!(html.contains("&lt;i&gt;t&lt;/i&gt;"), "{html}");
+        assert!(html.contains(r#"<div class="comment-text"><p>ok</p></div>"#), "{html}");
+        assert!(!html.contains("<b>"), "{html}");
+    }
+}

@@ -1,0 +1,187 @@
+//! The `moderato` command line.
+
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::store::{Store, ThreadSpec};
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Moderato: a real-time, threaded, moderated comment system.
+#[derive(Parser, Debug)]
+#[command(name = "moderato", version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every subcommand takes.
+#[derive(Args, Debug, Clone)]
+pub struct Common {
+    /// Database URL: sqlite://FILE (created if missing) or postgres://...
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://moderato.db", global = true)]
+    pub database: String,
+    /// TOML configuration file (every key optional).
+    #[arg(long, env = "MODERATO_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the web server.
+    Serve(ServeArgs),
+    /// Manage threads.
+    #[command(subcommand)]
+    Thread(ThreadCommand),
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "MODERATO_ADDR", default_value = "127.0.0.1:3000")]
+    pub addr: SocketAddr,
+    /// On an empty database, create a `welcome` thread with a few comments.
+    #[arg(long)]
+    pub demo: bool,
+    /// Where cargo-leptos put the site (JS, wasm, CSS).
+    #[arg(long, env = "LEPTOS_SITE_ROOT", default_value = "target/site")]
+    pub site_root: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ThreadCommand {
+    /// Create a thread, or update the given fields of an existing one.
+    Set(ThreadSetArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ThreadSetArgs {
+    /// The thread's key, as in /t/KEY.
+    pub key: String,
+    /// Thread kind (selects `[moderation.kinds.KIND]`).
+    #[arg(long)]
+    pub kind: Option<String>,
+    #[arg(long)]
+    pub title: Option<String>,
+    #[arg(long, value_parser = clap::builder::BoolishValueParser::new())]
+    pub comments_enabled: Option<bool>,
+    /// RFC 3339 time, e.g. 2026-11-01T09:00:00Z.
+    #[arg(long)]
+    pub published_at: Option<String>,
+}
+
+fn load_config(path: Option<&PathBuf>) -> Result<Config> {
+    match path {
+        Some(p) => Ok(Config::load(p)?),
+        None => Ok(Config::default()),
+    }
+}
+
+async fn open_engine(common: &Common) -> Result<Engine> {
+    let config = load_config(common.config.as_ref())?;
+    let store = Store::open(&common.database)
+        .await
+        .with_context(|| format!("cannot open database {}", common.database))?;
+    Ok(Engine::new(store, config).await?)
+}
+
+/// Parses the command line and runs it.
+pub async fn run() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(&cli.common, args).await,
+        Command::Thread(ThreadCommand::Set(args)) => thread_set(&cli.common, args).await,
+    }
+}
+
+async fn thread_set(common: &Common, args: ThreadSetArgs) -> Result<()> {
+    let published_at = match &args.published_at {
+        None => None,
+        Some(s) => {
+            let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+                .with_context(|| format!("--published-at {s:?} is not an RFC 3339 time"))?;
+            Some((t.unix_timestamp_nanos() / 1_000_000) as i64)
+        }
+    };
+    if args.title.as_deref().is_some_and(|t| t.trim().is_empty()) {
+        bail!("--title must not be empty");
+    }
+    let engine = open_engine(common).await?;
+    let t = engine
+        .set_thread(&ThreadSpec {
+            key: args.key,
+            kind: args.kind,
+            title: args.title,
+            comments_enabled: args.comments_enabled,
+            published_at,
+        })
+        .await?;
+    println!(
+        "thread {} (kind {}, comments {}): {}",
+        t.key,
+        t.kind,
+        if t.comments_enabled != 0 { "enabled" } else { "disabled" },
+        t.title
+    );
+    Ok(())
+}
+
+async fn serve(common: &Common, args: ServeArgs) -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sqlx=warn".into()),
+        )
+        .init();
+    let engine = Arc::new(open_engine(common).await?);
+    if args.demo && crate::demo::seed(&engine).await? {
+        tracing::info!("created the demo thread at /t/welcome");
+    }
+    let site_root = args.site_root.clone();
+    if !std::path::Path::new(&site_root).join("pkg").is_dir() {
+        tracing::warn!(
+            site_root,
+            "no built site here: pages render but stay static (build with `cargo leptos build --release`)"
+        );
+    }
+    let app = crate::http::router(engine.clone(), crate::http::leptos_options(&site_root));
+    let listener = tokio::net::TcpListener::bind(args.addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.addr))?;
+    tracing::info!(addr = %args.addr, database = %common.database, "Moderato is listening");
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
+    engine.store.pool.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}

@@ -1,0 +1,411 @@
+//! Comments: validating what a poster sent, rendering markdown safely, and turning stored
+//! rows into what a viewer may see.
+
+use crate::config::Config;
+use crate::store::CommentRow;
+use app::model::{Comment, ModerationFlag, PostComment, Status, UGC_REL};
+use pulldown_cmark::{Event, LinkType, Options, Parser, Tag, TagEnd};
+use std::collections::{BTreeMap, HashSet};
+
+/// Longest accepted author name, in characters.
+pub const MAX_NAME_CHARS: usize = 100;
+/// Longest accepted title, in characters.
+pub const MAX_TITLE_CHARS: usize = 200;
+/// Longest accepted email address, in characters.
+pub const MAX_EMAIL_CHARS: usize = 254;
+/// Longest accepted author URL, in characters.
+pub const MAX_URL_CHARS: usize = 2000;
+
+/// A poster's fields after validation; every string is trimmed and within its limits.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewComment {
+    pub name: String,
+    pub email: Option<String>,
+    pub url: Option<String>,
+    pub title: Option<String>,
+    pub body: String,
+    pub parent_id: Option<i64>,
+}
+
+/// Per-field messages for a 422 answer.
+pub type FieldErrors = BTreeMap<String, String>;
+
+fn has_nul(s: &str) -> bool {
+    s.contains('\0')
+}
+
+/// Trims an optional field, treating blank as absent.
+fn optional(v: &Option<String>) -> Option<String> {
+    v.as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
+/// Checks only the body, as a preview needs.
+pub fn validate_body(body: &str, config: &Config) -> Result<String, String> {
+    if has_nul(body) {
+        return Err("The comment must not contain NUL characters.".into());
+    }
+    let trimmed = body.trim();
+    if trimmed.is_empty() {
+        return Err("Please write a comment.".into());
+    }
+    let chars = trimmed.chars().count();
+    let max = config.comments.max_length;
+    if chars > max {
+        return Err(format!(
+            "The comment is {chars} characters long; at most {max} are allowed."
+        ));
+    }
+    Ok(trimmed.to_owned())
+}
+
+impl NewComment {
+    /// Validates a post. Fields excluded by the configuration are dropped, never required.
+    pub fn parse(req: &PostComment, config: &Config) -> Result<NewComment, FieldErrors> {
+        let mut errors = FieldErrors::new();
+        let body = validate_body(&req.body, config)
+            .map_err(|e| errors.insert("body".into(), e))
+            .ok();
+
+        let name = req.name.trim();
+        if has_nul(name) {
+            errors.insert("name".into(), "The name must not contain NUL characters.".into());
+        } else if name.is_empty() {
+            errors.insert("name".into(), "Please give your name.".into());
+        } else if name.chars().count() > MAX_NAME_CHARS {
+            errors.insert(
+                "name".into(),
+                format!("The name may be at most {MAX_NAME_CHARS} characters long."),
+            );
+        } else if name.chars().any(char::is_control) {
+            errors.insert("name".into(), "The name must not contain control characters.".into());
+        }
+
+        let email = if config.excludes("email") {
+            None
+        } else {
+            optional(&req.email)
+        };
+        if let Some(e) = &email {
+            let valid_shape = e
+                .split_once('@')
+                .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.'));
+            if has_nul(e) || e.chars().any(|c| c.is_whitespace() || c.is_control()) || !valid_shape {
+                errors.insert("email".into(), "This is not a valid email address.".into());
+            } else if e.chars().count() > MAX_EMAIL_CHARS {
+                errors.insert("email".into(), "This email address is too long.".into());
+            }
+        }
+
+        let url = if config.excludes("url") {
+            None
+        } else {
+            optional(&req.url)
+        };
+        let url = match url {
+            None => None,
+            Some(u) if u.chars().count() > MAX_URL_CHARS => {
+                errors.insert("url".into(), "This web address is too long.".into());
+                None
+            }
+            Some(u) => match url::Url::parse(&u) {
+                Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.host().is_some() => {
+                    Some(parsed.to_string())
+                }
+                _ => {
+                    errors.insert(
+                        "url".into(),
+                        "Enter a web address starting with http:// or https://.".into(),
+                    );
+                    None
+                }
+            },
+        };
+
+        let title = if config.excludes("title") {
+            None
+        } else {
+            optional(&req.title)
+        };
+        if let Some(t) = &title {
+            if has_nul(t) || t.chars().any(char::is_control) {
+                errors.insert("title".into(), "The title must not contain control characters.".into());
+            } else if t.chars().count() > MAX_TITLE_CHARS {
+                errors.insert(
+                    "title".into(),
+                    format!("The title may be at most {MAX_TITLE_CHARS} characters long."),
+                );
+            }
+        }
+
+        match body {
+            Some(body) if errors.is_empty() => Ok(NewComment {
+                name: name.to_owned(),
+                email,
+                url,
+                title,
+                body,
+                parent_id: req.parent_id,
+            }),
+            _ => Err(errors),
+        }
+    }
+}
+
+/// Renders a comment's markdown to HTML that is safe to show anyone.
+///
+/// Raw HTML in the source is shown as text (never interpreted), images become plain links,
+/// and ammonia keeps only a small set of formatting tags and http/https/mailto links, each
+/// with `rel="nofollow ugc noopener noreferrer"`.
+pub fn render_markdown(source: &str) -> String {
+    let options = Options::ENABLE_STRIKETHROUGH | Options::ENABLE_TABLES;
+    let events = Parser::new_ext(source, options).map(|event| match event {
+        Event::Html(html) | Event::InlineHtml(html) => Event::Text(html),
+        Event::Start(Tag::Image {
+            dest_url,
+            title,
+            id,
+            ..
+        }) => Event::Start(Tag::Link {
+            link_type: LinkType::Inline,
+            dest_url,
+            title,
+            id,
+        }),
+        Event::End(TagEnd::Image) => Event::End(TagEnd::Link),
+        other => other,
+    });
+    let mut html = String::with_capacity(source.len() * 3 / 2);
+    pulldown_cmark::html::push_html(&mut html, events);
+    sanitizer().clean(&html).to_string()
+}
+
+fn sanitizer() -> ammonia::Builder<'static> {
+    let tags: HashSet<&str> = [
+        "a", "p", "br", "hr", "em", "strong", "del", "code", "pre", "blockquote", "ul", "ol",
+        "li", "h1", "h2", "h3", "h4", "h5", "h6", "table", "thead", "tbody", "tr", "th", "td",
+    ]
+    .into_iter()
+    .collect();
+    let mut b = ammonia::Builder::empty();
+    b.tags(tags)
+        .add_tag_attributes("a", ["href", "title"])
+        .add_tag_attributes("ol", ["start"])
+        .url_schemes(["http", "https", "mailto"].into_iter().collect())
+        .link_rel(Some(UGC_REL))
+        .url_relative(ammonia::UrlRelative::Deny)
+        .strip_comments(true);
+    b
+}
+
+/// Links in a comment's source, for moderators that count them.
+pub fn count_links(source: &str) -> usize {
+    Parser::new_ext(source, Options::empty())
+        .filter(|e| matches!(e, Event::Start(Tag::Link { .. }) | Event::Start(Tag::Image { .. })))
+        .count()
+}
+
+/// Formats stored Unix milliseconds as RFC 3339 (UTC, whole seconds).
+pub fn rfc3339(ms: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Who is looking: what a comment shows depends on it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Viewer {
+    Reader,
+    Staff { user: String },
+}
+
+impl Viewer {
+    /// True for staff.
+    pub fn is_staff(&self) -> bool {
+        matches!(self, Viewer::Staff { .. })
+    }
+}
+
+/// The comment as `viewer` may see it: readers never get status or moderation detail.
+pub fn to_public(row: &CommentRow, viewer: &Viewer) -> Comment {
+    let (status, moderation) = if viewer.is_staff() {
+        let status = Status::parse(&row.status);
+        let flagged = status != Some(Status::Published);
+        (
+            status,
+            Some(ModerationFlag {
+                flagged,
+                reason: row.reason.clone(),
+                score: row.score,
+            }),
+        )
+    } else {
+        (None, None)
+    };
+    Comment {
+        id: row.id,
+        parent_id: row.parent_id,
+        depth: u32::try_from(row.depth).unwrap_or(u32::MAX),
+        author_name: row.author_name.clone(),
+        author_url: row.author_url.clone(),
+        title: row.title.clone(),
+        body_html: row.body_html.clone(),
+        created_at: rfc3339(row.created_at),
+        status,
+        moderation,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(name: &str, body: &str) -> PostComment {
+        PostComment {
+            name: name.into(),
+            body: body.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_plain_comment_is_accepted_and_trimmed() {
+        let c = NewComment::parse(&req("  Ann ", "  Hello  "), &Config::default()).unwrap();
+        assert_eq!(c.name, "Ann");
+        assert_eq!(c.body, "Hello");
+        assert_eq!(c.email, None);
+    }
+
+    #[test]
+    fn missing_name_and_body_are_reported_per_field() {
+        let e = NewComment::parse(&req(" ", " \n "), &Config::default()).unwrap_err();
+        assert!(e.contains_key("name"));
+        assert!(e.contains_key("body"));
+    }
+
+    #[test]
+    fn body_length_counts_characters_not_bytes() {
+        let mut config = Config::default();
+        config.comments.max_length = 5;
+        // Five characters, fifteen bytes: allowed.
+        assert!(NewComment::parse(&req("A", "日本語日本"), &config).is_ok());
+        let e = NewComment::parse(&req("A", "日本語日本語"), &config).unwrap_err();
+        assert!(e["body"].contains("at most 5"), "{e:?}");
+    }
+
+    #[test]
+    fn name_over_100_characters_is_refused() {
+        let long = "é".repeat(101);
+        let e = NewComment::parse(&req(&long, "hi"), &Config::default()).unwrap_err();
+        assert!(e.contains_key("name"));
+        assert!(NewComment::parse(&req(&"é".repeat(100), "hi"), &Config::default()).is_ok());
+    }
+
+    #[test]
+    fn nul_characters_are_refused() {
+        let e = NewComment::parse(&req("A", "hi\0there"), &Config::default()).unwrap_err();
+        assert!(e["body"].contains("NUL"));
+        let e = NewComment::parse(&req("A\0", "hi"), &Config::default()).unwrap_err();
+        assert!(e["name"].contains("NUL"));
+    }
+
+    #[test]
+    fn only_http_and_https_urls_are_accepted() {
+        let mut r = req("A", "hi");
+        for bad in ["javascript:alert(1)", "ftp://x.org/", "not a url", "data:text/html,x"] {
+            r.url = Some(bad.into());
+            let e = NewComment::parse(&r, &Config::default()).unwrap_err();
+            assert!(e.contains_key("url"), "{bad}");
+        }
+        r.url = Some("https://example.org/me".into());
+        let c = NewComment::parse(&r, &Config::default()).unwrap();
+        assert_eq!(c.url.as_deref(), Some("https://example.org/me"));
+    }
+
+    #[test]
+    fn malformed_email_is_refused() {
+        let mut r = req("A", "hi");
+        r.email = Some("nobody".into());
+        assert!(NewComment::parse(&r, &Config::default()).unwrap_err().contains_key("email"));
+        r.email = Some("a@b.org".into());
+        assert!(NewComment::parse(&r, &Config::default()).is_ok());
+    }
+
+    #[test]
+    fn excluded_fields_are_dropped_not_validated() {
+        let mut config = Config::default();
+        config.comments.exclude_fields = vec!["email".into(), "url".into(), "title".into()];
+        let mut r = req("A", "hi");
+        r.email = Some("not an email".into());
+        r.url = Some("javascript:x".into());
+        r.title = Some("t".into());
+        let c = NewComment::parse(&r, &config).unwrap();
+        assert_eq!((c.email, c.url, c.title), (None, None, None));
+    }
+
+    #[test]
+    fn markdown_formats_and_links_get_ugc_rel() {
+        let html = render_markdown("Some *emphasis* and [a link](https://example.org).");
+        assert!(html.contains("<em>emphasis</em>"), "{html}");
+        assert!(
+            html.contains(r#"<a href="https://example.org" rel="nofollow ugc noopener noreferrer">a link</a>"#),
+            "{html}"
+        );
+    }
+
+    #[test]
+    fn raw_html_is_shown_as_text() {
+        let html = render_markdown("<script>alert(1)</script> and <b onclick=x>bold</b>");
+        assert!(!html.contains("<script"), "{html}");
+        assert!(!html.contains("<b"), "{html}");
+        assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{html}");
+    }
+
+    #[test]
+    fn dangerous_link_schemes_are_removed() {
+        let html = render_markdown("[x](javascript:alert(1)) [y](data:text/html,z) [m](mailto:a@b.org)");
+        assert!(!html.contains("javascript:"), "{html}");
+        assert!(!html.contains("data:"), "{html}");
+        assert!(html.contains(r#"href="mailto:a@b.org""#), "{html}");
+    }
+
+    #[test]
+    fn images_become_links() {
+        let html = render_markdown("![a cat](https://example.org/cat.png)");
+        assert!(!html.contains("<img"), "{html}");
+        assert!(html.contains(r#"href="https://example.org/cat.png""#), "{html}");
+        assert!(html.contains("a cat"), "{html}");
+    }
+
+    #[test]
+    fn readers_never_see_moderation_detail() {
+        let row = CommentRow {
+            id: 1,
+            thread_id: 1,
+            parent_id: None,
+            depth: 0,
+            path: "0000000001".into(),
+            author_name: "A".into(),
+            author_email: Some("a@b.org".into()),
+            author_url: None,
+            title: None,
+            body_source: "x".into(),
+            body_html: "<p>x</p>".into(),
+            status: "held".into(),
+            moderator: Some("links".into()),
+            reason: Some("too many links".into()),
+            score: Some(0.5),
+            ip: Some("127.0.0.1".into()),
+            created_at: 0,
+            updated_at: 0,
+        };
+        let public = to_public(&row, &Viewer::Reader);
+        assert_eq!((public.status, public.moderation), (None, None));
+        let staff = to_public(&row, &Viewer::Staff { user: "s".into() });
+        assert_eq!(staff.status, Some(Status::Held));
+        assert_eq!(staff.moderation.unwrap().reason.as_deref(), Some("too many links"));
+    }
+}

@@ -1,0 +1,293 @@
+//! The TOML configuration: every key optional, defaults as documented in the README.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub comments: CommentsConfig,
+    pub moderation: ModerationConfig,
+    pub smtp: SmtpConfig,
+    pub spam: SpamConfig,
+    pub limits: LimitsConfig,
+    pub live: LiveConfig,
+}
+
+/// `[comments]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CommentsConfig {
+    /// Global switch: false closes every thread.
+    pub enabled: bool,
+    /// Any of "email", "url", "title": neither shown nor required.
+    pub exclude_fields: Vec<String>,
+    /// Body limit, in characters.
+    pub max_length: usize,
+    /// Deeper replies are accepted and shown at this indent.
+    pub max_depth: u32,
+    /// The first visit or post creates an unknown thread.
+    pub auto_create_threads: bool,
+    /// Top-level comments per page of a thread.
+    pub page_size: usize,
+    /// Comments (at any depth) per page of a thread; a longer subtree continues on "show more".
+    pub page_max_comments: usize,
+    /// How long a form token stays valid, in minutes.
+    pub form_token_minutes: i64,
+}
+
+impl Default for CommentsConfig {
+    fn default() -> Self {
+        CommentsConfig {
+            enabled: true,
+            exclude_fields: Vec::new(),
+            max_length: 5000,
+            max_depth: 8,
+            auto_create_threads: false,
+            page_size: 50,
+            page_max_comments: 300,
+            form_token_minutes: 120,
+        }
+    }
+}
+
+/// `[moderation]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModerationConfig {
+    /// "standard", or "none" for the null moderator.
+    pub default: String,
+    /// "none" | "all" | "first".
+    pub pre_moderation: String,
+    pub max_links: usize,
+    pub notify_emails: Vec<String>,
+    /// Words that hold a comment (case-insensitive, whole words).
+    pub banned_words: Vec<String>,
+    /// Regular expressions that hold a comment.
+    pub banned_patterns: Vec<String>,
+    /// One table per thread kind.
+    pub kinds: BTreeMap<String, KindConfig>,
+}
+
+impl Default for ModerationConfig {
+    fn default() -> Self {
+        ModerationConfig {
+            default: "standard".into(),
+            pre_moderation: "none".into(),
+            max_links: 3,
+            notify_emails: Vec::new(),
+            banned_words: Vec::new(),
+            banned_patterns: Vec::new(),
+            kinds: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[moderation.kinds.X]`: a key left out turns that option off for the kind.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KindConfig {
+    pub enable_field: bool,
+    pub close_after_days: Option<i64>,
+    pub moderate_after_days: Option<i64>,
+    pub email_notification: bool,
+}
+
+/// `[smtp]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SmtpConfig {
+    pub host: String,
+    pub port: u16,
+    pub from: String,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        SmtpConfig {
+            host: "127.0.0.1".into(),
+            port: 25,
+            from: "moderato@localhost".into(),
+        }
+    }
+}
+
+/// `[spam]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SpamConfig {
+    /// P(spam) at or above: held as spam.
+    pub threshold: f64,
+}
+
+impl Default for SpamConfig {
+    fn default() -> Self {
+        SpamConfig { threshold: 0.9 }
+    }
+}
+
+/// `[limits]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Comment POSTs per client IP per minute; 0 turns the limit off.
+    pub posts_per_minute: u32,
+    /// Larger request bodies get 413 before parsing.
+    pub max_body_bytes: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            posts_per_minute: 10,
+            max_body_bytes: 65536,
+        }
+    }
+}
+
+/// `[live]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LiveConfig {
+    pub max_connections_per_ip: u32,
+    pub max_messages_per_minute: u32,
+    pub max_subscriptions: u32,
+    pub max_message_bytes: usize,
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        LiveConfig {
+            max_connections_per_ip: 10,
+            max_messages_per_minute: 100,
+            max_subscriptions: 50,
+            max_message_bytes: 4096,
+        }
+    }
+}
+
+/// A configuration that cannot be used, with what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads and checks a TOML file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.display().to_string(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and checks TOML text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: "config".into(),
+            message: e.to_string().trim().replace('\n', " "),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        for f in &self.comments.exclude_fields {
+            if !matches!(f.as_str(), "email" | "url" | "title") {
+                return Err(ConfigError::Invalid(format!(
+                    "comments.exclude_fields: unknown field {f:?} (allowed: email, url, title)"
+                )));
+            }
+        }
+        if self.comments.max_length == 0 {
+            return Err(ConfigError::Invalid("comments.max_length must be at least 1".into()));
+        }
+        if self.comments.max_depth == 0 {
+            return Err(ConfigError::Invalid("comments.max_depth must be at least 1".into()));
+        }
+        if self.comments.page_size == 0 || self.comments.page_max_comments == 0 {
+            return Err(ConfigError::Invalid(
+                "comments.page_size and comments.page_max_comments must be at least 1".into(),
+            ));
+        }
+        if !matches!(self.moderation.default.as_str(), "standard" | "none") {
+            return Err(ConfigError::Invalid(format!(
+                "moderation.default: {:?} is not \"standard\" or \"none\"",
+                self.moderation.default
+            )));
+        }
+        if !matches!(self.moderation.pre_moderation.as_str(), "none" | "all" | "first") {
+            return Err(ConfigError::Invalid(format!(
+                "moderation.pre_moderation: {:?} is not \"none\", \"all\" or \"first\"",
+                self.moderation.pre_moderation
+            )));
+        }
+        if !(0.0..=1.0).contains(&self.spam.threshold) {
+            return Err(ConfigError::Invalid("spam.threshold must be between 0 and 1".into()));
+        }
+        Ok(())
+    }
+
+    /// Whether a form field is switched off by `comments.exclude_fields`.
+    pub fn excludes(&self, field: &str) -> bool {
+        self.comments.exclude_fields.iter().any(|f| f == field)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_documented_defaults() {
+        let c = Config::parse("").unwrap();
+        assert!(c.comments.enabled);
+        assert_eq!(c.comments.max_length, 5000);
+        assert_eq!(c.comments.max_depth, 8);
+        assert_eq!(c.moderation.max_links, 3);
+        assert_eq!(c.spam.threshold, 0.9);
+        assert_eq!(c.limits.posts_per_minute, 10);
+        assert_eq!(c.limits.max_body_bytes, 65536);
+        assert_eq!(c.live.max_connections_per_ip, 10);
+    }
+
+    #[test]
+    fn kind_tables_leave_unset_options_off() {
+        let c = Config::parse(
+            "[moderation.kinds.post]\nenable_field = true\nclose_after_days = 30\n",
+        )
+        .unwrap();
+        let post = &c.moderation.kinds["post"];
+        assert!(post.enable_field);
+        assert_eq!(post.close_after_days, Some(30));
+        assert_eq!(post.moderate_after_days, None);
+        assert!(!post.email_notification);
+    }
+
+    #[test]
+    fn bad_values_are_reported_by_key() {
+        let err = Config::parse("[comments]\nexclude_fields = [\"name\"]\n").unwrap_err();
+        assert!(err.to_string().contains("exclude_fields"), "{err}");
+        let err = Config::parse("[comments]\nmax_lenght = 3\n").unwrap_err();
+        assert!(err.to_string().contains("max_lenght"), "{err}");
+        let err = Config::parse("[moderation]\npre_moderation = \"some\"\n").unwrap_err();
+        assert!(err.to_string().contains("pre_moderation"), "{err}");
+    }
+}

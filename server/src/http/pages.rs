@@ -1,0 +1,58 @@
+//! Server-side rendering of the Leptos pages, with the engine provided in context.
+
+use super::AppState;
+use crate::comment::Viewer;
+use crate::engine::{Engine, EngineError};
+use app::api::{Backend, SharedBackend};
+use app::model::{ApiError, ThreadInfo, ThreadPage};
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::Request;
+use axum::response::Response;
+use leptos::prelude::provide_context;
+use std::sync::Arc;
+
+/// The engine as one request's viewer may use it.
+struct RequestBackend {
+    engine: Arc<Engine>,
+    viewer: Viewer,
+}
+
+fn api_error(e: EngineError) -> ApiError {
+    match e {
+        EngineError::NotFound => ApiError::NotFound,
+        other => {
+            tracing::error!(error = %other, "page data failed");
+            ApiError::Other("the server could not load this page".into())
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for RequestBackend {
+    async fn threads(&self) -> Result<Vec<ThreadInfo>, ApiError> {
+        self.engine.threads().await.map_err(api_error)
+    }
+
+    async fn thread_page(&self, key: &str, after: Option<&str>) -> Result<ThreadPage, ApiError> {
+        self.engine
+            .thread_page(key, after, &self.viewer)
+            .await
+            .map_err(api_error)
+    }
+}
+
+/// Renders any Leptos route.
+pub async fn render(State(state): State<AppState>, req: Request<Body>) -> Response {
+    let backend: SharedBackend = Arc::new(RequestBackend {
+        engine: state.engine.clone(),
+        viewer: Viewer::Reader,
+    });
+    let options = state.leptos_options.clone();
+    let handler = leptos_axum::render_route_with_context(
+        state.routes.as_ref().clone(),
+        move || provide_context(backend.clone()),
+        move || app::shell(options.clone()),
+    );
+    handler(State(state), req).await
+}

@@ -1,0 +1,233 @@
+//! CSV input (`label,author,text`, any column order) and `label,score` output.
+
+use std::io::{Read, Write};
+
+use super::model::Model;
+use super::{Comment, Label, Sample};
+
+/// A CSV problem, with the 1-based line where the offending record starts.
+#[derive(Debug, thiserror::Error)]
+pub enum CsvError {
+    /// The header row lacks a required column.
+    #[error("line 1: CSV header has no `{column}` column (found: {found})")]
+    MissingColumn {
+        /// The missing column.
+        column: &'static str,
+        /// The header as read, comma separated.
+        found: String,
+    },
+    /// The label column holds something other than `spam` or `ham`.
+    #[error("line {line}: unknown label {label:?} (expected \"spam\" or \"ham\")")]
+    UnknownLabel {
+        /// Line of the record.
+        line: u64,
+        /// The label as found.
+        label: String,
+    },
+    /// A quoted field is opened but never closed.
+    #[error("line {line}: quoted field is never closed (unbalanced '\"')")]
+    UnterminatedQuote {
+        /// Line where the record with the open quote starts.
+        line: u64,
+    },
+    /// Any other malformed record (wrong field count, invalid UTF-8, ...).
+    #[error("line {line}: {message}")]
+    Malformed {
+        /// Line of the record.
+        line: u64,
+        /// What is wrong.
+        message: String,
+    },
+    /// Reading the input or writing the output failed.
+    #[error("CSV I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Column positions found in the header.
+struct Columns {
+    label: Option<usize>,
+    author: Option<usize>,
+    text: Option<usize>,
+    header: String,
+}
+
+impl Columns {
+    fn require(&self, column: &'static str, at: Option<usize>) -> Result<usize, CsvError> {
+        at.ok_or_else(|| CsvError::MissingColumn {
+            column,
+            found: self.header.clone(),
+        })
+    }
+}
+
+/// Reads the whole input and walks its records, calling `row` with each
+/// record and its line.
+fn for_each_record<R, F>(mut reader: R, mut row: F) -> Result<Columns, CsvError>
+where
+    R: Read,
+    F: FnMut(&Columns, &csv::StringRecord, u64) -> Result<(), CsvError>,
+{
+    // Whole input in memory: the unterminated-quote check needs the raw bytes,
+    // and inputs are at most a site's comment history.
+    let mut bytes = Vec::new();
+    reader.read_to_end(&mut bytes)?;
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_reader(bytes.as_slice());
+    let headers = rdr.headers().map_err(|e| convert(e, &bytes))?.clone();
+    let find = |name: &str| {
+        headers
+            .iter()
+            .position(|h| h.trim().trim_start_matches('\u{feff}').eq_ignore_ascii_case(name))
+    };
+    let cols = Columns {
+        label: find("label"),
+        author: find("author"),
+        text: find("text"),
+        header: headers.iter().collect::<Vec<_>>().join(","),
+    };
+    let mut record = csv::StringRecord::new();
+    let mut last = None;
+    loop {
+        match rdr.read_record(&mut record) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => return Err(convert(e, &bytes)),
+        }
+        let (line, start) = record
+            .position()
+            .map_or((0, 0), |p| (p.line(), p.byte() as usize));
+        last = Some((line, start));
+        row(&cols, &record, line)?;
+    }
+    // The csv crate ends an unclosed quoted field silently at end of input,
+    // so the last record then holds an odd number of quote characters.
+    if let Some((line, start)) = last
+        && odd_quotes(bytes.get(start..).unwrap_or_default())
+    {
+        return Err(CsvError::UnterminatedQuote { line });
+    }
+    Ok(cols)
+}
+
+fn odd_quotes(bytes: &[u8]) -> bool {
+    bytes.iter().filter(|&&b| b == b'"').count() % 2 == 1
+}
+
+fn convert(e: csv::Error, bytes: &[u8]) -> CsvError {
+    let pos = e.position().cloned();
+    let line = pos.as_ref().map_or(0, csv::Position::line);
+    let start = pos.as_ref().map_or(0, |p| p.byte() as usize);
+    match e.into_kind() {
+        csv::ErrorKind::Io(io) => CsvError::Io(io),
+        csv::ErrorKind::UnequalLengths {
+            expected_len, len, ..
+        } => {
+            if odd_quotes(bytes.get(start..).unwrap_or_default()) {
+                CsvError::UnterminatedQuote { line }
+            } else {
+                CsvError::Malformed {
+                    line,
+                    message: format!("expected {expected_len} fields, found {len}"),
+                }
+            }
+        }
+        csv::ErrorKind::Utf8 { err, .. } => CsvError::Malformed {
+            line,
+            message: format!("field {} is not valid UTF-8", err.field() + 1),
+        },
+        other => CsvError::Malformed {
+            line,
+            message: format!("{other:?}"),
+        },
+    }
+}
+
+/// Reads labelled samples from CSV with a header naming `label`, `author` and
+/// `text` columns in any order (other columns are ignored). Labels are `spam`
+/// or `ham`, in any case.
+pub fn read_samples<R: Read>(reader: R) -> Result<Vec<Sample>, CsvError> {
+    let mut out = Vec::new();
+    let mut idx = None;
+    let cols = for_each_record(reader, |cols, rec, line| {
+        let (l, a, t) = match idx {
+            Some(i) => i,
+            None => {
+                let i = (
+                    cols.require("label", cols.label)?,
+                    cols.require("author", cols.author)?,
+                    cols.require("text", cols.text)?,
+                );
+                idx = Some(i);
+                i
+            }
+        };
+        let raw = rec.get(l).unwrap_or_default();
+        let label = Label::parse(raw).ok_or_else(|| CsvError::UnknownLabel {
+            line,
+            label: raw.to_owned(),
+        })?;
+        out.push(Sample {
+            label,
+            author: rec.get(a).unwrap_or_default().to_owned(),
+            text: rec.get(t).unwrap_or_default().to_owned(),
+        });
+        Ok(())
+    })?;
+    // An input with a header but no rows must still have the right columns.
+    cols.require("label", cols.label)?;
+    cols.require("author", cols.author)?;
+    cols.require("text", cols.text)?;
+    Ok(out)
+}
+
+/// Reads comments to classify: a `text` column is required, `author` is
+/// optional (empty if absent) and a `label` column, if any, is ignored.
+pub fn read_comments<R: Read>(reader: R) -> Result<Vec<Comment>, CsvError> {
+    let mut out = Vec::new();
+    let cols = for_each_record(reader, |cols, rec, _line| {
+        let t = cols.require("text", cols.text)?;
+        out.push(Comment {
+            author: cols
+                .author
+                .and_then(|a| rec.get(a))
+                .unwrap_or_default()
+                .to_owned(),
+            text: rec.get(t).unwrap_or_default().to_owned(),
+        });
+        Ok(())
+    })?;
+    cols.require("text", cols.text)?;
+    Ok(out)
+}
+
+/// Writes `label,score` CSV: a header, then one line per score in order, the
+/// label being `spam` when the score is at or above `threshold`.
+pub fn write_scores<W: Write>(writer: W, scores: &[f64], threshold: f64) -> Result<(), CsvError> {
+    let mut w = std::io::BufWriter::new(writer);
+    w.write_all(b"label,score\n")?;
+    for &p in scores {
+        let label = if p >= threshold {
+            Label::Spam
+        } else {
+            Label::Ham
+        };
+        writeln!(w, "{label},{p:.6}")?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
+/// `spam classify`: reads comments from `input`, scores them on all cores and
+/// writes `label,score` CSV to `output`. Returns the number of rows written.
+pub fn classify_csv<R: Read, W: Write>(
+    model: &Model,
+    input: R,
+    output: W,
+    threshold: f64,
+) -> Result<usize, CsvError> {
+    let comments = read_comments(input)?;
+    let scores = model.classify_batch(&comments);
+    write_scores(output, &scores, threshold)?;
+    Ok(scores.len())
+}

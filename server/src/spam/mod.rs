@@ -1,0 +1,144 @@
+//! Naive Bayes spam filter for comments: shared types and the public API.
+//!
+//! The pieces live in submodules and are re-exported here:
+//! - [`tokenize`]: the hand-written tokenizer (words plus optional feature tokens),
+//! - `model`: the multinomial Naive Bayes [`Model`] with incremental updates and JSON I/O,
+//! - `scorer`: the compiled lookup table that makes classification fast,
+//! - `eval`: stratified k-fold cross-validation and metrics,
+//! - `csv_io`: reading labelled/unlabelled CSV and writing `label,score` CSV.
+//!
+//! Typical use from the server:
+//! ```ignore
+//! let mut model = Model::train(&samples, &Options::default());
+//! let p = model.spam_probability("Jane jane@example.org", "Hello\nNice post!");
+//! let is_spam = p >= DEFAULT_THRESHOLD;
+//! model.learn(&Sample { label: Label::Ham, author, text });
+//! ```
+
+mod csv_io;
+mod eval;
+mod model;
+mod scorer;
+pub mod tokenize;
+
+use serde::{Deserialize, Serialize};
+
+pub use csv_io::{CsvError, classify_csv, read_comments, read_samples, write_scores};
+pub use eval::{
+    Confusion, CvOptions, Evaluation, LabelMetrics, cross_validate, out_of_fold_scores,
+    stratified_folds,
+};
+pub use model::{FORMAT_VERSION, Model, Options};
+pub use tokenize::Features;
+
+/// Recommended `spam.threshold`: a comment whose P(spam) is at or above it is spam.
+///
+/// Chosen from the threshold sweep in `docs/spam.md`: Naive Bayes scores are
+/// pushed hard towards 0 and 1, so the F1 plateau is wide; a high threshold
+/// trades a little spam recall for fewer legitimate comments held back.
+pub const DEFAULT_THRESHOLD: f64 = 0.9;
+
+/// The class of a comment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Label {
+    /// Unwanted comment.
+    Spam,
+    /// Legitimate comment.
+    Ham,
+}
+
+impl Label {
+    /// Both labels, in the order used for per-label arrays.
+    pub const ALL: [Label; 2] = [Label::Spam, Label::Ham];
+
+    /// Position of this label in per-label arrays (`Spam` = 0, `Ham` = 1).
+    pub const fn index(self) -> usize {
+        match self {
+            Label::Spam => 0,
+            Label::Ham => 1,
+        }
+    }
+
+    /// The lowercase name used in CSV and JSON (`"spam"` or `"ham"`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Label::Spam => "spam",
+            Label::Ham => "ham",
+        }
+    }
+
+    /// Parses `spam` or `ham`, ignoring ASCII case and surrounding whitespace.
+    pub fn parse(s: &str) -> Option<Label> {
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("spam") {
+            Some(Label::Spam)
+        } else if s.eq_ignore_ascii_case("ham") {
+            Some(Label::Ham)
+        } else {
+            None
+        }
+    }
+}
+
+impl std::fmt::Display for Label {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A labelled comment for training or evaluation.
+///
+/// The server builds `author` as `name + " " + email` and `text` as
+/// `title + "\n" + body`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sample {
+    /// Whether the comment is spam.
+    pub label: Label,
+    /// Author name and e-mail, space separated.
+    pub author: String,
+    /// Title and body, newline separated.
+    pub text: String,
+}
+
+/// An unlabelled comment to classify.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Comment {
+    /// Author name and e-mail, space separated.
+    pub author: String,
+    /// Title and body, newline separated.
+    pub text: String,
+}
+
+/// Errors from model (de)serialization, updates and evaluation.
+#[derive(Debug, thiserror::Error)]
+pub enum SpamError {
+    /// The JSON is not a model this code understands.
+    #[error("invalid spam model JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// The model was written by newer code with a format this code does not know.
+    #[error(
+        "spam model format version {found} is newer than this server supports \
+         (up to {supported}); upgrade the server or retrain the model"
+    )]
+    UnsupportedVersion {
+        /// Version found in the file.
+        found: u32,
+        /// Newest version this code reads.
+        supported: u32,
+    },
+    /// The JSON parsed but its numbers contradict each other.
+    #[error("inconsistent spam model: {0}")]
+    Inconsistent(String),
+    /// `unlearn` was asked to remove a sample the model cannot contain.
+    #[error("cannot unlearn a {label} sample that was never learned: {reason}")]
+    NotLearned {
+        /// Label of the sample.
+        label: Label,
+        /// Which count would go below zero.
+        reason: String,
+    },
+    /// Cross-validation settings that cannot work with the given data.
+    #[error("cannot cross-validate: {0}")]
+    Evaluation(String),
+}

@@ -1,0 +1,547 @@
+//! Hand-written tokenizer: lowercased `\b\w\w+\b` words plus optional feature tokens.
+//!
+//! Words follow django-cast's `re.findall(r"\b\w\w+\b", text.lower())`: maximal
+//! runs of Unicode word characters (alphanumerics and `_`) at least two
+//! characters long, lowercased. ASCII runs take a byte-table fast path and,
+//! when already lowercase, are handed out as slices of the input without
+//! copying; only runs with uppercase or non-ASCII letters go through a buffer.
+//!
+//! Feature tokens all contain `#`, which is never a word character, so they can
+//! never collide with a word.
+
+use serde::{Deserialize, Serialize};
+
+use super::scorer::hash_bytes;
+
+/// Which extra feature tokens are emitted besides the words.
+///
+/// A model stores the features it was trained with and classifies with the
+/// same ones, so changing them needs retraining. The default is the set that
+/// measurably helped in `docs/spam.md`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Features {
+    /// One `#links:N` token with the link count bucketed as 0, 1, 2–3, 4+.
+    pub links: bool,
+    /// One `#dom:example.com` token per link (last two labels of the host).
+    pub domains: bool,
+    /// A `#num:N` token for each all-digit word, bucketed by length
+    /// (2–3, 4–5, 6–9, 10+): phone numbers and prices without the exact digits.
+    pub numbers: bool,
+    /// `#cur:N` (currency signs) and `#bang:N` (exclamation marks) buckets.
+    pub symbols: bool,
+    /// One `#caps:N` token for the share of uppercase among ASCII letters.
+    pub caps: bool,
+    /// Prefix author words with `a#` so they are counted apart from the text.
+    pub author_prefix: bool,
+}
+
+impl Features {
+    /// Words only, exactly django-cast's tokens.
+    pub const NONE: Features = Features {
+        links: false,
+        domains: false,
+        numbers: false,
+        symbols: false,
+        caps: false,
+        author_prefix: false,
+    };
+}
+
+impl Default for Features {
+    fn default() -> Self {
+        Features {
+            links: true,
+            domains: true,
+            numbers: true,
+            symbols: true,
+            caps: false,
+            author_prefix: false,
+        }
+    }
+}
+
+const WORD: u8 = 1;
+const UPPER: u8 = 2;
+const DIGIT: u8 = 4;
+const ALPHA: u8 = 8;
+
+/// Per-byte classes for ASCII (`\w` = `[A-Za-z0-9_]`); zero for bytes >= 0x80.
+const CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 128 {
+        let c = b as u8;
+        t[b] = if c.is_ascii_uppercase() {
+            WORD | UPPER | ALPHA
+        } else if c.is_ascii_lowercase() {
+            WORD | ALPHA
+        } else if c.is_ascii_digit() {
+            WORD | DIGIT
+        } else if c == b'_' {
+            WORD
+        } else {
+            0
+        };
+        b += 1;
+    }
+    t
+};
+
+/// Text statistics gathered during the word scan for the shape features.
+#[derive(Default)]
+struct Shape {
+    upper: u32,
+    letters: u32,
+    currency: u32,
+    bangs: u32,
+    /// Byte offsets where a link's host starts (after `://`, or at `www.`).
+    /// Found during the word scan so links cost no extra pass over the text.
+    link_hosts: Vec<usize>,
+}
+
+/// Reusable buffers so tokenizing does not allocate per token.
+#[derive(Default)]
+pub(crate) struct TokenBuf {
+    word: String,
+    feature: String,
+}
+
+const NO_ENTRY: u32 = u32::MAX;
+
+/// One distinct token of a comment.
+#[derive(Clone, Copy)]
+pub(crate) struct Entry {
+    pub(crate) hash: u64,
+    start: u32,
+    len: u32,
+    pub(crate) count: u32,
+}
+
+/// The distinct tokens of one comment with their counts.
+///
+/// Scoring and training both work on distinct tokens: binary mode needs them
+/// anyway, count mode multiplies by the count, and looking each distinct token
+/// up once saves most model-table lookups on long texts. The set is a small
+/// open-addressing table over a per-comment arena, reused across comments so
+/// the steady state allocates nothing.
+#[derive(Default)]
+pub(crate) struct DocTokens {
+    buf: TokenBuf,
+    arena: String,
+    entries: Vec<Entry>,
+    table: Vec<u32>,
+}
+
+impl DocTokens {
+    /// Replaces the contents with the tokens of one comment.
+    pub(crate) fn collect(&mut self, author: &str, text: &str, features: &Features) {
+        self.arena.clear();
+        // Shrink a table blown up by one huge comment so that resetting it
+        // per comment stays cheap.
+        let want = (self.entries.len() * 4).next_power_of_two().max(64);
+        if self.table.len() != want {
+            self.table = vec![NO_ENTRY; want];
+        } else {
+            self.table.fill(NO_ENTRY);
+        }
+        self.entries.clear();
+        let DocTokens {
+            buf,
+            arena,
+            entries,
+            table,
+        } = self;
+        for_each_token(author, text, features, buf, &mut |t: &str| {
+            insert(arena, entries, table, t);
+        });
+    }
+
+    /// Distinct tokens with their hash and count, in first-seen order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &Entry)> {
+        self.entries.iter().map(|e| {
+            let (start, len) = (e.start as usize, e.len as usize);
+            (self.arena.get(start..start + len).unwrap_or_default(), e)
+        })
+    }
+}
+
+fn insert(arena: &mut String, entries: &mut Vec<Entry>, table: &mut Vec<u32>, t: &str) {
+    let hash = hash_bytes(t.as_bytes());
+    let mut mask = table.len() - 1;
+    // The model table indexes with the low bits; use the high ones here.
+    let mut i = (hash >> 40) as usize & mask;
+    loop {
+        let slot = table[i];
+        if slot == NO_ENTRY {
+            break;
+        }
+        let e = &mut entries[slot as usize];
+        if e.hash == hash {
+            let (start, len) = (e.start as usize, e.len as usize);
+            if arena.get(start..start + len) == Some(t) {
+                e.count += 1;
+                return;
+            }
+        }
+        i = (i + 1) & mask;
+    }
+    let start = u32::try_from(arena.len()).unwrap_or(u32::MAX);
+    arena.push_str(t);
+    let len = u32::try_from(t.len()).unwrap_or(u32::MAX);
+    let index = u32::try_from(entries.len()).unwrap_or(NO_ENTRY);
+    entries.push(Entry {
+        hash,
+        start,
+        len,
+        count: 1,
+    });
+    table[i] = index;
+    if entries.len() * 2 > table.len() {
+        // Grow and re-place every entry; keeps probes short.
+        let size = table.len() * 2;
+        table.clear();
+        table.resize(size, NO_ENTRY);
+        mask = size - 1;
+        for (k, e) in entries.iter().enumerate() {
+            let mut j = (e.hash >> 40) as usize & mask;
+            while table[j] != NO_ENTRY {
+                j = (j + 1) & mask;
+            }
+            table[j] = u32::try_from(k).unwrap_or(NO_ENTRY);
+        }
+    }
+}
+
+/// Lowercased words of `text` as django-cast finds them (no feature tokens).
+pub fn words(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut buf = String::new();
+    scan_words(text, &mut buf, &mut Shape::default(), &mut |w: &str| {
+        out.push(w.to_owned());
+    });
+    out
+}
+
+/// Every token a model with these `features` sees for a comment, in order.
+pub fn tokens(author: &str, text: &str, features: &Features) -> Vec<String> {
+    let mut out = Vec::new();
+    for_each_token(
+        author,
+        text,
+        features,
+        &mut TokenBuf::default(),
+        &mut |t: &str| out.push(t.to_owned()),
+    );
+    out
+}
+
+/// Number of word tokens (without feature tokens) in `author` and `text`.
+pub fn count_words(author: &str, text: &str) -> usize {
+    let mut n = 0;
+    let mut buf = String::new();
+    let mut shape = Shape::default();
+    scan_words(author, &mut buf, &mut shape, &mut |_: &str| n += 1);
+    scan_words(text, &mut buf, &mut shape, &mut |_: &str| n += 1);
+    n
+}
+
+/// Calls `emit` for every token of a comment: author words, text words, then
+/// the feature tokens enabled in `features`.
+pub(crate) fn for_each_token<F: FnMut(&str)>(
+    author: &str,
+    text: &str,
+    features: &Features,
+    buf: &mut TokenBuf,
+    emit: &mut F,
+) {
+    let mut shape = Shape::default();
+    let TokenBuf { word, feature } = buf;
+    if features.author_prefix {
+        scan_words(author, word, &mut shape, &mut |w: &str| {
+            feature.clear();
+            feature.push_str("a#");
+            feature.push_str(w);
+            emit(feature);
+        });
+    } else {
+        scan_words(author, word, &mut shape, emit);
+    }
+    shape.link_hosts.clear();
+    if features.numbers {
+        scan_words(text, word, &mut shape, &mut |w: &str| {
+            emit(w);
+            if w.bytes().all(|b| b.is_ascii_digit()) {
+                emit(match w.len() {
+                    0..=3 => "#num:2",
+                    4..=5 => "#num:4",
+                    6..=9 => "#num:6",
+                    _ => "#num:10",
+                });
+            }
+        });
+    } else {
+        scan_words(text, word, &mut shape, emit);
+    }
+    if features.links || features.domains {
+        let links = scan_links(text, &shape.link_hosts, |host| {
+            if features.domains {
+                feature.clear();
+                feature.push_str("#dom:");
+                feature.push_str(host);
+                emit(feature);
+            }
+        });
+        if features.links {
+            emit(match links {
+                0 => "#links:0",
+                1 => "#links:1",
+                2..=3 => "#links:2",
+                _ => "#links:4",
+            });
+        }
+    }
+    if features.symbols {
+        emit(match shape.currency {
+            0 => "#cur:0",
+            1 => "#cur:1",
+            _ => "#cur:2",
+        });
+        emit(match shape.bangs {
+            0 => "#bang:0",
+            1..=2 => "#bang:1",
+            _ => "#bang:3",
+        });
+    }
+    if features.caps && shape.letters >= 8 {
+        // Integer percent avoids float rounding making buckets platform-dependent.
+        let pct = shape.upper * 100 / shape.letters;
+        emit(match pct {
+            0..=4 => "#caps:0",
+            5..=14 => "#caps:1",
+            15..=34 => "#caps:2",
+            _ => "#caps:3",
+        });
+    }
+}
+
+/// Finds the words of `s`, calling `emit` with each lowercased word.
+fn scan_words<F: FnMut(&str)>(s: &str, buf: &mut String, shape: &mut Shape, emit: &mut F) {
+    let bytes = s.as_bytes();
+    let n = bytes.len();
+    let mut i = 0;
+    while i < n {
+        let b = bytes[i];
+        let class = CLASS[b as usize];
+        if class & WORD == 0 {
+            if b < 0x80 {
+                match b {
+                    b'!' => shape.bangs += 1,
+                    b'$' => shape.currency += 1,
+                    b':' if bytes[i + 1..].starts_with(b"//") => shape.link_hosts.push(i + 3),
+                    _ => {}
+                }
+                i += 1;
+                continue;
+            }
+            // Non-ASCII: only a letter or digit starts a word.
+            let Some(ch) = s[i..].chars().next() else {
+                break;
+            };
+            if !ch.is_alphanumeric() {
+                shape.currency += u32::from(matches!(ch, '£' | '€' | '¥'));
+                i += ch.len_utf8();
+                continue;
+            }
+        }
+        // A word starts at i. Fast path: a run of ASCII word bytes.
+        let start = i;
+        let mut upper = 0u32;
+        let mut letters = 0u32;
+        while i < n {
+            let c = CLASS[bytes[i] as usize];
+            if c & WORD == 0 {
+                break;
+            }
+            upper += u32::from(c & UPPER != 0);
+            letters += u32::from(c & ALPHA != 0);
+            i += 1;
+        }
+        shape.upper += upper;
+        shape.letters += letters;
+        if i - start == 3
+            && bytes.get(i) == Some(&b'.')
+            && bytes[start..i].eq_ignore_ascii_case(b"www")
+            && !bytes[..start].ends_with(b"//")
+        {
+            shape.link_hosts.push(start);
+        }
+        let continues_non_ascii = i < n && bytes[i] >= 0x80 && starts_word_char(&s[i..]);
+        if !continues_non_ascii {
+            if i - start >= 2 {
+                if upper == 0 {
+                    emit(&s[start..i]);
+                } else {
+                    buf.clear();
+                    buf.push_str(&s[start..i]);
+                    buf.make_ascii_lowercase();
+                    emit(buf);
+                }
+            }
+            continue;
+        }
+        // Slow path: the word mixes in non-ASCII characters.
+        buf.clear();
+        buf.push_str(&s[start..i]);
+        buf.make_ascii_lowercase();
+        let mut chars = i - start;
+        for ch in s[i..].chars() {
+            if ch.is_ascii() {
+                let c = CLASS[ch as usize];
+                if c & WORD == 0 {
+                    break;
+                }
+                shape.upper += u32::from(c & UPPER != 0);
+                shape.letters += u32::from(c & ALPHA != 0);
+                buf.push(ch.to_ascii_lowercase());
+            } else if ch.is_alphanumeric() {
+                buf.extend(ch.to_lowercase());
+            } else {
+                break;
+            }
+            chars += 1;
+            i += ch.len_utf8();
+        }
+        if chars >= 2 {
+            emit(buf);
+        }
+    }
+}
+
+fn starts_word_char(s: &str) -> bool {
+    s.chars().next().is_some_and(char::is_alphanumeric)
+}
+
+/// Counts the links found by the word scan and passes each link's
+/// registrable-looking domain (last two host labels, lowercased) to `host`.
+fn scan_links<F: FnMut(&str)>(text: &str, starts: &[usize], mut host: F) -> u32 {
+    let bytes = text.as_bytes();
+    let mut lower = String::new();
+    for &start in starts {
+        let mut end = start;
+        while end < bytes.len()
+            && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'-' || bytes[end] == b'.')
+        {
+            end += 1;
+        }
+        let raw = text[start..end].trim_matches('.');
+        if !raw.is_empty() {
+            lower.clear();
+            lower.push_str(raw);
+            lower.make_ascii_lowercase();
+            host(last_two_labels(&lower));
+        }
+    }
+    u32::try_from(starts.len()).unwrap_or(u32::MAX)
+}
+
+fn last_two_labels(host: &str) -> &str {
+    match host.rmatch_indices('.').nth(1) {
+        Some((dot, _)) => &host[dot + 1..],
+        None => host,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_match_django_cast_regex() {
+        // re.findall(r"\b\w\w+\b", s.lower()) gives exactly these.
+        assert_eq!(
+            words("Hello, WORLD! a bb c_d 42 x9 Ünïcödé straße ÉCOLE"),
+            ["hello", "world", "bb", "c_d", "42", "x9", "ünïcödé", "straße", "école"]
+        );
+        assert_eq!(words("I'm a -- b"), Vec::<String>::new());
+        assert_eq!(words("don't"), ["don"]);
+        assert_eq!(words("naïve café→bar"), ["naïve", "café", "bar"]);
+        assert_eq!(words("日本語 テキスト"), ["日本語", "テキスト"]);
+        assert_eq!(words(""), Vec::<String>::new());
+        assert_eq!(words("é"), Vec::<String>::new());
+        assert_eq!(words("aé"), ["aé"]);
+        assert_eq!(words("ab"), ["ab"]);
+    }
+
+    #[test]
+    fn lowercase_fast_path_and_buffer_path_agree() {
+        assert_eq!(words("MiXeD mixed MIXED"), ["mixed", "mixed", "mixed"]);
+        assert_eq!(words("ÀBC àbc"), ["àbc", "àbc"]);
+    }
+
+    #[test]
+    fn link_features() {
+        let f = Features {
+            links: true,
+            domains: true,
+            ..Features::NONE
+        };
+        let t = tokens(
+            "",
+            "see https://Shop.Example.COM/x and www.foo.org, http://a.b.c.net",
+            &f,
+        );
+        let feats: Vec<&str> = t
+            .iter()
+            .map(String::as_str)
+            .filter(|t| t.contains('#'))
+            .collect();
+        assert_eq!(
+            feats,
+            ["#dom:example.com", "#dom:foo.org", "#dom:c.net", "#links:2"]
+        );
+        let links = |s: &str| {
+            let t = tokens("", s, &f);
+            t.last().cloned().unwrap_or_default()
+        };
+        assert_eq!(links("no links here: ok"), "#links:0");
+        assert_eq!(links("http://www.x.org"), "#links:1");
+        assert_eq!(links("awww.nope"), "#links:0");
+        assert_eq!(links("WWW.A.COM www.b.com"), "#links:2");
+    }
+
+    #[test]
+    fn shape_features() {
+        let f = Features {
+            numbers: true,
+            symbols: true,
+            caps: true,
+            author_prefix: true,
+            ..Features::NONE
+        };
+        let t = tokens("Bob", "CALL 09061701461 NOW!!! Win $100 £50", &f);
+        assert_eq!(
+            t,
+            [
+                "a#bob",
+                "call",
+                "09061701461",
+                "#num:10",
+                "now",
+                "win",
+                "100",
+                "#num:2",
+                "50",
+                "#num:2",
+                "#cur:2",
+                "#bang:3",
+                "#caps:3",
+            ]
+        );
+    }
+
+    #[test]
+    fn count_words_counts_only_words() {
+        // jane doe jane example org + hi great post
+        assert_eq!(count_words("Jane Doe jane@example.org", "Hi\nGreat post!"), 5 + 3);
+    }
+}

@@ -1,0 +1,435 @@
+//! Storage: sqlx over SQLite (default, an embedded file in WAL mode) or PostgreSQL.
+//!
+//! Both backends are reached through sqlx's `Any` driver with the same SQL (`$N` parameters,
+//! BIGINT times and flags), so one test suite checks both. Schema changes live in
+//! `migrations/{sqlite,postgres}` and are never edited once landed.
+
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyPool, Executor, FromRow};
+use std::time::Duration;
+
+/// Which database the URL selected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Errors from the store; the message is for logs, not for clients.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("unsupported database URL {0:?} (use sqlite://FILE or postgres://...)")]
+    BadUrl(String),
+    #[error("database error: {0}")]
+    Sqlx(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl StoreError {
+    /// True when a unique constraint refused the write.
+    pub fn is_unique_violation(&self) -> bool {
+        match self {
+            StoreError::Sqlx(sqlx::Error::Database(e)) => e.is_unique_violation(),
+            _ => false,
+        }
+    }
+}
+
+/// The connection pool and which backend it talks to.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pub pool: AnyPool,
+    pub backend: Backend,
+}
+
+/// A thread as stored.
+#[derive(Clone, Debug, FromRow)]
+pub struct ThreadRow {
+    pub id: i64,
+    pub key: String,
+    pub kind: String,
+    pub title: String,
+    pub comments_enabled: i64,
+    pub published_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A comment as stored. Never serialized: it holds the email, the IP and moderation data.
+#[derive(Clone, Debug, FromRow)]
+pub struct CommentRow {
+    pub id: i64,
+    pub thread_id: i64,
+    pub parent_id: Option<i64>,
+    pub depth: i64,
+    pub path: String,
+    pub author_name: String,
+    pub author_email: Option<String>,
+    pub author_url: Option<String>,
+    pub title: Option<String>,
+    pub body_source: String,
+    pub body_html: String,
+    pub status: String,
+    pub moderator: Option<String>,
+    pub reason: Option<String>,
+    pub score: Option<f64>,
+    pub ip: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// The columns of [`CommentRow`], for SELECTs.
+pub const COMMENT_COLUMNS: &str = "id, thread_id, parent_id, depth, path, author_name, \
+     author_email, author_url, title, body_source, body_html, status, moderator, reason, score, \
+     ip, created_at, updated_at";
+
+const THREAD_COLUMNS: &str =
+    "id, key, kind, title, comments_enabled, published_at, created_at, updated_at";
+
+/// Width of one id in a materialised path; ten digits cover ids below 10^10.
+pub const PATH_SEGMENT: usize = 10;
+
+/// The path segment of one comment id.
+pub fn path_segment(id: i64) -> String {
+    format!("{id:0width$}", width = PATH_SEGMENT)
+}
+
+/// The first string after every path that starts with `prefix` (':' sorts right after '9').
+pub fn path_upper_bound(prefix: &str) -> String {
+    format!("{prefix}:")
+}
+
+/// Now, in Unix milliseconds.
+pub fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// Thread fields for `thread set`: `None` keeps the stored value (or the default on create).
+#[derive(Clone, Debug, Default)]
+pub struct ThreadSpec {
+    pub key: String,
+    pub kind: Option<String>,
+    pub title: Option<String>,
+    pub comments_enabled: Option<bool>,
+    pub published_at: Option<i64>,
+}
+
+/// A validated comment ready to insert.
+#[derive(Clone, Debug)]
+pub struct NewCommentRow {
+    pub thread_id: i64,
+    pub parent: Option<(i64, String, i64)>,
+    pub author_name: String,
+    pub author_email: Option<String>,
+    pub author_url: Option<String>,
+    pub title: Option<String>,
+    pub body_source: String,
+    pub body_html: String,
+    pub status: String,
+    pub moderator: Option<String>,
+    pub reason: Option<String>,
+    pub score: Option<f64>,
+    pub ip: Option<String>,
+    pub created_at: i64,
+}
+
+impl Store {
+    /// Connects, creating the SQLite file if missing, and runs the migrations.
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        install_default_drivers();
+        let (backend, url) = if let Some(rest) = url.strip_prefix("sqlite:") {
+            // Create the file when missing, unless the URL already says how to open it.
+            let url = if rest.contains("mode=") {
+                url.to_owned()
+            } else if rest.contains('?') {
+                format!("{url}&mode=rwc")
+            } else {
+                format!("{url}?mode=rwc")
+            };
+            (Backend::Sqlite, url)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (Backend::Postgres, url.to_owned())
+        } else {
+            return Err(StoreError::BadUrl(url.to_owned()));
+        };
+        let mut options = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 8 } else { 16 })
+            .acquire_timeout(Duration::from_secs(10));
+        if backend == Backend::Sqlite {
+            options = options.after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    // WAL lets readers run beside the writer; FULL makes every acknowledged
+                    // commit durable across power loss; the busy timeout queues writers.
+                    conn.execute("PRAGMA journal_mode = WAL").await?;
+                    conn.execute("PRAGMA synchronous = FULL").await?;
+                    conn.execute("PRAGMA busy_timeout = 5000").await?;
+                    conn.execute("PRAGMA foreign_keys = ON").await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = options.connect(&url).await?;
+        let store = Store { pool, backend };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        match self.backend {
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&self.pool).await?,
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&self.pool).await?,
+        }
+        Ok(())
+    }
+
+    /// True when the database answers.
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+
+    /// A stored setting.
+    pub async fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar::<_, String>("SELECT value FROM settings WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// Stores a setting unless one exists; returns the value that is stored afterwards.
+    pub async fn setting_or_insert(&self, key: &str, value: &str) -> Result<String, StoreError> {
+        sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
+        Ok(self.setting(key).await?.unwrap_or_else(|| value.to_owned()))
+    }
+
+    /// A thread by key.
+    pub async fn thread(&self, key: &str) -> Result<Option<ThreadRow>, StoreError> {
+        Ok(sqlx::query_as::<_, ThreadRow>(&format!(
+            "SELECT {THREAD_COLUMNS} FROM threads WHERE key = $1"
+        ))
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Every thread with its published comment count, newest first.
+    pub async fn threads_with_counts(&self) -> Result<Vec<(ThreadRow, i64)>, StoreError> {
+        #[derive(FromRow)]
+        struct Counted {
+            #[sqlx(flatten)]
+            thread: ThreadRow,
+            n: i64,
+        }
+        let rows = sqlx::query_as::<_, Counted>(
+            "SELECT t.id, t.key, t.kind, t.title, t.comments_enabled, t.published_at, \
+                    t.created_at, t.updated_at, \
+                    (SELECT COUNT(*) FROM comments c \
+                      WHERE c.thread_id = t.id AND c.status = 'published') AS n \
+               FROM threads t ORDER BY t.created_at DESC, t.id DESC",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|r| (r.thread, r.n)).collect())
+    }
+
+    /// Creates a thread or updates the given fields of an existing one.
+    pub async fn set_thread(&self, spec: &ThreadSpec) -> Result<ThreadRow, StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let existing = sqlx::query_as::<_, ThreadRow>(&format!(
+            "SELECT {THREAD_COLUMNS} FROM threads WHERE key = $1"
+        ))
+        .bind(&spec.key)
+        .fetch_optional(&mut *tx)
+        .await?;
+        match existing {
+            Some(t) => {
+                sqlx::query(
+                    "UPDATE threads SET kind = $1, title = $2, comments_enabled = $3, \
+                     published_at = $4, updated_at = $5 WHERE id = $6",
+                )
+                .bind(spec.kind.clone().unwrap_or(t.kind))
+                .bind(spec.title.clone().unwrap_or(t.title))
+                .bind(spec.comments_enabled.map(i64::from).unwrap_or(t.comments_enabled))
+                .bind(spec.published_at.or(t.published_at))
+                .bind(now)
+                .bind(t.id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            None => {
+                sqlx::query(
+                    "INSERT INTO threads (key, kind, title, comments_enabled, published_at, \
+                     created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $6)",
+                )
+                .bind(&spec.key)
+                .bind(spec.kind.clone().unwrap_or_else(|| "page".into()))
+                .bind(spec.title.clone().unwrap_or_else(|| spec.key.clone()))
+                .bind(i64::from(spec.comments_enabled.unwrap_or(true)))
+                .bind(spec.published_at.unwrap_or(now))
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        self.thread(&spec.key)
+            .await?
+            .ok_or_else(|| StoreError::Sqlx(sqlx::Error::RowNotFound))
+    }
+
+    /// One comment by id.
+    pub async fn comment(&self, id: i64) -> Result<Option<CommentRow>, StoreError> {
+        Ok(sqlx::query_as::<_, CommentRow>(&format!(
+            "SELECT {COMMENT_COLUMNS} FROM comments WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Comments of a thread after `after` in tree order, at most `limit`.
+    /// `published_only` selects what readers may see.
+    pub async fn comments_after(
+        &self,
+        thread_id: i64,
+        published_only: bool,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<CommentRow>, StoreError> {
+        let sql = if published_only {
+            format!(
+                "SELECT {COMMENT_COLUMNS} FROM comments WHERE thread_id = $1 \
+                 AND status = 'published' AND path > $2 ORDER BY path LIMIT $3"
+            )
+        } else {
+            format!(
+                "SELECT {COMMENT_COLUMNS} FROM comments WHERE thread_id = $1 \
+                 AND path > $2 ORDER BY path LIMIT $3"
+            )
+        };
+        Ok(sqlx::query_as::<_, CommentRow>(&sql)
+            .bind(thread_id)
+            .bind(after)
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// Published comments of a thread.
+    pub async fn published_count(&self, thread_id: i64) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM comments WHERE thread_id = $1 AND status = 'published'",
+        )
+        .bind(thread_id)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// Top-level comments after `after` (in tree order) that a viewer may see.
+    pub async fn top_level_after(
+        &self,
+        thread_id: i64,
+        published_only: bool,
+        after: &str,
+    ) -> Result<i64, StoreError> {
+        let sql = if published_only {
+            "SELECT COUNT(*) FROM comments WHERE thread_id = $1 AND status = 'published' \
+             AND path > $2 AND depth = 0"
+        } else {
+            "SELECT COUNT(*) FROM comments WHERE thread_id = $1 AND path > $2 AND depth = 0"
+        };
+        Ok(sqlx::query_scalar::<_, i64>(sql)
+            .bind(thread_id)
+            .bind(after)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    /// True when a form token's nonce has been spent.
+    pub async fn nonce_used(&self, nonce: &str) -> Result<bool, StoreError> {
+        Ok(
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM form_nonces WHERE nonce = $1")
+                .bind(nonce)
+                .fetch_one(&self.pool)
+                .await?
+                > 0,
+        )
+    }
+
+    /// Stores a comment and spends its form token's nonce, in one transaction: either both
+    /// happen or neither. A nonce already spent fails with a unique violation.
+    pub async fn insert_comment(
+        &self,
+        new: &NewCommentRow,
+        nonce: Option<(&str, i64)>,
+    ) -> Result<CommentRow, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if let Some((nonce, expires_at)) = nonce {
+            // A write first, so SQLite takes the write lock at once (no deferred upgrade).
+            sqlx::query("INSERT INTO form_nonces (nonce, expires_at) VALUES ($1, $2)")
+                .bind(nonce)
+                .bind(expires_at)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let (parent_id, depth) = match &new.parent {
+            Some((id, _, depth)) => (Some(*id), depth + 1),
+            None => (None, 0),
+        };
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO comments (thread_id, parent_id, depth, path, author_name, author_email, \
+             author_url, title, body_source, body_html, status, moderator, reason, score, ip, \
+             created_at, updated_at) \
+             VALUES ($1, $2, $3, '', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15) \
+             RETURNING id",
+        )
+        .bind(new.thread_id)
+        .bind(parent_id)
+        .bind(depth)
+        .bind(&new.author_name)
+        .bind(&new.author_email)
+        .bind(&new.author_url)
+        .bind(&new.title)
+        .bind(&new.body_source)
+        .bind(&new.body_html)
+        .bind(&new.status)
+        .bind(&new.moderator)
+        .bind(&new.reason)
+        .bind(new.score)
+        .bind(&new.ip)
+        .bind(new.created_at)
+        .fetch_one(&mut *tx)
+        .await?;
+        let path = match &new.parent {
+            Some((_, parent_path, _)) => format!("{parent_path}{}", path_segment(id)),
+            None => path_segment(id),
+        };
+        sqlx::query("UPDATE comments SET path = $1 WHERE id = $2")
+            .bind(&path)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let row = sqlx::query_as::<_, CommentRow>(&format!(
+            "SELECT {COMMENT_COLUMNS} FROM comments WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(row)
+    }
+
+    /// Forgets spent nonces whose tokens have expired anyway.
+    pub async fn purge_nonces(&self, now: i64) -> Result<u64, StoreError> {
+        Ok(sqlx::query("DELETE FROM form_nonces WHERE expires_at < $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+}
