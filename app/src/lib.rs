@@ -3,6 +3,8 @@
 //! Compiled twice: with `ssr` into the server (rendering pages to HTML) and with `hydrate`
 //! into the browser's wasm (making those pages interactive).
 
+#![recursion_limit = "256"]
+
 pub mod api;
 pub mod components;
 pub mod model;

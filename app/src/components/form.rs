@@ -362,6 +362,7 @@ pub fn CommentForm() -> impl IntoView {
             </div>
         </form>
     }
+    .into_any()
 }
 
 /// The form under the thread (when not replying inline), or the notice that comments are closed.

@@ -2,9 +2,17 @@
 //!
 //! Classification only needs, per token, the log-likelihood ratio
 //! `ln P(t|spam) - ln P(t|ham)`. Computing two logarithms per token would cap
-//! throughput well below the goal, so the ratios are computed once per model
-//! state and stored in an open-addressing table keyed by a 64-bit hash, with
-//! the token text kept in one arena so a lookup confirms the exact match.
+//! throughput far below the goal, so the ratios are computed once per model
+//! state and stored in an open-addressing table of 16-byte slots holding a
+//! token's 64-bit hash and its weight; four slots share a cache line.
+//!
+//! Tokens are identified by their 64-bit hash alone. Known tokens never
+//! collide: the table is rebuilt with another hash seed if two would. An
+//! unknown token matches a known one with probability about V / 2^64 (5e-15
+//! for a 100,000-token vocabulary), and even then only borrows that token's
+//! weight, which a spammer could get by writing the token itself; storing and
+//! comparing the token text instead would double the table and cost a second
+//! cache miss per token.
 
 use std::cell::RefCell;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -57,16 +65,15 @@ fn short_key(b: &[u8]) -> [u64; 2] {
     }
 }
 
-/// Fast non-cryptographic hash of a token. Tokens come from user input, but
-/// the table is probed linearly with a bounded load, so a flood of crafted
-/// collisions only slows classification of that one comment.
+/// Fast non-cryptographic hash of a token with a seed.
 #[inline]
-pub(crate) fn hash_bytes(bytes: &[u8]) -> u64 {
-    if bytes.len() <= INLINE {
+pub(crate) fn hash_seeded(bytes: &[u8], seed: u64) -> u64 {
+    let n = bytes.len();
+    if n <= 16 {
         let [a, b] = short_key(bytes);
-        return hash_short(a, b, bytes.len());
+        return fold_mul(a ^ seed ^ K2 ^ (n as u64), b ^ K);
     }
-    let mut h = K2 ^ (bytes.len() as u64);
+    let mut h = seed ^ K2 ^ (n as u64);
     let mut chunks = bytes.chunks_exact(8);
     for c in &mut chunks {
         let mut w = [0u8; 8];
@@ -74,13 +81,13 @@ pub(crate) fn hash_bytes(bytes: &[u8]) -> u64 {
         h = fold_mul(h ^ u64::from_le_bytes(w), K);
     }
     // The last (overlapping) word covers the tail without a partial copy.
-    let tail = load8(bytes, bytes.len() - 8);
-    fold_mul(h ^ tail, K2)
+    fold_mul(h ^ load8(bytes, n - 8), K2)
 }
 
+/// `hash_seeded` with the default seed, for hash maps of tokens.
 #[inline]
-fn hash_short(a: u64, b: u64, len: usize) -> u64 {
-    fold_mul(a ^ K2 ^ (len as u64), b ^ K)
+pub(crate) fn hash_bytes(bytes: &[u8]) -> u64 {
+    hash_seeded(bytes, 0)
 }
 
 /// `Hasher` adapter so the model's count map uses the same fast hash.
@@ -103,46 +110,26 @@ impl Hasher for TokenHasher {
 /// Builder for hash maps keyed by tokens.
 pub(crate) type TokenHash = BuildHasherDefault<TokenHasher>;
 
-/// Keys up to this many bytes live inside the slot, so a lookup touches one
-/// cache line; longer keys (rare) are compared against `Scorer::long_keys`.
-const INLINE: usize = 16;
-const EMPTY: u32 = u32::MAX;
-
-/// One table slot: 32 bytes, aligned so it never straddles a cache line.
+/// One table slot. `hash == 0` marks an empty slot (real hashes are mapped
+/// away from 0).
 #[derive(Clone, Copy)]
-#[repr(C, align(32))]
+#[repr(C, align(16))]
 struct Slot {
     hash: u64,
     weight: f32,
-    /// Key length in bytes, or `EMPTY`.
-    len: u32,
-    /// `short_key` of the token if `len <= INLINE`, else `[offset in long_keys, 0]`.
-    key: [u64; 2],
 }
 
 const EMPTY_SLOT: Slot = Slot {
     hash: 0,
     weight: 0.0,
-    len: EMPTY,
-    key: [0; 2],
 };
-
-/// A token of the comment being scored, ready to look up.
-#[derive(Clone, Copy)]
-struct Probe {
-    hash: u64,
-    key: [u64; 2],
-    len: u32,
-    /// Offset of a long token's text in `Scratch::long`.
-    long_at: u32,
-}
 
 /// Per-thread scratch space, reused across comments.
 #[derive(Default)]
 struct Scratch {
     tokens: TokenBuf,
-    probes: Vec<Probe>,
-    long: String,
+    /// Token hashes of the comment being scored.
+    hashes: Vec<u64>,
     /// Slots already counted for this comment (binary mode), open addressing.
     seen: Vec<u32>,
 }
@@ -156,11 +143,16 @@ thread_local! {
 pub(crate) struct Scorer {
     slots: Vec<Slot>,
     mask: usize,
-    long_keys: String,
+    seed: u64,
     /// `ln prior(spam) - ln prior(ham)`.
     bias: f64,
     binary: bool,
     features: Features,
+}
+
+#[inline]
+fn nonzero(h: u64) -> u64 {
+    h.max(1)
 }
 
 impl Scorer {
@@ -169,29 +161,29 @@ impl Scorer {
         let vocab = model.vocabulary_len();
         // Load factor at most 2/3: short linear probes, compact table.
         let capacity = (vocab + vocab / 2 + 1).next_power_of_two().max(16);
-        let mut slots = vec![EMPTY_SLOT; capacity];
         let mask = capacity - 1;
-        let mut long_keys = String::new();
-        for (token, ratio) in model.log_ratios() {
-            let b = token.as_bytes();
-            let key = if b.len() <= INLINE {
-                short_key(b)
-            } else {
-                let offset = long_keys.len() as u64;
-                long_keys.push_str(token);
-                [offset, 0]
-            };
-            let hash = hash_bytes(b);
-            let mut i = (hash as usize) & mask;
-            while slots[i].len != EMPTY {
-                i = (i + 1) & mask;
+        let mut slots = vec![EMPTY_SLOT; capacity];
+        let mut seed = 0u64;
+        'build: loop {
+            for (token, ratio) in model.log_ratios() {
+                let hash = nonzero(hash_seeded(token.as_bytes(), seed));
+                let mut i = (hash as usize) & mask;
+                while slots[i].hash != 0 {
+                    if slots[i].hash == hash {
+                        // Two known tokens share a hash (odds ~V²/2^65):
+                        // start over with another seed.
+                        seed = seed.wrapping_add(K);
+                        slots.fill(EMPTY_SLOT);
+                        continue 'build;
+                    }
+                    i = (i + 1) & mask;
+                }
+                slots[i] = Slot {
+                    hash,
+                    weight: ratio as f32,
+                };
             }
-            slots[i] = Slot {
-                hash,
-                weight: ratio as f32,
-                len: u32::try_from(b.len()).unwrap_or(EMPTY - 1),
-                key,
-            };
+            break;
         }
         let [spam_docs, ham_docs] = model.doc_counts();
         // Laplace-smoothed priors keep an untrained or one-sided model finite.
@@ -199,34 +191,24 @@ impl Scorer {
         Scorer {
             slots,
             mask,
-            long_keys,
+            seed,
             bias,
             binary: model.options().binary,
             features: model.options().features,
         }
     }
 
-    /// Slot index of a token, or `None` if the model never saw it.
-    #[inline]
-    fn find(&self, p: &Probe, long: &str) -> Option<usize> {
-        let mut i = (p.hash as usize) & self.mask;
+    /// Slot index of a token hash, or `None` if the model never saw it.
+    #[inline(always)]
+    fn find(&self, hash: u64) -> Option<usize> {
+        let mut i = (hash as usize) & self.mask;
         loop {
-            let slot = &self.slots[i];
-            if slot.len == EMPTY {
-                return None;
+            let h = self.slots[i].hash;
+            if h == hash {
+                return Some(i);
             }
-            if slot.hash == p.hash && slot.len == p.len {
-                if p.len as usize <= INLINE {
-                    if slot.key == p.key {
-                        return Some(i);
-                    }
-                } else {
-                    let (at, n) = (slot.key[0] as usize, p.len as usize);
-                    let mine = long.get(p.long_at as usize..p.long_at as usize + n);
-                    if mine.is_some() && self.long_keys.get(at..at + n) == mine {
-                        return Some(i);
-                    }
-                }
+            if h == 0 {
+                return None;
             }
             i = (i + 1) & self.mask;
         }
@@ -236,44 +218,24 @@ impl Scorer {
     fn log_odds(&self, scratch: &mut Scratch, author: &str, text: &str) -> f64 {
         let Scratch {
             tokens,
-            probes,
-            long,
+            hashes,
             seen,
         } = scratch;
-        probes.clear();
-        long.clear();
+        hashes.clear();
+        let seed = self.seed;
         for_each_token(author, text, &self.features, tokens, &mut |t: &str| {
-            let b = t.as_bytes();
-            let len = u32::try_from(b.len()).unwrap_or(u32::MAX);
-            if b.len() <= INLINE {
-                let key = short_key(b);
-                probes.push(Probe {
-                    hash: hash_short(key[0], key[1], b.len()),
-                    key,
-                    len,
-                    long_at: 0,
-                });
-            } else {
-                let long_at = u32::try_from(long.len()).unwrap_or(u32::MAX);
-                long.push_str(t);
-                probes.push(Probe {
-                    hash: hash_bytes(b),
-                    key: [0; 2],
-                    len,
-                    long_at,
-                });
-            }
+            hashes.push(nonzero(hash_seeded(t.as_bytes(), seed)));
         });
         // Tokenizing first and looking up afterwards keeps this loop tight,
         // so the CPU overlaps the table's cache misses across tokens.
         let mut sum = 0.0f64;
         if self.binary {
-            let size = (probes.len() * 2).next_power_of_two().max(16);
+            let size = (hashes.len() * 2).next_power_of_two().max(16);
             seen.clear();
             seen.resize(size, u32::MAX);
             let mask = size - 1;
-            for p in probes.iter() {
-                let Some(i) = self.find(p, long) else {
+            for &h in hashes.iter() {
+                let Some(i) = self.find(h) else {
                     continue;
                 };
                 let mut j = (i.wrapping_mul(0x9E37_79B9) >> 7) & mask;
@@ -291,8 +253,8 @@ impl Scorer {
                 }
             }
         } else {
-            for p in probes.iter() {
-                if let Some(i) = self.find(p, long) {
+            for &h in hashes.iter() {
+                if let Some(i) = self.find(h) {
                     sum += f64::from(self.slots[i].weight);
                 }
             }

@@ -62,8 +62,6 @@ impl Default for Features {
 
 const WORD: u8 = 1;
 const UPPER: u8 = 2;
-const DIGIT: u8 = 4;
-const ALPHA: u8 = 8;
 
 /// Per-byte classes for ASCII (`\w` = `[A-Za-z0-9_]`); zero for bytes >= 0x80.
 const CLASS: [u8; 256] = {
@@ -72,12 +70,8 @@ const CLASS: [u8; 256] = {
     while b < 128 {
         let c = b as u8;
         t[b] = if c.is_ascii_uppercase() {
-            WORD | UPPER | ALPHA
-        } else if c.is_ascii_lowercase() {
-            WORD | ALPHA
-        } else if c.is_ascii_digit() {
-            WORD | DIGIT
-        } else if c == b'_' {
+            WORD | UPPER
+        } else if c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' {
             WORD
         } else {
             0
@@ -87,16 +81,41 @@ const CLASS: [u8; 256] = {
     t
 };
 
-/// Text statistics gathered during the word scan for the shape features.
-#[derive(Default)]
-struct Shape {
-    upper: u32,
-    letters: u32,
-    currency: u32,
-    bangs: u32,
-    /// Byte offsets where a link's host starts (after `://`, or at `www.`).
-    /// Found during the word scan so links cost no extra pass over the text.
-    link_hosts: Vec<usize>,
+// SWAR (8 bytes per step) classification of ASCII text. Every function
+// assumes all eight bytes are below 0x80, so per-byte additions never carry
+// into the neighbouring byte; callers check `x & HIGH == 0` first.
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGH: u64 = 0x8080_8080_8080_8080;
+const LOW7: u64 = 0x7F7F_7F7F_7F7F_7F7F;
+
+/// High bit set in each byte of `x` that is `>= c` (`c <= 0x80`).
+#[inline]
+fn ge(x: u64, c: u8) -> u64 {
+    x.wrapping_add(ONES * u64::from(0x80 - c)) & HIGH
+}
+
+/// High bit set in each byte of `x` that equals `c`.
+#[inline]
+fn eq(x: u64, c: u8) -> u64 {
+    !((x ^ (ONES * u64::from(c))).wrapping_add(LOW7)) & HIGH
+}
+
+/// `(word bytes, uppercase bytes)` of eight ASCII bytes, as high-bit masks.
+#[inline]
+fn word_mask(x: u64) -> (u64, u64) {
+    // Setting bit 5 folds A-Z onto a-z without creating new letters.
+    let folded = x | (ONES * 0x20);
+    let letter = ge(folded, b'a') & !ge(folded, b'z' + 1);
+    let digit = ge(x, b'0') & !ge(x, b'9' + 1);
+    let upper = letter & !(x << 2);
+    (letter | digit | eq(x, b'_'), upper)
+}
+
+#[inline]
+fn load8(b: &[u8], at: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(w)
 }
 
 /// Reusable buffers so tokenizing does not allocate per token.
@@ -104,6 +123,7 @@ struct Shape {
 pub(crate) struct TokenBuf {
     word: String,
     feature: String,
+    shape: Shape,
 }
 
 const NO_ENTRY: u32 = u32::MAX;
@@ -215,8 +235,7 @@ fn insert(arena: &mut String, entries: &mut Vec<Entry>, table: &mut Vec<u32>, t:
 /// Lowercased words of `text` as django-cast finds them (no feature tokens).
 pub fn words(text: &str) -> Vec<String> {
     let mut out = Vec::new();
-    let mut buf = String::new();
-    scan_words(text, &mut buf, &mut Shape::default(), &mut |w: &str| {
+    scan_words::<false, _>(text, &mut String::new(), &mut Shape::default(), &mut |w: &str| {
         out.push(w.to_owned());
     });
     out
@@ -238,11 +257,20 @@ pub fn tokens(author: &str, text: &str, features: &Features) -> Vec<String> {
 /// Number of word tokens (without feature tokens) in `author` and `text`.
 pub fn count_words(author: &str, text: &str) -> usize {
     let mut n = 0;
-    let mut buf = String::new();
-    let mut shape = Shape::default();
-    scan_words(author, &mut buf, &mut shape, &mut |_: &str| n += 1);
-    scan_words(text, &mut buf, &mut shape, &mut |_: &str| n += 1);
+    let (mut buf, mut shape) = (String::new(), Shape::default());
+    scan_words::<false, _>(author, &mut buf, &mut shape, &mut |_: &str| n += 1);
+    scan_words::<false, _>(text, &mut buf, &mut shape, &mut |_: &str| n += 1);
     n
+}
+
+/// Symbol counts and link positions gathered by the word scan, which looks
+/// at every non-word byte anyway, so these features cost no extra pass.
+#[derive(Default)]
+struct Shape {
+    bangs: u32,
+    currency: u32,
+    /// Byte offsets in the text where a link's host starts.
+    link_hosts: Vec<usize>,
 }
 
 /// Calls `emit` for every token of a comment: author words, text words, then
@@ -254,21 +282,41 @@ pub(crate) fn for_each_token<F: FnMut(&str)>(
     buf: &mut TokenBuf,
     emit: &mut F,
 ) {
-    let mut shape = Shape::default();
-    let TokenBuf { word, feature } = buf;
+    if features.links || features.domains || features.symbols {
+        tokens_with::<true, F>(author, text, features, buf, emit);
+    } else {
+        tokens_with::<false, F>(author, text, features, buf, emit);
+    }
+}
+
+fn tokens_with<const SHAPE: bool, F: FnMut(&str)>(
+    author: &str,
+    text: &str,
+    features: &Features,
+    buf: &mut TokenBuf,
+    emit: &mut F,
+) {
+    let TokenBuf {
+        word,
+        feature,
+        shape,
+    } = buf;
+    shape.bangs = 0;
+    shape.currency = 0;
     if features.author_prefix {
-        scan_words(author, word, &mut shape, &mut |w: &str| {
+        scan_words::<SHAPE, _>(author, word, shape, &mut |w: &str| {
             feature.clear();
             feature.push_str("a#");
             feature.push_str(w);
             emit(feature);
         });
     } else {
-        scan_words(author, word, &mut shape, emit);
+        scan_words::<SHAPE, _>(author, word, shape, emit);
     }
+    // Only links in the text count; the author's were scanned for symbols.
     shape.link_hosts.clear();
     if features.numbers {
-        scan_words(text, word, &mut shape, &mut |w: &str| {
+        scan_words::<SHAPE, _>(text, word, shape, &mut |w: &str| {
             emit(w);
             if w.bytes().all(|b| b.is_ascii_digit()) {
                 emit(match w.len() {
@@ -280,25 +328,23 @@ pub(crate) fn for_each_token<F: FnMut(&str)>(
             }
         });
     } else {
-        scan_words(text, word, &mut shape, emit);
+        scan_words::<SHAPE, _>(text, word, shape, emit);
     }
-    if features.links || features.domains {
-        let links = scan_links(text, &shape.link_hosts, |host| {
-            if features.domains {
-                feature.clear();
-                feature.push_str("#dom:");
-                feature.push_str(host);
-                emit(feature);
-            }
+    if features.domains {
+        link_domains(text, &shape.link_hosts, &mut |host: &str| {
+            feature.clear();
+            feature.push_str("#dom:");
+            feature.push_str(host);
+            emit(feature);
         });
-        if features.links {
-            emit(match links {
-                0 => "#links:0",
-                1 => "#links:1",
-                2..=3 => "#links:2",
-                _ => "#links:4",
-            });
-        }
+    }
+    if features.links {
+        emit(match shape.link_hosts.len() {
+            0 => "#links:0",
+            1 => "#links:1",
+            2..=3 => "#links:2",
+            _ => "#links:4",
+        });
     }
     if features.symbols {
         emit(match shape.currency {
@@ -312,96 +358,157 @@ pub(crate) fn for_each_token<F: FnMut(&str)>(
             _ => "#bang:3",
         });
     }
-    if features.caps && shape.letters >= 8 {
-        // Integer percent avoids float rounding making buckets platform-dependent.
-        let pct = shape.upper * 100 / shape.letters;
-        emit(match pct {
-            0..=4 => "#caps:0",
-            5..=14 => "#caps:1",
-            15..=34 => "#caps:2",
-            _ => "#caps:3",
-        });
+    if features.caps {
+        let (mut upper, mut letters) = (0usize, 0usize);
+        for s in [author, text] {
+            for &b in s.as_bytes() {
+                upper += usize::from(b.is_ascii_uppercase());
+                letters += usize::from(b.is_ascii_alphabetic());
+            }
+        }
+        if letters >= 8 {
+            // Integer percent keeps bucket edges exact on every platform.
+            emit(match upper * 100 / letters {
+                0..=4 => "#caps:0",
+                5..=14 => "#caps:1",
+                15..=34 => "#caps:2",
+                _ => "#caps:3",
+            });
+        }
     }
 }
 
-/// Finds the words of `s`, calling `emit` with each lowercased word.
-fn scan_words<F: FnMut(&str)>(s: &str, buf: &mut String, shape: &mut Shape, emit: &mut F) {
+/// Finds the words of `s`, calling `emit` with each lowercased word. With
+/// `SHAPE`, also counts `!` and currency signs and records link hosts
+/// (`scheme://` and bare `www.`) in `shape`.
+fn scan_words<const SHAPE: bool, F: FnMut(&str)>(
+    s: &str,
+    buf: &mut String,
+    shape: &mut Shape,
+    emit: &mut F,
+) {
     let bytes = s.as_bytes();
     let n = bytes.len();
     let mut i = 0;
-    while i < n {
-        let b = bytes[i];
-        let class = CLASS[b as usize];
-        if class & WORD == 0 {
+    'words: while i < n {
+        // Skip to the next word character.
+        loop {
+            if i + 8 <= n {
+                let x = load8(bytes, i);
+                if x & HIGH == 0 {
+                    let (w, _) = word_mask(x);
+                    if w == 0 {
+                        if SHAPE {
+                            shape_block(bytes, i, x, shape);
+                        }
+                        i += 8;
+                        continue;
+                    }
+                    let skip = (w.trailing_zeros() / 8) as usize;
+                    if SHAPE {
+                        // Usually one or two separator bytes: cheaper one by one.
+                        for at in i..i + skip {
+                            shape_byte(bytes, at, shape);
+                        }
+                    }
+                    i += skip;
+                    break;
+                }
+            }
+            if i >= n {
+                break 'words;
+            }
+            let b = bytes[i];
             if b < 0x80 {
-                match b {
-                    b'!' => shape.bangs += 1,
-                    b'$' => shape.currency += 1,
-                    b':' if bytes[i + 1..].starts_with(b"//") => shape.link_hosts.push(i + 3),
-                    _ => {}
+                if CLASS[b as usize] & WORD != 0 {
+                    break;
+                }
+                if SHAPE {
+                    shape_byte(bytes, i, shape);
                 }
                 i += 1;
-                continue;
-            }
-            // Non-ASCII: only a letter or digit starts a word.
-            let Some(ch) = s[i..].chars().next() else {
-                break;
-            };
-            if !ch.is_alphanumeric() {
-                shape.currency += u32::from(matches!(ch, '£' | '€' | '¥'));
+            } else {
+                let Some(ch) = s[i..].chars().next() else {
+                    break 'words;
+                };
+                if ch.is_alphanumeric() {
+                    break;
+                }
+                if SHAPE && matches!(ch, '£' | '€' | '¥') {
+                    shape.currency += 1;
+                }
                 i += ch.len_utf8();
-                continue;
             }
         }
-        // A word starts at i. Fast path: a run of ASCII word bytes.
+        // Scan the run of ASCII word characters starting at i.
         let start = i;
-        let mut upper = 0u32;
-        let mut letters = 0u32;
-        while i < n {
-            let c = CLASS[bytes[i] as usize];
-            if c & WORD == 0 {
+        let mut upper = false;
+        let mut mixed = false;
+        loop {
+            if i + 8 <= n {
+                let x = load8(bytes, i);
+                if x & HIGH == 0 {
+                    let (w, up) = word_mask(x);
+                    let stop = !w & HIGH;
+                    if stop == 0 {
+                        upper |= up != 0;
+                        i += 8;
+                        continue;
+                    }
+                    let k = stop.trailing_zeros();
+                    upper |= up & ((1u64 << k) - 1) != 0;
+                    i += (k / 8) as usize;
+                    break;
+                }
+            }
+            if i >= n {
                 break;
             }
-            upper += u32::from(c & UPPER != 0);
-            letters += u32::from(c & ALPHA != 0);
-            i += 1;
+            let b = bytes[i];
+            if b < 0x80 {
+                let c = CLASS[b as usize];
+                if c & WORD == 0 {
+                    break;
+                }
+                upper |= c & UPPER != 0;
+                i += 1;
+            } else {
+                mixed = starts_word_char(&s[i..]);
+                break;
+            }
         }
-        shape.upper += upper;
-        shape.letters += letters;
-        if i - start == 3
-            && bytes.get(i) == Some(&b'.')
-            && bytes[start..i].eq_ignore_ascii_case(b"www")
-            && !bytes[..start].ends_with(b"//")
-        {
-            shape.link_hosts.push(start);
-        }
-        let continues_non_ascii = i < n && bytes[i] >= 0x80 && starts_word_char(&s[i..]);
-        if !continues_non_ascii {
-            if i - start >= 2 {
-                if upper == 0 {
-                    emit(&s[start..i]);
-                } else {
+        if !mixed {
+            let len = i - start;
+            if len >= 2 {
+                if upper {
                     buf.clear();
                     buf.push_str(&s[start..i]);
                     buf.make_ascii_lowercase();
                     emit(buf);
+                } else {
+                    emit(&s[start..i]);
+                }
+                if SHAPE
+                    && len == 3
+                    && bytes.get(i) == Some(&b'.')
+                    && bytes[start..i].eq_ignore_ascii_case(b"www")
+                    && !bytes[..start].ends_with(b"//")
+                {
+                    shape.link_hosts.push(start);
                 }
             }
             continue;
         }
-        // Slow path: the word mixes in non-ASCII characters.
+        // Slow path: the word contains non-ASCII characters.
         buf.clear();
         buf.push_str(&s[start..i]);
         buf.make_ascii_lowercase();
         let mut chars = i - start;
         for ch in s[i..].chars() {
             if ch.is_ascii() {
-                let c = CLASS[ch as usize];
-                if c & WORD == 0 {
+                if CLASS[ch as usize] & WORD == 0 {
                     break;
                 }
-                shape.upper += u32::from(c & UPPER != 0);
-                shape.letters += u32::from(c & ALPHA != 0);
                 buf.push(ch.to_ascii_lowercase());
             } else if ch.is_alphanumeric() {
                 buf.extend(ch.to_lowercase());
@@ -417,13 +524,51 @@ fn scan_words<F: FnMut(&str)>(s: &str, buf: &mut String, shape: &mut Shape, emit
     }
 }
 
+/// Shape bookkeeping for one non-word ASCII byte.
+#[inline]
+fn shape_byte(bytes: &[u8], at: usize, shape: &mut Shape) {
+    match bytes[at] {
+        b'!' => shape.bangs += 1,
+        b'$' => shape.currency += 1,
+        b':' => note_scheme(bytes, at, shape),
+        _ => {}
+    }
+}
+
+/// Shape bookkeeping for eight non-word ASCII bytes `x` at `at`.
+#[inline]
+fn shape_block(bytes: &[u8], at: usize, x: u64, shape: &mut Shape) {
+    // These bytes are rare, so test before paying for a bit count.
+    let bangs = eq(x, b'!');
+    if bangs != 0 {
+        shape.bangs += bangs.count_ones();
+    }
+    let dollars = eq(x, b'$');
+    if dollars != 0 {
+        shape.currency += dollars.count_ones();
+    }
+    let mut colons = eq(x, b':');
+    while colons != 0 {
+        note_scheme(bytes, at + (colons.trailing_zeros() / 8) as usize, shape);
+        colons &= colons - 1;
+    }
+}
+
+/// Records a link host start if the `:` at `at` begins `://`.
+#[inline]
+fn note_scheme(bytes: &[u8], at: usize, shape: &mut Shape) {
+    if bytes.get(at + 1..at + 3) == Some(b"//") {
+        shape.link_hosts.push(at + 3);
+    }
+}
+
 fn starts_word_char(s: &str) -> bool {
     s.chars().next().is_some_and(char::is_alphanumeric)
 }
 
-/// Counts the links found by the word scan and passes each link's
-/// registrable-looking domain (last two host labels, lowercased) to `host`.
-fn scan_links<F: FnMut(&str)>(text: &str, starts: &[usize], mut host: F) -> u32 {
+/// Passes each link's registrable-looking domain (last two host labels,
+/// lowercased) to `host`.
+fn link_domains<F: FnMut(&str)>(text: &str, starts: &[usize], host: &mut F) {
     let bytes = text.as_bytes();
     let mut lower = String::new();
     for &start in starts {
@@ -441,7 +586,6 @@ fn scan_links<F: FnMut(&str)>(text: &str, starts: &[usize], mut host: F) -> u32 
             host(last_two_labels(&lower));
         }
     }
-    u32::try_from(starts.len()).unwrap_or(u32::MAX)
 }
 
 fn last_two_labels(host: &str) -> &str {
@@ -472,6 +616,36 @@ mod tests {
         assert_eq!(words("ab"), ["ab"]);
     }
 
+    /// The obvious char-by-char definition, to check the SWAR scanner against.
+    fn reference_words(text: &str) -> Vec<String> {
+        text.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .filter(|w| w.chars().count() >= 2)
+            .map(|w| w.chars().flat_map(char::to_lowercase).collect())
+            .collect()
+    }
+
+    #[test]
+    fn scanner_matches_reference_on_random_text() {
+        const PIECES: [&str; 24] = [
+            "a", "Z", "_", "0", " ", ".", "!", "é", "É", "ß", "日", ":", "/", "\n", "-", "\u{301}",
+            "www", "http://", "Hello", "wORLD", "12345678", "abcdefghijklmnop", "ÀÉÎ", "\t",
+        ];
+        let mut state = 0x1234_5678_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..20_000 {
+            let len = (next() % 40) as usize;
+            let text: String = (0..len)
+                .map(|_| PIECES[(next() % PIECES.len() as u64) as usize])
+                .collect();
+            assert_eq!(words(&text), reference_words(&text), "text: {text:?}");
+        }
+    }
+
     #[test]
     fn lowercase_fast_path_and_buffer_path_agree() {
         assert_eq!(words("MiXeD mixed MIXED"), ["mixed", "mixed", "mixed"]);
@@ -498,6 +672,10 @@ mod tests {
         assert_eq!(
             feats,
             ["#dom:example.com", "#dom:foo.org", "#dom:c.net", "#links:2"]
+        );
+        assert_eq!(
+            tokens("", "x://y.z", &f).last().map(String::as_str),
+            Some("#links:1")
         );
         let links = |s: &str| {
             let t = tokens("", s, &f);

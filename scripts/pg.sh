@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Starts a throwaway PostgreSQL cluster on 127.0.0.1 and prints its URL; `scripts/pg.sh stop DIR`
+# stops it. Used by scripts/test.sh for the PostgreSQL run of the Rust test suite.
+set -euo pipefail
+
+pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)
+[ -n "$pg_bin" ] || { echo "PostgreSQL is not installed (scripts/tools.sh test installs it)" >&2; exit 1; }
+
+# PostgreSQL refuses to run as root: use the postgres account Debian's package creates.
+as_pg() {
+  if [ "$(id -u)" = 0 ]; then su postgres -s /bin/sh -c "$*"; else sh -c "$*"; fi
+}
+
+case "${1:-start}" in
+  start)
+    dir=$(mktemp -d /tmp/moderato-pg.XXXXXX)
+    [ "$(id -u)" = 0 ] && chown postgres "$dir"
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    as_pg "'$pg_bin/initdb' -D '$dir/data' -A trust -U postgres --no-sync -E UTF8 >'$dir/initdb.log' 2>&1"
+    # fsync off: this cluster holds only test data and is thrown away.
+    as_pg "'$pg_bin/pg_ctl' -D '$dir/data' -l '$dir/server.log' -w -o \"-c listen_addresses=127.0.0.1 -p $port -k '$dir' -c fsync=off -c max_connections=300\" start >/dev/null"
+    echo "$dir postgres://postgres@127.0.0.1:$port/postgres"
+    ;;
+  stop)
+    dir=${2:?usage: pg.sh stop DIR}
+    as_pg "'$pg_bin/pg_ctl' -D '$dir/data' -m fast -w stop >/dev/null" || true
+    rm -rf "$dir"
+    ;;
+esac

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# README command 2: install what is missing and run every test:
+#   1. the Rust tests of the workspace on SQLite,
+#   2. the same engine and HTTP tests against a real PostgreSQL server started here,
+#   3. Playwright in Debian's Chromium against a release build on a free port.
+# Ends with one line "N passed, N failed" over all of them; exits non-zero on any failure.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+scripts/tools.sh test || exit 1
+export PATH="$root/end2end/node_modules/.bin:$HOME/.cargo/bin:$PATH"
+
+logs="$root/target/test-logs"
+mkdir -p "$logs"
+passed=0
+failed=0
+steps_failed=()
+
+# Adds the counts of cargo's "test result:" lines in a log to the totals.
+count_cargo() {
+  local p f
+  read -r p f < <(awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed;/) p += $i; if ($(i+1) ~ /^failed;/) f += $i } } END { print p + 0, f + 0 }' "$1")
+  passed=$((passed + p))
+  failed=$((failed + f))
+}
+
+echo "== 1/3 Rust tests (SQLite)"
+cargo test --workspace --exclude frontend 2>&1 | tee "$logs/cargo-sqlite.log"
+[ "${PIPESTATUS[0]}" = 0 ] || steps_failed+=("cargo test (SQLite)")
+count_cargo "$logs/cargo-sqlite.log"
+
+echo "== 2/3 Rust tests (PostgreSQL)"
+if pg=$(scripts/pg.sh start); then
+  pg_dir=${pg%% *}
+  export MODERATO_TEST_PG_URL=${pg#* }
+  # Only the tests that touch the database: the pure unit tests ran above.
+  cargo test -p server --test '*' 2>&1 | tee "$logs/cargo-postgres.log"
+  [ "${PIPESTATUS[0]}" = 0 ] || steps_failed+=("cargo test (PostgreSQL)")
+  count_cargo "$logs/cargo-postgres.log"
+  unset MODERATO_TEST_PG_URL
+  scripts/pg.sh stop "$pg_dir"
+else
+  steps_failed+=("PostgreSQL did not start")
+  failed=$((failed + 1))
+fi
+
+echo "== 3/3 Playwright (release build, Chromium)"
+if cargo leptos build --release 2>&1 | tee "$logs/leptos-build.log" | grep -E '^(error|warning: unused)|Finished|Compiling server' ; [ "${PIPESTATUS[0]}" = 0 ]; then
+  work=$(mktemp -d /tmp/moderato-e2e.XXXXXX)
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  cat > "$work/moderato.toml" <<'TOML'
+[comments]
+# Each browser test opens a thread of its own.
+auto_create_threads = true
+
+[limits]
+# The browser tests post faster than a person; the limit itself has an HTTP test.
+posts_per_minute = 0
+TOML
+  LEPTOS_SITE_ROOT="$root/target/site" target/release/moderato serve \
+    --addr "127.0.0.1:$port" --database "sqlite://$work/e2e.db" --config "$work/moderato.toml" --demo \
+    > "$logs/e2e-server.log" 2>&1 &
+  server_pid=$!
+  (cd end2end && MODERATO_URL="http://127.0.0.1:$port" npx playwright test) 2>&1 | tee "$logs/playwright.log"
+  [ "${PIPESTATUS[0]}" = 0 ] || steps_failed+=("Playwright")
+  kill "$server_pid" 2>/dev/null
+  wait "$server_pid" 2>/dev/null
+  results=end2end/test-results/results.json
+  if [ -f "$results" ]; then
+    read -r p f < <(node -e '
+      const s = require(process.argv[1]).stats;
+      console.log(`${s.expected + (s.flaky || 0)} ${s.unexpected}`);' "$root/$results")
+    passed=$((passed + p))
+    failed=$((failed + f))
+  else
+    failed=$((failed + 1))
+  fi
+  rm -rf "$work"
+else
+  steps_failed+=("cargo leptos build --release")
+  failed=$((failed + 1))
+fi
+
+echo
+if [ ${#steps_failed[@]} -gt 0 ]; then
+  echo "failed steps: ${steps_failed[*]} (logs in target/test-logs/)"
+  [ "$failed" -gt 0 ] || failed=1
+fi
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]

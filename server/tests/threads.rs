@@ -1,0 +1,204 @@
+//! Reading threads: the JSON API, the server-rendered page, paging, health, the CLI.
+
+mod common;
+
+use axum::http::StatusCode;
+use common::*;
+use server::config::Config;
+
+#[tokio::test]
+async fn health_answers_ok_when_the_database_does() {
+    let app = spawn_app().await;
+    let r = app.get("/health").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json(), serde_json::json!({"status": "ok"}));
+    app.engine.store.pool.close().await;
+    assert_eq!(app.get("/health").await.status, StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test]
+async fn comments_come_in_tree_order_depth_first_oldest_first() {
+    let app = spawn_app().await;
+    app.thread("t").await;
+    let a = app.publish("t", "A", "a", None).await;
+    let b = app.publish("t", "B", "b", None).await;
+    let a1 = app.publish("t", "A1", "a1", Some(a)).await;
+    let b1 = app.publish("t", "B1", "b1", Some(b)).await;
+    let a2 = app.publish("t", "A2", "a2", Some(a)).await;
+    let a1x = app.publish("t", "A1x", "a1x", Some(a1)).await;
+
+    let r = app.get("/api/threads/t").await;
+    let v = r.json();
+    assert_eq!(v["threaded"], true);
+    assert_eq!(v["thread"]["key"], "t");
+    assert_eq!(v["thread"]["title"], "Thread t");
+    assert_eq!(v["thread"]["kind"], "page");
+    assert_eq!(v["thread"]["comments_open"], true);
+    assert_eq!(v["thread"]["comment_count"], 6);
+    let ids: Vec<i64> = v["comments"].as_array().unwrap().iter().map(|c| c["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, [a, a1, a1x, a2, b, b1]);
+    let depths: Vec<i64> = v["comments"].as_array().unwrap().iter().map(|c| c["depth"].as_i64().unwrap()).collect();
+    assert_eq!(depths, [0, 1, 2, 1, 0, 1]);
+    let first = &v["comments"][0];
+    for key in ["id", "parent_id", "depth", "author_name", "author_url", "title", "body_html", "created_at"] {
+        assert!(first.get(key).is_some(), "missing {key}");
+    }
+    assert_eq!(v["comments"][2]["parent_id"], a1);
+}
+
+#[tokio::test]
+async fn replies_deeper_than_max_depth_are_accepted() {
+    let mut config = Config::default();
+    config.comments.max_depth = 2;
+    let app = spawn_app_with(config).await;
+    app.thread("t").await;
+    let mut parent = None;
+    for i in 0..5 {
+        parent = Some(app.publish("t", "A", &format!("level {i}"), parent).await);
+    }
+    let comments = app.comments("t").await;
+    assert_eq!(comments.len(), 5);
+    assert_eq!(comments[4]["depth"], 4);
+}
+
+#[tokio::test]
+async fn a_big_thread_is_served_in_pages_that_continue_where_they_stopped() {
+    let mut config = Config::default();
+    config.comments.page_size = 3;
+    config.comments.page_max_comments = 4;
+    config.limits.posts_per_minute = 0;
+    let app = spawn_app_with(config).await;
+    app.thread("t").await;
+    let mut all = Vec::new();
+    for i in 0..4 {
+        let top = app.publish("t", "T", &format!("top {i}"), None).await;
+        all.push(top);
+        for j in 0..2 {
+            all.push(app.publish("t", "R", &format!("reply {i}.{j}"), Some(top)).await);
+        }
+    }
+    // Page 1: four comments (the comment cap cuts the second subtree).
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let url = match &cursor {
+            None => "/api/threads/t?paged=1".to_owned(),
+            Some(c) => format!("/api/threads/t?after={c}"),
+        };
+        let v = app.get(&url).await.json();
+        let page: Vec<i64> = v["comments"].as_array().unwrap().iter().map(|c| c["id"].as_i64().unwrap()).collect();
+        assert!(page.len() <= 4);
+        seen.extend(page);
+        pages += 1;
+        match v["next"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => {
+                assert_eq!(v["remaining_top_level"], 0);
+                break;
+            }
+        }
+    }
+    assert_eq!(seen, all, "pages joined give the whole thread, in order, once");
+    assert_eq!(pages, 3);
+    // Without paging, the whole thread at once.
+    assert_eq!(app.comments("t").await.len(), 12);
+}
+
+#[tokio::test]
+async fn the_thread_page_is_rendered_on_the_server_without_staff_data() {
+    let app = spawn_app().await;
+    app.thread("t").await;
+    let r = app
+        .post_comment(
+            "t",
+            serde_json::json!({"name": "Ann <3", "email": "secret@example.org", "body": "Hello *there*"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let page = app.get("/t/t").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.text.contains("Hello <em>there</em>"), "{}", page.text);
+    assert!(page.text.contains("Ann &lt;3"), "name escaped");
+    assert!(page.text.contains(r#"name="form_token""#), "form token embedded");
+    assert!(!page.text.contains("secret@example.org"), "email leaked into the page");
+    assert!(!page.text.contains("127.0.0.1"), "IP leaked into the page");
+}
+
+#[tokio::test]
+async fn a_closed_thread_page_says_so_and_has_no_form() {
+    let app = spawn_app().await;
+    app.thread_with(server::store::ThreadSpec {
+        key: "t".into(),
+        comments_enabled: Some(false),
+        ..Default::default()
+    })
+    .await;
+    let page = app.get("/t/t").await;
+    assert!(page.text.contains("Comments are closed."));
+    assert!(!page.text.contains("<form"));
+}
+
+#[tokio::test]
+async fn an_unknown_thread_page_is_404() {
+    let app = spawn_app().await;
+    assert_eq!(app.get("/t/nope").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(app.get("/api/threads/nope").await.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn the_home_page_lists_threads() {
+    let app = spawn_app().await;
+    app.thread("alpha").await;
+    let page = app.get("/").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.text.contains(r#"href="/t/alpha""#), "{}", page.text);
+    assert!(page.text.contains("Thread alpha"));
+}
+
+#[tokio::test]
+async fn the_demo_seeds_a_welcome_thread_once() {
+    let app = spawn_app().await;
+    assert!(server::demo::seed(&app.engine).await.unwrap());
+    assert!(!server::demo::seed(&app.engine).await.unwrap());
+    let comments = app.comments("welcome").await;
+    assert!(comments.len() >= 5);
+    assert!(comments.iter().any(|c| c["depth"].as_i64().unwrap() >= 2), "replies nest");
+}
+
+#[tokio::test]
+async fn thread_set_creates_and_updates_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = fresh_database_url(dir.path()).await;
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_moderato"))
+            .args(args)
+            .env("DATABASE_URL", &db)
+            .env_remove("MODERATO_CONFIG")
+            .output()
+            .unwrap()
+    };
+    let out = run(&["thread", "set", "news-1", "--kind", "post", "--title", "News", "--published-at", "2026-11-01T09:00:00Z"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(&["thread", "set", "news-1", "--comments-enabled", "false"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let store = server::store::Store::open(&db).await.unwrap();
+    let t = store.thread("news-1").await.unwrap().unwrap();
+    assert_eq!((t.kind.as_str(), t.title.as_str(), t.comments_enabled), ("post", "News", 0));
+    assert_eq!(t.published_at, Some(1_793_523_600_000));
+
+    // Bad input: non-zero exit and one line of error.
+    for bad in [
+        vec!["thread", "set", "bad key"],
+        vec!["thread", "set", "k", "--published-at", "yesterday"],
+        vec!["thread", "set", "k", "--comments-enabled", "maybe"],
+    ] {
+        let out = run(&bad);
+        assert!(!out.status.success(), "{bad:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.trim().is_empty(), "{bad:?}");
+    }
+    let out = run(&["thread", "set", "bad key"]);
+    assert_eq!(String::from_utf8_lossy(&out.stderr).trim().lines().count(), 1);
+}
