@@ -90,15 +90,13 @@ pub async fn form_token(key: String) -> Result<FormToken, ApiError> {
 pub async fn post_comment(key: String, req: PostComment) -> Result<PostResponse, ApiError> {
     #[cfg(feature = "hydrate")]
     {
-        let resp = gloo_net::http::Request::post(&format!(
-            "/api/threads/{}/comments",
-            encode_key(&key)
-        ))
-        .json(&req)
-        .map_err(|e| ApiError::Other(e.to_string()))?
-        .send()
-        .await
-        .map_err(|e| ApiError::Other(format!("network error: {e}")))?;
+        let resp =
+            gloo_net::http::Request::post(&format!("/api/threads/{}/comments", encode_key(&key)))
+                .json(&req)
+                .map_err(|e| ApiError::Other(e.to_string()))?
+                .send()
+                .await
+                .map_err(|e| ApiError::Other(format!("network error: {e}")))?;
         if resp.status() == 429 {
             return Ok(PostResponse::error(
                 &key,
@@ -134,7 +132,10 @@ async fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> Result<T, ApiErr
             return Err(ApiError::NotFound);
         }
         if !resp.ok() {
-            return Err(ApiError::Other(format!("server answered {}", resp.status())));
+            return Err(ApiError::Other(format!(
+                "server answered {}",
+                resp.status()
+            )));
         }
         resp.json::<T>()
             .await

@@ -214,7 +214,12 @@ impl PostResponse {
     }
 
     /// A failed response with one error.
-    pub fn error(thread: &str, action: PostAction, field: &str, message: impl Into<String>) -> Self {
+    pub fn error(
+        thread: &str,
+        action: PostAction,
+        field: &str,
+        message: impl Into<String>,
+    ) -> Self {
         let mut r = Self::new(thread, action);
         r.errors.insert(field.to_owned(), message.into());
         r
@@ -295,7 +300,10 @@ mod tests {
 
     #[test]
     fn dates_display_in_utc() {
-        assert_eq!(display_date("2026-11-21T14:05:09+02:00"), "2026-11-21 12:05 UTC");
+        assert_eq!(
+            display_date("2026-11-21T14:05:09+02:00"),
+            "2026-11-21 12:05 UTC"
+        );
         assert_eq!(display_date("not a date"), "not a date");
     }
 }
@@ -329,7 +337,10 @@ pub fn comment_html(c: &Comment) -> String {
             escape_html(url),
             escape_html(&c.author_name)
         ),
-        None => format!(r#"<span class="author">{}</span>"#, escape_html(&c.author_name)),
+        None => format!(
+            r#"<span class="author">{}</span>"#,
+            escape_html(&c.author_name)
+        ),
     };
     let title = c
         .title
@@ -368,7 +379,10 @@ mod html_tests {
         assert!(html.contains("&lt;b&gt;Eve&lt;/b&gt;"), "{html}");
         assert!(html.contains("a=1&amp;b=&quot;2&quot;"), "{html}");
         assert!(html.contains("&lt;i&gt;t&lt;/i&gt;"), "{html}");
-        assert!(html.contains(r#"<div class="comment-text"><p>ok</p></div>"#), "{html}");
+        assert!(
+            html.contains(r#"<div class="comment-text"><p>ok</p></div>"#),
+            "{html}"
+        );
         assert!(!html.contains("<b>"), "{html}");
     }
 }

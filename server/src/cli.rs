@@ -23,7 +23,12 @@ pub struct Cli {
 #[derive(Args, Debug, Clone)]
 pub struct Common {
     /// Database URL: sqlite://FILE (created if missing) or postgres://...
-    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://moderato.db", global = true)]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://moderato.db",
+        global = true
+    )]
     pub database: String,
     /// TOML configuration file (every key optional).
     #[arg(long, env = "MODERATO_CONFIG", global = true)]
@@ -124,7 +129,11 @@ async fn thread_set(common: &Common, args: ThreadSetArgs) -> Result<()> {
         "thread {} (kind {}, comments {}): {}",
         t.key,
         t.kind,
-        if t.comments_enabled != 0 { "enabled" } else { "disabled" },
+        if t.comments_enabled != 0 {
+            "enabled"
+        } else {
+            "disabled"
+        },
         t.title
     );
     Ok(())

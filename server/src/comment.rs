@@ -71,7 +71,10 @@ impl NewComment {
 
         let name = req.name.trim();
         if has_nul(name) {
-            errors.insert("name".into(), "The name must not contain NUL characters.".into());
+            errors.insert(
+                "name".into(),
+                "The name must not contain NUL characters.".into(),
+            );
         } else if name.is_empty() {
             errors.insert("name".into(), "Please give your name.".into());
         } else if name.chars().count() > MAX_NAME_CHARS {
@@ -80,7 +83,10 @@ impl NewComment {
                 format!("The name may be at most {MAX_NAME_CHARS} characters long."),
             );
         } else if name.chars().any(char::is_control) {
-            errors.insert("name".into(), "The name must not contain control characters.".into());
+            errors.insert(
+                "name".into(),
+                "The name must not contain control characters.".into(),
+            );
         }
 
         let email = if config.excludes("email") {
@@ -89,10 +95,14 @@ impl NewComment {
             optional(&req.email)
         };
         if let Some(e) = &email {
-            let valid_shape = e
-                .split_once('@')
-                .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.'));
-            if has_nul(e) || e.chars().any(|c| c.is_whitespace() || c.is_control()) || !valid_shape {
+            let valid_shape = e.split_once('@').is_some_and(|(local, domain)| {
+                !local.is_empty()
+                    && domain.contains('.')
+                    && !domain.starts_with('.')
+                    && !domain.ends_with('.')
+            });
+            if has_nul(e) || e.chars().any(|c| c.is_whitespace() || c.is_control()) || !valid_shape
+            {
                 errors.insert("email".into(), "This is not a valid email address.".into());
             } else if e.chars().count() > MAX_EMAIL_CHARS {
                 errors.insert("email".into(), "This email address is too long.".into());
@@ -111,7 +121,9 @@ impl NewComment {
                 None
             }
             Some(u) => match url::Url::parse(&u) {
-                Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.host().is_some() => {
+                Ok(parsed)
+                    if matches!(parsed.scheme(), "http" | "https") && parsed.host().is_some() =>
+                {
                     Some(parsed.to_string())
                 }
                 _ => {
@@ -131,7 +143,10 @@ impl NewComment {
         };
         if let Some(t) = &title {
             if has_nul(t) || t.chars().any(char::is_control) {
-                errors.insert("title".into(), "The title must not contain control characters.".into());
+                errors.insert(
+                    "title".into(),
+                    "The title must not contain control characters.".into(),
+                );
             } else if t.chars().count() > MAX_TITLE_CHARS {
                 errors.insert(
                     "title".into(),
@@ -184,8 +199,31 @@ pub fn render_markdown(source: &str) -> String {
 
 fn sanitizer() -> ammonia::Builder<'static> {
     let tags: HashSet<&str> = [
-        "a", "p", "br", "hr", "em", "strong", "del", "code", "pre", "blockquote", "ul", "ol",
-        "li", "h1", "h2", "h3", "h4", "h5", "h6", "table", "thead", "tbody", "tr", "th", "td",
+        "a",
+        "p",
+        "br",
+        "hr",
+        "em",
+        "strong",
+        "del",
+        "code",
+        "pre",
+        "blockquote",
+        "ul",
+        "ol",
+        "li",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "table",
+        "thead",
+        "tbody",
+        "tr",
+        "th",
+        "td",
     ]
     .into_iter()
     .collect();
@@ -203,7 +241,12 @@ fn sanitizer() -> ammonia::Builder<'static> {
 /// Links in a comment's source, for moderators that count them.
 pub fn count_links(source: &str) -> usize {
     Parser::new_ext(source, Options::empty())
-        .filter(|e| matches!(e, Event::Start(Tag::Link { .. }) | Event::Start(Tag::Image { .. })))
+        .filter(|e| {
+            matches!(
+                e,
+                Event::Start(Tag::Link { .. }) | Event::Start(Tag::Image { .. })
+            )
+        })
         .count()
 }
 
@@ -315,7 +358,12 @@ mod tests {
     #[test]
     fn only_http_and_https_urls_are_accepted() {
         let mut r = req("A", "hi");
-        for bad in ["javascript:alert(1)", "ftp://x.org/", "not a url", "data:text/html,x"] {
+        for bad in [
+            "javascript:alert(1)",
+            "ftp://x.org/",
+            "not a url",
+            "data:text/html,x",
+        ] {
             r.url = Some(bad.into());
             let e = NewComment::parse(&r, &Config::default()).unwrap_err();
             assert!(e.contains_key("url"), "{bad}");
@@ -329,7 +377,11 @@ mod tests {
     fn malformed_email_is_refused() {
         let mut r = req("A", "hi");
         r.email = Some("nobody".into());
-        assert!(NewComment::parse(&r, &Config::default()).unwrap_err().contains_key("email"));
+        assert!(
+            NewComment::parse(&r, &Config::default())
+                .unwrap_err()
+                .contains_key("email")
+        );
         r.email = Some("a@b.org".into());
         assert!(NewComment::parse(&r, &Config::default()).is_ok());
     }
@@ -351,7 +403,9 @@ mod tests {
         let html = render_markdown("Some *emphasis* and [a link](https://example.org).");
         assert!(html.contains("<em>emphasis</em>"), "{html}");
         assert!(
-            html.contains(r#"<a href="https://example.org" rel="nofollow ugc noopener noreferrer">a link</a>"#),
+            html.contains(
+                r#"<a href="https://example.org" rel="nofollow ugc noopener noreferrer">a link</a>"#
+            ),
             "{html}"
         );
     }
@@ -361,12 +415,16 @@ mod tests {
         let html = render_markdown("<script>alert(1)</script> and <b onclick=x>bold</b>");
         assert!(!html.contains("<script"), "{html}");
         assert!(!html.contains("<b"), "{html}");
-        assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{html}");
+        assert!(
+            html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+            "{html}"
+        );
     }
 
     #[test]
     fn dangerous_link_schemes_are_removed() {
-        let html = render_markdown("[x](javascript:alert(1)) [y](data:text/html,z) [m](mailto:a@b.org)");
+        let html =
+            render_markdown("[x](javascript:alert(1)) [y](data:text/html,z) [m](mailto:a@b.org)");
         assert!(!html.contains("javascript:"), "{html}");
         assert!(!html.contains("data:"), "{html}");
         assert!(html.contains(r#"href="mailto:a@b.org""#), "{html}");
@@ -376,7 +434,10 @@ mod tests {
     fn images_become_links() {
         let html = render_markdown("![a cat](https://example.org/cat.png)");
         assert!(!html.contains("<img"), "{html}");
-        assert!(html.contains(r#"href="https://example.org/cat.png""#), "{html}");
+        assert!(
+            html.contains(r#"href="https://example.org/cat.png""#),
+            "{html}"
+        );
         assert!(html.contains("a cat"), "{html}");
     }
 
@@ -406,6 +467,9 @@ mod tests {
         assert_eq!((public.status, public.moderation), (None, None));
         let staff = to_public(&row, &Viewer::Staff { user: "s".into() });
         assert_eq!(staff.status, Some(Status::Held));
-        assert_eq!(staff.moderation.unwrap().reason.as_deref(), Some("too many links"));
+        assert_eq!(
+            staff.moderation.unwrap().reason.as_deref(),
+            Some("too many links")
+        );
     }
 }

@@ -217,10 +217,14 @@ impl Config {
             }
         }
         if self.comments.max_length == 0 {
-            return Err(ConfigError::Invalid("comments.max_length must be at least 1".into()));
+            return Err(ConfigError::Invalid(
+                "comments.max_length must be at least 1".into(),
+            ));
         }
         if self.comments.max_depth == 0 {
-            return Err(ConfigError::Invalid("comments.max_depth must be at least 1".into()));
+            return Err(ConfigError::Invalid(
+                "comments.max_depth must be at least 1".into(),
+            ));
         }
         if self.comments.page_size == 0 || self.comments.page_max_comments == 0 {
             return Err(ConfigError::Invalid(
@@ -233,14 +237,19 @@ impl Config {
                 self.moderation.default
             )));
         }
-        if !matches!(self.moderation.pre_moderation.as_str(), "none" | "all" | "first") {
+        if !matches!(
+            self.moderation.pre_moderation.as_str(),
+            "none" | "all" | "first"
+        ) {
             return Err(ConfigError::Invalid(format!(
                 "moderation.pre_moderation: {:?} is not \"none\", \"all\" or \"first\"",
                 self.moderation.pre_moderation
             )));
         }
         if !(0.0..=1.0).contains(&self.spam.threshold) {
-            return Err(ConfigError::Invalid("spam.threshold must be between 0 and 1".into()));
+            return Err(ConfigError::Invalid(
+                "spam.threshold must be between 0 and 1".into(),
+            ));
         }
         Ok(())
     }
@@ -270,10 +279,9 @@ mod tests {
 
     #[test]
     fn kind_tables_leave_unset_options_off() {
-        let c = Config::parse(
-            "[moderation.kinds.post]\nenable_field = true\nclose_after_days = 30\n",
-        )
-        .unwrap();
+        let c =
+            Config::parse("[moderation.kinds.post]\nenable_field = true\nclose_after_days = 30\n")
+                .unwrap();
         let post = &c.moderation.kinds["post"];
         assert!(post.enable_field);
         assert_eq!(post.close_after_days, Some(30));

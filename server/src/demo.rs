@@ -6,13 +6,33 @@ use crate::store::{NewCommentRow, ThreadSpec, now_ms};
 
 /// (index of parent in this list, author, body)
 const DEMO: &[(Option<usize>, &str, &str)] = &[
-    (None, "Ada", "Welcome to **Moderato**! Replies nest, so conversations stay readable."),
+    (
+        None,
+        "Ada",
+        "Welcome to **Moderato**! Replies nest, so conversations stay readable.",
+    ),
     (Some(0), "Grace", "Nice. Can I reply to a reply?"),
     (Some(1), "Ada", "You can: click *reply* under any comment."),
-    (Some(2), "Linus", "And collapse a whole branch with the `[–]` button."),
-    (None, "Margaret", "Comments are written in markdown, with a live preview as you type."),
-    (Some(4), "Ken", "Links are fine: [the README](https://example.org/readme)."),
-    (None, "Barbara", "Every comment passes the moderators before anyone else sees it."),
+    (
+        Some(2),
+        "Linus",
+        "And collapse a whole branch with the `[–]` button.",
+    ),
+    (
+        None,
+        "Margaret",
+        "Comments are written in markdown, with a live preview as you type.",
+    ),
+    (
+        Some(4),
+        "Ken",
+        "Links are fine: [the README](https://example.org/readme).",
+    ),
+    (
+        None,
+        "Barbara",
+        "Every comment passes the moderators before anyone else sees it.",
+    ),
 ];
 
 /// Seeds the demo thread when the database has no threads; returns whether it did.

@@ -156,7 +156,12 @@ impl Engine {
         // One range scan over the (thread, status, path) index: no query per comment.
         let rows = self
             .store
-            .comments_after(thread.id, published_only, after, max_comments.saturating_add(1))
+            .comments_after(
+                thread.id,
+                published_only,
+                after,
+                max_comments.saturating_add(1),
+            )
             .await?;
         let (page, more) = cut_page(&rows, top_limit, max_comments);
         let comments: Vec<Comment> = page.iter().map(|r| to_public(r, viewer)).collect();
@@ -166,7 +171,11 @@ impl Engine {
             None
         };
         let remaining_top_level = match &next {
-            Some(cursor) => self.store.top_level_after(thread.id, published_only, cursor).await?,
+            Some(cursor) => {
+                self.store
+                    .top_level_after(thread.id, published_only, cursor)
+                    .await?
+            }
             None => 0,
         };
         let count = self.store.published_count(thread.id).await?;
@@ -265,7 +274,11 @@ impl Engine {
             Err(e) => return Ok(fail(400, "form", e.to_string())),
         };
         if req.honeypot.as_deref().is_some_and(|h| !h.is_empty()) {
-            return Ok(fail(400, "form", "The form was not filled in by a person.".into()));
+            return Ok(fail(
+                400,
+                "form",
+                "The form was not filled in by a person.".into(),
+            ));
         }
         let new = match NewComment::parse(req, &self.config) {
             Ok(n) => n,

@@ -177,8 +177,16 @@ impl Store {
 
     async fn migrate(&self) -> Result<(), StoreError> {
         match self.backend {
-            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&self.pool).await?,
-            Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&self.pool).await?,
+            Backend::Sqlite => {
+                sqlx::migrate!("./migrations/sqlite")
+                    .run(&self.pool)
+                    .await?
+            }
+            Backend::Postgres => {
+                sqlx::migrate!("./migrations/postgres")
+                    .run(&self.pool)
+                    .await?
+            }
         }
         Ok(())
     }
@@ -190,19 +198,23 @@ impl Store {
 
     /// A stored setting.
     pub async fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
-        Ok(sqlx::query_scalar::<_, String>("SELECT value FROM settings WHERE key = $1")
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_scalar::<_, String>("SELECT value FROM settings WHERE key = $1")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     /// Stores a setting unless one exists; returns the value that is stored afterwards.
     pub async fn setting_or_insert(&self, key: &str, value: &str) -> Result<String, StoreError> {
-        sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
-            .bind(key)
-            .bind(value)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
         Ok(self.setting(key).await?.unwrap_or_else(|| value.to_owned()))
     }
 
@@ -254,7 +266,11 @@ impl Store {
                 )
                 .bind(spec.kind.clone().unwrap_or(t.kind))
                 .bind(spec.title.clone().unwrap_or(t.title))
-                .bind(spec.comments_enabled.map(i64::from).unwrap_or(t.comments_enabled))
+                .bind(
+                    spec.comments_enabled
+                        .map(i64::from)
+                        .unwrap_or(t.comments_enabled),
+                )
                 .bind(spec.published_at.or(t.published_at))
                 .bind(now)
                 .bind(t.id)

@@ -30,11 +30,18 @@ async fn a_valid_comment_is_published_with_201_and_its_html() {
     assert_eq!(v["awaiting_moderation"], false);
     assert_eq!(v["errors"], json!({}));
     assert!(v["comment_id"].as_i64().unwrap() > 0);
-    assert!(v.get("is_moderated").is_none(), "staff-only field sent to a reader");
+    assert!(
+        v.get("is_moderated").is_none(),
+        "staff-only field sent to a reader"
+    );
     let html = v["html"].as_str().unwrap();
     assert!(html.contains("<strong>bold</strong>"), "{html}");
     assert!(html.contains("Hello"), "{html}");
-    assert!(!r.text.contains("ann@example.org"), "email leaked: {}", r.text);
+    assert!(
+        !r.text.contains("ann@example.org"),
+        "email leaked: {}",
+        r.text
+    );
 
     let comments = app.comments("t1").await;
     assert_eq!(comments.len(), 1);
@@ -50,7 +57,10 @@ async fn a_preview_returns_the_rendering_and_stores_nothing() {
     let app = spawn_app().await;
     app.thread("t1").await;
     let r = app
-        .post_json(PATH, &json!({"name": "Ann", "body": "*hi* <b>x</b>", "preview": true}))
+        .post_json(
+            PATH,
+            &json!({"name": "Ann", "body": "*hi* <b>x</b>", "preview": true}),
+        )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let v = r.json();
@@ -93,10 +103,19 @@ async fn the_body_limit_counts_characters() {
     config.comments.max_length = 10;
     let app = spawn_app_with(config).await;
     app.thread("t1").await;
-    let r = app.post_comment("t1", json!({"name": "A", "body": "ééééééééééé"})).await;
+    let r = app
+        .post_comment("t1", json!({"name": "A", "body": "ééééééééééé"}))
+        .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(r.json()["errors"]["body"].as_str().unwrap().contains("at most 10"));
-    let r = app.post_comment("t1", json!({"name": "A", "body": "éééééééééé"})).await;
+    assert!(
+        r.json()["errors"]["body"]
+            .as_str()
+            .unwrap()
+            .contains("at most 10")
+    );
+    let r = app
+        .post_comment("t1", json!({"name": "A", "body": "éééééééééé"}))
+        .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
 }
 
@@ -104,7 +123,9 @@ async fn the_body_limit_counts_characters() {
 async fn a_name_over_100_characters_is_refused() {
     let app = spawn_app().await;
     app.thread("t1").await;
-    let r = app.post_comment("t1", json!({"name": "n".repeat(101), "body": "hi"})).await;
+    let r = app
+        .post_comment("t1", json!({"name": "n".repeat(101), "body": "hi"}))
+        .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(r.json()["errors"]["name"].is_string());
 }
@@ -113,7 +134,9 @@ async fn a_name_over_100_characters_is_refused() {
 async fn nul_characters_are_refused() {
     let app = spawn_app().await;
     app.thread("t1").await;
-    let r = app.post_comment("t1", json!({"name": "A", "body": "a\u{0}b"})).await;
+    let r = app
+        .post_comment("t1", json!({"name": "A", "body": "a\u{0}b"}))
+        .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(r.json()["errors"]["body"].as_str().unwrap().contains("NUL"));
     assert_eq!(app.count_rows("comments").await, 0);
@@ -128,7 +151,12 @@ async fn invalid_utf8_is_refused_with_400() {
     body.extend_from_slice(br#""}"#);
     let r = app.post_raw(PATH, "application/json", body).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    assert!(r.json()["errors"]["__all__"].as_str().unwrap().contains("UTF-8"));
+    assert!(
+        r.json()["errors"]["__all__"]
+            .as_str()
+            .unwrap()
+            .contains("UTF-8")
+    );
     assert_eq!(app.count_rows("comments").await, 0);
 }
 
@@ -146,10 +174,14 @@ async fn bodies_over_64_kib_get_413_before_parsing() {
     let app = spawn_app().await;
     app.thread("t1").await;
     // Not even JSON: it must be refused for its size alone.
-    let r = app.post_raw(PATH, "application/json", vec![b'x'; 65537]).await;
+    let r = app
+        .post_raw(PATH, "application/json", vec![b'x'; 65537])
+        .await;
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.text);
     // Exactly at the limit it is read (and then refused for what it is).
-    let r = app.post_raw(PATH, "application/json", vec![b'x'; 65536]).await;
+    let r = app
+        .post_raw(PATH, "application/json", vec![b'x'; 65536])
+        .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(app.count_rows("comments").await, 0);
 }
@@ -161,7 +193,12 @@ async fn the_parent_must_exist_on_the_same_thread() {
     app.thread("t2").await;
     let other = app.publish("t2", "B", "elsewhere", None).await;
     for parent in [other, 999_999] {
-        let r = app.post_comment("t1", json!({"name": "A", "body": "hi", "parent_id": parent})).await;
+        let r = app
+            .post_comment(
+                "t1",
+                json!({"name": "A", "body": "hi", "parent_id": parent}),
+            )
+            .await;
         assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
         assert!(r.json()["errors"]["parent_id"].is_string());
     }
@@ -178,7 +215,9 @@ async fn the_parent_must_be_published() {
         .execute(&app.engine.store.pool)
         .await
         .unwrap();
-    let r = app.post_comment("t1", json!({"name": "B", "body": "reply", "parent_id": id})).await;
+    let r = app
+        .post_comment("t1", json!({"name": "B", "body": "reply", "parent_id": id}))
+        .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
 }
 
@@ -190,9 +229,17 @@ async fn a_missing_bad_or_foreign_token_gets_400() {
     let foreign = app.token("t2").await;
     let good = app.token("t1").await;
     let tampered = format!("{}x", &good[..good.len() - 1]);
-    for token in [None, Some("garbage".to_owned()), Some(tampered), Some(foreign)] {
+    for token in [
+        None,
+        Some("garbage".to_owned()),
+        Some(tampered),
+        Some(foreign),
+    ] {
         let r = app
-            .post_json(PATH, &json!({"name": "A", "body": "hi", "form_token": token}))
+            .post_json(
+                PATH,
+                &json!({"name": "A", "body": "hi", "form_token": token}),
+            )
             .await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{token:?}: {}", r.text);
         let v = r.json();
@@ -208,9 +255,16 @@ async fn an_expired_token_gets_400() {
     config.comments.form_token_minutes = 0;
     let app = spawn_app_with(config).await;
     app.thread("t1").await;
-    let r = app.post_comment("t1", json!({"name": "A", "body": "hi"})).await;
+    let r = app
+        .post_comment("t1", json!({"name": "A", "body": "hi"}))
+        .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    assert!(r.json()["errors"]["form"].as_str().unwrap().contains("expired"));
+    assert!(
+        r.json()["errors"]["form"]
+            .as_str()
+            .unwrap()
+            .contains("expired")
+    );
 }
 
 #[tokio::test]
@@ -222,7 +276,12 @@ async fn a_token_is_accepted_once() {
     assert_eq!(app.post_json(PATH, &body).await.status, StatusCode::CREATED);
     let r = app.post_json(PATH, &body).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    assert!(r.json()["errors"]["form"].as_str().unwrap().contains("already used"));
+    assert!(
+        r.json()["errors"]["form"]
+            .as_str()
+            .unwrap()
+            .contains("already used")
+    );
     assert_eq!(app.count_rows("comments").await, 1);
 }
 
@@ -231,9 +290,19 @@ async fn a_token_survives_a_validation_error() {
     let app = spawn_app().await;
     app.thread("t1").await;
     let token = app.token("t1").await;
-    let r = app.post_json(PATH, &json!({"name": "", "body": "hi", "form_token": token})).await;
+    let r = app
+        .post_json(
+            PATH,
+            &json!({"name": "", "body": "hi", "form_token": token}),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
-    let r = app.post_json(PATH, &json!({"name": "A", "body": "hi", "form_token": token})).await;
+    let r = app
+        .post_json(
+            PATH,
+            &json!({"name": "A", "body": "hi", "form_token": token}),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
 }
 
@@ -242,7 +311,10 @@ async fn a_filled_honeypot_gets_400_and_nothing_is_published() {
     let app = spawn_app().await;
     app.thread("t1").await;
     let r = app
-        .post_comment("t1", json!({"name": "Bot", "body": "buy now", "honeypot": "http://spam"}))
+        .post_comment(
+            "t1",
+            json!({"name": "Bot", "body": "buy now", "honeypot": "http://spam"}),
+        )
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert!(r.json()["errors"]["form"].is_string());
@@ -258,11 +330,16 @@ async fn a_thread_with_comments_disabled_answers_403_with_the_reason() {
         ..Default::default()
     })
     .await;
-    let r = app.post_comment("t1", json!({"name": "A", "body": "hi"})).await;
+    let r = app
+        .post_comment("t1", json!({"name": "A", "body": "hi"}))
+        .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     let v = r.json();
     assert_eq!(v["success"], false);
-    assert!(v["errors"]["__all__"].as_str().unwrap().contains("closed"), "{v}");
+    assert!(
+        v["errors"]["__all__"].as_str().unwrap().contains("closed"),
+        "{v}"
+    );
     assert_eq!(app.count_rows("comments").await, 0);
     let thread = app.get("/api/threads/t1").await.json();
     assert_eq!(thread["thread"]["comments_open"], false);
@@ -274,9 +351,16 @@ async fn the_global_switch_closes_every_thread() {
     config.comments.enabled = false;
     let app = spawn_app_with(config).await;
     app.thread("t1").await;
-    let r = app.post_comment("t1", json!({"name": "A", "body": "hi"})).await;
+    let r = app
+        .post_comment("t1", json!({"name": "A", "body": "hi"}))
+        .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
-    assert!(r.json()["errors"]["__all__"].as_str().unwrap().contains("closed"));
+    assert!(
+        r.json()["errors"]["__all__"]
+            .as_str()
+            .unwrap()
+            .contains("closed")
+    );
 }
 
 #[tokio::test]
@@ -287,9 +371,15 @@ async fn too_many_posts_get_429_with_retry_after() {
     app.thread("t1").await;
     app.publish("t1", "A", "one", None).await;
     app.publish("t1", "A", "two", None).await;
-    let r = app.post_comment("t1", json!({"name": "A", "body": "three"})).await;
+    let r = app
+        .post_comment("t1", json!({"name": "A", "body": "three"}))
+        .await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.text);
-    let retry: u64 = r.headers[header::RETRY_AFTER].to_str().unwrap().parse().unwrap();
+    let retry: u64 = r.headers[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=60).contains(&retry), "{retry}");
     assert_eq!(app.count_rows("comments").await, 2);
 }
@@ -298,15 +388,23 @@ async fn too_many_posts_get_429_with_retry_after() {
 async fn an_unknown_thread_gets_404_unless_threads_are_auto_created() {
     let app = spawn_app().await;
     let r = app
-        .post_json("/api/threads/nope/comments", &json!({"name": "A", "body": "hi"}))
+        .post_json(
+            "/api/threads/nope/comments",
+            &json!({"name": "A", "body": "hi"}),
+        )
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
-    assert_eq!(app.get("/api/threads/nope/form").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        app.get("/api/threads/nope/form").await.status,
+        StatusCode::NOT_FOUND
+    );
 
     let mut config = Config::default();
     config.comments.auto_create_threads = true;
     let app = spawn_app_with(config).await;
-    let r = app.post_comment("fresh", json!({"name": "A", "body": "hi"})).await;
+    let r = app
+        .post_comment("fresh", json!({"name": "A", "body": "hi"}))
+        .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     assert_eq!(app.comments("fresh").await.len(), 1);
 }
@@ -327,7 +425,9 @@ async fn a_form_encoded_post_is_redirected_back_to_the_comment() {
         ("form_token", token.as_str()),
     ])
     .unwrap();
-    let r = app.post_raw(PATH, "application/x-www-form-urlencoded", form).await;
+    let r = app
+        .post_raw(PATH, "application/x-www-form-urlencoded", form)
+        .await;
     assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
     let location = r.headers[header::LOCATION].to_str().unwrap();
     let comments = app.comments("t1").await;
@@ -341,7 +441,9 @@ async fn a_form_encoded_error_is_redirected_to_the_form_with_its_message() {
     let app = spawn_app().await;
     app.thread("t1").await;
     let form = serde_urlencoded::to_string([("name", "A"), ("body", "hi")]).unwrap();
-    let r = app.post_raw(PATH, "application/x-www-form-urlencoded", form).await;
+    let r = app
+        .post_raw(PATH, "application/x-www-form-urlencoded", form)
+        .await;
     assert_eq!(r.status, StatusCode::SEE_OTHER);
     let location = r.headers[header::LOCATION].to_str().unwrap();
     assert!(location.starts_with("/t/t1?error="), "{location}");

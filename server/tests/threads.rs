@@ -13,7 +13,10 @@ async fn health_answers_ok_when_the_database_does() {
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.json(), serde_json::json!({"status": "ok"}));
     app.engine.store.pool.close().await;
-    assert_eq!(app.get("/health").await.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        app.get("/health").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
 }
 
 #[tokio::test]
@@ -35,12 +38,31 @@ async fn comments_come_in_tree_order_depth_first_oldest_first() {
     assert_eq!(v["thread"]["kind"], "page");
     assert_eq!(v["thread"]["comments_open"], true);
     assert_eq!(v["thread"]["comment_count"], 6);
-    let ids: Vec<i64> = v["comments"].as_array().unwrap().iter().map(|c| c["id"].as_i64().unwrap()).collect();
+    let ids: Vec<i64> = v["comments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_i64().unwrap())
+        .collect();
     assert_eq!(ids, [a, a1, a1x, a2, b, b1]);
-    let depths: Vec<i64> = v["comments"].as_array().unwrap().iter().map(|c| c["depth"].as_i64().unwrap()).collect();
+    let depths: Vec<i64> = v["comments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["depth"].as_i64().unwrap())
+        .collect();
     assert_eq!(depths, [0, 1, 2, 1, 0, 1]);
     let first = &v["comments"][0];
-    for key in ["id", "parent_id", "depth", "author_name", "author_url", "title", "body_html", "created_at"] {
+    for key in [
+        "id",
+        "parent_id",
+        "depth",
+        "author_name",
+        "author_url",
+        "title",
+        "body_html",
+        "created_at",
+    ] {
         assert!(first.get(key).is_some(), "missing {key}");
     }
     assert_eq!(v["comments"][2]["parent_id"], a1);
@@ -74,7 +96,10 @@ async fn a_big_thread_is_served_in_pages_that_continue_where_they_stopped() {
         let top = app.publish("t", "T", &format!("top {i}"), None).await;
         all.push(top);
         for j in 0..2 {
-            all.push(app.publish("t", "R", &format!("reply {i}.{j}"), Some(top)).await);
+            all.push(
+                app.publish("t", "R", &format!("reply {i}.{j}"), Some(top))
+                    .await,
+            );
         }
     }
     // Page 1: four comments (the comment cap cuts the second subtree).
@@ -87,7 +112,12 @@ async fn a_big_thread_is_served_in_pages_that_continue_where_they_stopped() {
             Some(c) => format!("/api/threads/t?after={c}"),
         };
         let v = app.get(&url).await.json();
-        let page: Vec<i64> = v["comments"].as_array().unwrap().iter().map(|c| c["id"].as_i64().unwrap()).collect();
+        let page: Vec<i64> = v["comments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["id"].as_i64().unwrap())
+            .collect();
         assert!(page.len() <= 4);
         seen.extend(page);
         pages += 1;
@@ -99,7 +129,10 @@ async fn a_big_thread_is_served_in_pages_that_continue_where_they_stopped() {
             }
         }
     }
-    assert_eq!(seen, all, "pages joined give the whole thread, in order, once");
+    assert_eq!(
+        seen, all,
+        "pages joined give the whole thread, in order, once"
+    );
     assert_eq!(pages, 3);
     // Without paging, the whole thread at once.
     assert_eq!(app.comments("t").await.len(), 12);
@@ -120,8 +153,14 @@ async fn the_thread_page_is_rendered_on_the_server_without_staff_data() {
     assert_eq!(page.status, StatusCode::OK);
     assert!(page.text.contains("Hello <em>there</em>"), "{}", page.text);
     assert!(page.text.contains("Ann &lt;3"), "name escaped");
-    assert!(page.text.contains(r#"name="form_token""#), "form token embedded");
-    assert!(!page.text.contains("secret@example.org"), "email leaked into the page");
+    assert!(
+        page.text.contains(r#"name="form_token""#),
+        "form token embedded"
+    );
+    assert!(
+        !page.text.contains("secret@example.org"),
+        "email leaked into the page"
+    );
     assert!(!page.text.contains("127.0.0.1"), "IP leaked into the page");
 }
 
@@ -143,7 +182,10 @@ async fn a_closed_thread_page_says_so_and_has_no_form() {
 async fn an_unknown_thread_page_is_404() {
     let app = spawn_app().await;
     assert_eq!(app.get("/t/nope").await.status, StatusCode::NOT_FOUND);
-    assert_eq!(app.get("/api/threads/nope").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        app.get("/api/threads/nope").await.status,
+        StatusCode::NOT_FOUND
+    );
 }
 
 #[tokio::test]
@@ -163,7 +205,10 @@ async fn the_demo_seeds_a_welcome_thread_once() {
     assert!(!server::demo::seed(&app.engine).await.unwrap());
     let comments = app.comments("welcome").await;
     assert!(comments.len() >= 5);
-    assert!(comments.iter().any(|c| c["depth"].as_i64().unwrap() >= 2), "replies nest");
+    assert!(
+        comments.iter().any(|c| c["depth"].as_i64().unwrap() >= 2),
+        "replies nest"
+    );
 }
 
 #[tokio::test]
@@ -178,14 +223,35 @@ async fn thread_set_creates_and_updates_from_the_command_line() {
             .output()
             .unwrap()
     };
-    let out = run(&["thread", "set", "news-1", "--kind", "post", "--title", "News", "--published-at", "2026-11-01T09:00:00Z"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(&[
+        "thread",
+        "set",
+        "news-1",
+        "--kind",
+        "post",
+        "--title",
+        "News",
+        "--published-at",
+        "2026-11-01T09:00:00Z",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = run(&["thread", "set", "news-1", "--comments-enabled", "false"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let store = server::store::Store::open(&db).await.unwrap();
     let t = store.thread("news-1").await.unwrap().unwrap();
-    assert_eq!((t.kind.as_str(), t.title.as_str(), t.comments_enabled), ("post", "News", 0));
+    assert_eq!(
+        (t.kind.as_str(), t.title.as_str(), t.comments_enabled),
+        ("post", "News", 0)
+    );
     assert_eq!(t.published_at, Some(1_793_523_600_000));
 
     // Bad input: non-zero exit and one line of error.
@@ -200,5 +266,8 @@ async fn thread_set_creates_and_updates_from_the_command_line() {
         assert!(!err.trim().is_empty(), "{bad:?}");
     }
     let out = run(&["thread", "set", "bad key"]);
-    assert_eq!(String::from_utf8_lossy(&out.stderr).trim().lines().count(), 1);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim().lines().count(),
+        1
+    );
 }

@@ -215,7 +215,13 @@ pub fn CommentForm() -> impl IntoView {
         Some(_) => "Reply",
         None => "Leave a comment",
     };
-    let parent_value = move || state.reply_to.get().map(|p| p.to_string()).unwrap_or_default();
+    let parent_value = move || {
+        state
+            .reply_to
+            .get()
+            .map(|p| p.to_string())
+            .unwrap_or_default()
+    };
     let token_value = move || state.token.get().map(|t| t.token).unwrap_or_default();
     let on_submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();

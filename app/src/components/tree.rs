@@ -5,7 +5,9 @@
 //! the list it joins, never the whole thread: that keeps 10,000-comment threads responsive.
 
 use crate::components::form::{CommentForm, Draft};
-use crate::model::{Comment, CommentId, FormSettings, FormToken, ThreadResponse, UGC_REL, display_date};
+use crate::model::{
+    Comment, CommentId, FormSettings, FormToken, ThreadResponse, UGC_REL, display_date,
+};
 use leptos::prelude::*;
 use std::collections::HashMap;
 
@@ -73,7 +75,10 @@ impl ThreadState {
                     continue;
                 }
                 let id = c.id;
-                let parent = c.parent_id.and_then(|p| nodes.get(&p)).map(|p| p.children.clone());
+                let parent = c
+                    .parent_id
+                    .and_then(|p| nodes.get(&p))
+                    .map(|p| p.children.clone());
                 nodes.insert(
                     id,
                     Node {
@@ -159,8 +164,10 @@ pub fn CommentNode(id: CommentId) -> impl IntoView {
         "replies"
     };
     let author = match comment.author_url.clone() {
-        Some(url) => view! { <a class="author" href=url rel=UGC_REL>{comment.author_name.clone()}</a> }
-            .into_any(),
+        Some(url) => {
+            view! { <a class="author" href=url rel=UGC_REL>{comment.author_name.clone()}</a> }
+                .into_any()
+        }
         None => view! { <span class="author">{comment.author_name.clone()}</span> }.into_any(),
     };
     let shown_date = display_date(&comment.created_at);

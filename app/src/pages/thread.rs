@@ -46,7 +46,10 @@ pub fn ThreadPage() -> impl IntoView {
 #[component]
 fn ThreadView(data: PageData) -> impl IntoView {
     let query = use_query_map();
-    let reply_to = query.read_untracked().get("reply").and_then(|r| r.parse().ok());
+    let reply_to = query
+        .read_untracked()
+        .get("reply")
+        .and_then(|r| r.parse().ok());
     let error = query.read_untracked().get("error");
     let title = data.data.thread.title.clone();
     let state = ThreadState::new(data.data, data.form, reply_to);

@@ -20,10 +20,7 @@ pub fn router(_state: &AppState) -> Router<AppState> {
         .route("/threads/{key}", get(get_thread))
         .route("/threads/{key}/page", get(get_page))
         .route("/threads/{key}/form", get(get_form))
-        .route(
-            "/threads/{key}/comments",
-            axum::routing::post(post_comment),
-        )
+        .route("/threads/{key}/comments", axum::routing::post(post_comment))
 }
 
 /// An API error: a status and `{"error": message}`. Internal details are logged, not sent.
@@ -171,7 +168,11 @@ async fn post_comment(
         return too_large();
     };
     if std::str::from_utf8(&bytes).is_err() {
-        return bad_request(&key, StatusCode::BAD_REQUEST, "The request is not valid UTF-8.");
+        return bad_request(
+            &key,
+            StatusCode::BAD_REQUEST,
+            "The request is not valid UTF-8.",
+        );
     }
     let parsed = if form {
         parse_form(&bytes).map_err(|m| (StatusCode::UNPROCESSABLE_ENTITY, m))

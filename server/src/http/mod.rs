@@ -46,7 +46,9 @@ pub fn router(engine: Arc<Engine>, leptos_options: LeptosOptions) -> Router {
         .route("/health", get(health))
         .nest("/api", api::router(&state))
         .leptos_routes_with_handler(routes, get(pages::render))
-        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(app::shell))
+        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(
+            app::shell,
+        ))
         .with_state(state)
 }
 

@@ -76,9 +76,11 @@ where
         .from_reader(bytes.as_slice());
     let headers = rdr.headers().map_err(|e| convert(e, &bytes))?.clone();
     let find = |name: &str| {
-        headers
-            .iter()
-            .position(|h| h.trim().trim_start_matches('\u{feff}').eq_ignore_ascii_case(name))
+        headers.iter().position(|h| {
+            h.trim()
+                .trim_start_matches('\u{feff}')
+                .eq_ignore_ascii_case(name)
+        })
     };
     let cols = Columns {
         label: find("label"),
@@ -230,4 +232,139 @@ pub fn classify_csv<R: Read, W: Write>(
     let scores = model.classify_batch(&comments);
     write_scores(output, &scores, threshold)?;
     Ok(scores.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spam::Options;
+
+    #[test]
+    fn reads_any_column_order_and_rfc4180_quoting() {
+        let csv = "text,extra,Label,author\n\
+                   \"Hello, \"\"world\"\"\nsecond line\",x,SPAM,\"Bob b@x.org\"\n\
+                   plain,y,ham,\n";
+        let got = read_samples(csv.as_bytes()).expect("valid");
+        assert_eq!(
+            got,
+            [
+                Sample {
+                    label: Label::Spam,
+                    author: "Bob b@x.org".into(),
+                    text: "Hello, \"world\"\nsecond line".into(),
+                },
+                Sample {
+                    label: Label::Ham,
+                    author: String::new(),
+                    text: "plain".into(),
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn missing_column_is_named() {
+        let err = read_samples("label,text\nspam,hi\n".as_bytes()).expect_err("no author");
+        assert!(matches!(
+            err,
+            CsvError::MissingColumn {
+                column: "author",
+                ..
+            }
+        ));
+        assert!(err.to_string().contains("line 1") && err.to_string().contains("author"));
+        // Also without any data rows.
+        assert!(read_samples("label,author\n".as_bytes()).is_err());
+    }
+
+    #[test]
+    fn unknown_label_names_its_line() {
+        // The quoted field spans two lines, so the bad record starts on line 4.
+        let csv = "label,author,text\nham,a,\"two\nlines\"\nspma,b,c\n";
+        let err = read_samples(csv.as_bytes()).expect_err("bad label");
+        assert!(
+            matches!(&err, CsvError::UnknownLabel { line: 4, label } if label == "spma"),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "line 4: unknown label \"spma\" (expected \"spam\" or \"ham\")"
+        );
+    }
+
+    #[test]
+    fn broken_quoting_names_its_line() {
+        let csv = "label,author,text\nham,a,ok\nspam,b,\"never closed\nham,c,d\n";
+        let err = read_samples(csv.as_bytes()).expect_err("open quote");
+        assert!(
+            matches!(err, CsvError::UnterminatedQuote { line: 3 }),
+            "{err:?}"
+        );
+        assert!(err.to_string().starts_with("line 3:"));
+        let short = "label,author,text\nham,a,ok\nspam,\"b\"\n";
+        let err = read_samples(short.as_bytes()).expect_err("two fields");
+        assert!(
+            matches!(err, CsvError::Malformed { line: 3, .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("expected 3 fields, found 2"));
+        let bad_utf8: &[u8] = b"label,author,text\nham,a,\xff\n";
+        assert!(matches!(
+            read_samples(bad_utf8),
+            Err(CsvError::Malformed { line: 2, .. })
+        ));
+    }
+
+    #[test]
+    fn comments_need_only_text() {
+        let got = read_comments("text\nfirst\n\"sec,ond\"\n".as_bytes()).expect("valid");
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[1].text, "sec,ond");
+        assert_eq!(got[1].author, "");
+        let with_label =
+            read_comments("label,author,text\nbogus,a,t\n".as_bytes()).expect("label ignored");
+        assert_eq!(with_label[0].author, "a");
+        assert!(matches!(
+            read_comments("author\nx\n".as_bytes()),
+            Err(CsvError::MissingColumn { column: "text", .. })
+        ));
+    }
+
+    #[test]
+    fn writes_label_score_rows_in_order() {
+        let mut out = Vec::new();
+        write_scores(&mut out, &[0.95, 0.1, 0.9], 0.9).expect("write");
+        assert_eq!(
+            String::from_utf8(out).expect("utf8"),
+            "label,score\nspam,0.950000\nham,0.100000\nspam,0.900000\n"
+        );
+    }
+
+    #[test]
+    fn classify_csv_end_to_end() {
+        let train = "label,author,text\n\
+                     spam,x,buy cheap pills now\n\
+                     spam,y,cheap pills offer\n\
+                     ham,z,thanks for the post\n\
+                     ham,w,nice post about rust\n";
+        let model = Model::train(
+            &read_samples(train.as_bytes()).expect("train"),
+            &Options::default(),
+        );
+        let mut out = Vec::new();
+        let n = classify_csv(
+            &model,
+            "author,text\nq,cheap pills\nr,thanks nice post\n".as_bytes(),
+            &mut out,
+            0.5,
+        )
+        .expect("classify");
+        assert_eq!(n, 2);
+        let out = String::from_utf8(out).expect("utf8");
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[0], "label,score");
+        assert!(lines[1].starts_with("spam,"), "{out}");
+        assert!(lines[2].starts_with("ham,"), "{out}");
+    }
 }

@@ -257,3 +257,100 @@ pub fn cross_validate(
         cv.threshold,
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stratified_folds_keep_label_proportions() {
+        let labels: Vec<Label> = (0..100)
+            .map(|i| if i % 10 < 3 { Label::Spam } else { Label::Ham })
+            .collect();
+        let folds = stratified_folds(&labels, 3, 7);
+        for k in 0..3 {
+            let spam = (0..100)
+                .filter(|&i| folds[i] == k && labels[i] == Label::Spam)
+                .count();
+            let ham = (0..100)
+                .filter(|&i| folds[i] == k && labels[i] == Label::Ham)
+                .count();
+            // 30 spam and 70 ham over 3 folds: 10 spam and 23 or 24 ham each.
+            assert_eq!(spam, 10, "fold {k}");
+            assert!((23..=24).contains(&ham), "fold {k}: {ham}");
+        }
+        assert_eq!(stratified_folds(&labels, 3, 7), folds);
+        assert_ne!(stratified_folds(&labels, 3, 8), folds);
+    }
+
+    #[test]
+    fn metrics_by_hand() {
+        use Label::{Ham, Spam};
+        // Fold 0: spam 0.95 (tp), spam 0.2 (fn), ham 0.91 (fp), ham 0.1 (tn).
+        // Fold 1: spam 0.99 (tp), ham 0.0 (tn).
+        let labels = [Spam, Spam, Ham, Ham, Spam, Ham];
+        let scores = [0.95, 0.2, 0.91, 0.1, 0.99, 0.0];
+        let folds = [0, 0, 0, 0, 1, 1];
+        let e = Evaluation::from_scores(&labels, &scores, &folds, 2, 0.9);
+        // Spam: fold 0 P = 1/2, R = 1/2, F1 = 1/2; fold 1 P = R = F1 = 1.
+        assert!((e.spam.precision - (0.5 + 1.0) / 2.0).abs() < 1e-12);
+        assert!((e.spam.recall - (0.5 + 1.0) / 2.0).abs() < 1e-12);
+        assert!((e.spam.f1 - (0.5 + 1.0) / 2.0).abs() < 1e-12);
+        assert_eq!(
+            e.spam.confusion,
+            Confusion {
+                tp: 2,
+                fp: 1,
+                fn_: 1,
+                tn: 2
+            }
+        );
+        // Ham: fold 0 P = 1/2, R = 1/2; fold 1 P = R = 1.
+        assert!((e.ham.f1 - 0.75).abs() < 1e-12);
+        assert_eq!(e.n, 6);
+        assert_eq!(e.folds, 2);
+    }
+
+    #[test]
+    fn evaluation_json_shape() {
+        let e = Evaluation::from_scores(&[Label::Spam], &[1.0], &[0], 3, 0.9);
+        let v: serde_json::Value = serde_json::to_value(&e).expect("serialize");
+        for label in ["spam", "ham"] {
+            for key in ["precision", "recall", "f1"] {
+                assert!(v[label][key].is_f64(), "{label}.{key}");
+            }
+        }
+        assert_eq!(v["folds"], 3);
+        assert_eq!(v["n"], 1);
+        assert_eq!(v["spam"]["confusion"]["fn"], 0);
+    }
+
+    #[test]
+    fn cross_validation_separates_an_easy_corpus() {
+        let samples: Vec<Sample> = (0..90)
+            .map(|i| {
+                let spam = i % 3 == 0;
+                Sample {
+                    label: if spam { Label::Spam } else { Label::Ham },
+                    author: format!("user{i}"),
+                    text: if spam {
+                        format!("buy cheap pills {i} now")
+                    } else {
+                        format!("thanks for the post {i}")
+                    },
+                }
+            })
+            .collect();
+        let e =
+            cross_validate(&samples, &Options::default(), &CvOptions::default()).expect("cv runs");
+        assert_eq!(e.spam.f1, 1.0);
+        assert_eq!(e.ham.f1, 1.0);
+        assert_eq!(e.n, 90);
+        let bad = CvOptions {
+            folds: 1,
+            ..CvOptions::default()
+        };
+        assert!(cross_validate(&samples, &Options::default(), &bad).is_err());
+        assert!(cross_validate(&samples[..2], &Options::default(), &CvOptions::default()).is_err());
+    }
+}

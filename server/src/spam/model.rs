@@ -218,7 +218,10 @@ impl Model {
             reason,
         };
         if self.docs[l] == 0 {
-            return Err(not_learned(format!("the model has no {} documents", sample.label)));
+            return Err(not_learned(format!(
+                "the model has no {} documents",
+                sample.label
+            )));
         }
         for (token, e) in doc.iter() {
             let c = self.per_doc(e.count);
@@ -333,10 +336,13 @@ impl Model {
         let VersionOnly { version } = serde_json::from_str(json)?;
         match version {
             1 => serde_json::from_str::<FileV1>(json)?.into_model(),
-            found => Err(SpamError::UnsupportedVersion {
+            found if found > FORMAT_VERSION => Err(SpamError::UnsupportedVersion {
                 found,
                 supported: FORMAT_VERSION,
             }),
+            found => Err(SpamError::Inconsistent(format!(
+                "unknown format version {found}"
+            ))),
         }
     }
 }
@@ -420,5 +426,262 @@ impl FileV1 {
             counts,
             scorer: ScorerCache::default(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(label: Label, author: &str, text: &str) -> Sample {
+        Sample {
+            label,
+            author: author.to_owned(),
+            text: text.to_owned(),
+        }
+    }
+
+    fn words_only(alpha: f64, binary: bool) -> Options {
+        Options {
+            alpha,
+            binary,
+            features: Features::NONE,
+        }
+    }
+
+    fn tiny() -> Vec<Sample> {
+        vec![
+            sample(Label::Spam, "", "buy cheap pills"),
+            sample(Label::Spam, "", "cheap cheap offer"),
+            sample(Label::Ham, "", "nice post thanks"),
+        ]
+    }
+
+    fn odds_to_p(odds: f64) -> f64 {
+        odds / (1.0 + odds)
+    }
+
+    #[test]
+    fn hand_computed_counts_probability() {
+        let m = Model::train(&tiny(), &words_only(1.0, false));
+        // spam counts: buy 1, cheap 3, pills 1, offer 1 (N=6); ham: nice,
+        // post, thanks 1 each (N=3); V = 7; docs 2 spam, 1 ham.
+        assert_eq!(m.token_total(Label::Spam), 6);
+        assert_eq!(m.token_total(Label::Ham), 3);
+        assert_eq!(m.vocabulary_len(), 7);
+        assert_eq!(m.token_count("cheap", Label::Spam), 3);
+        // prior (2+1)/(1+1); "cheap": (3+1)/(6+7) vs (0+1)/(3+7);
+        // "post": (0+1)/(6+7) vs (1+1)/(3+7).
+        let odds = (3.0 / 2.0) * ((4.0 / 13.0) / (1.0 / 10.0)) * ((1.0 / 13.0) / (2.0 / 10.0));
+        let p = m.spam_probability("", "Cheap post!");
+        assert!(
+            (p - odds_to_p(odds)).abs() < 1e-6,
+            "{p} vs {}",
+            odds_to_p(odds)
+        );
+        // Unseen words carry no evidence and change nothing.
+        assert_eq!(m.spam_probability("", "cheap post zzz qqq"), p);
+        // Repeats count in count mode: "cheap cheap" doubles its ratio.
+        let odds2 = (3.0 / 2.0) * ((4.0_f64 / 13.0) / (1.0 / 10.0)).powi(2);
+        let p2 = m.spam_probability("", "cheap cheap");
+        assert!((p2 - odds_to_p(odds2)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn hand_computed_binary_probability() {
+        let m = Model::train(&tiny(), &words_only(1.0, true));
+        // Binary: "cheap" counts once per spam comment -> 2; N_spam = 5.
+        assert_eq!(m.token_count("cheap", Label::Spam), 2);
+        assert_eq!(m.token_total(Label::Spam), 5);
+        // prior 3/2; "cheap" once: (2+1)/(5+7) vs (0+1)/(3+7).
+        let odds = (3.0 / 2.0) * ((3.0 / 12.0) / (1.0 / 10.0));
+        let p = m.spam_probability("", "cheap cheap cheap");
+        assert!((p - odds_to_p(odds)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn lidstone_alpha_is_used() {
+        let m = Model::train(&tiny(), &words_only(0.5, false));
+        // "offer": (1+0.5)/(6+3.5) vs (0+0.5)/(3+3.5), prior 3/2.
+        let odds = 1.5 * ((1.5 / 9.5) / (0.5 / 6.5));
+        let p = m.spam_probability("", "offer");
+        assert!((p - odds_to_p(odds)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn empty_and_extreme_inputs_stay_in_range() {
+        let empty = Model::new(&Options::default());
+        assert_eq!(empty.spam_probability("a", "anything at all"), 0.5);
+        let m = Model::train(&tiny(), &words_only(1e-9, false));
+        let long_spam = "cheap ".repeat(100_000);
+        let long_ham = "thanks ".repeat(100_000);
+        for (text, want) in [(long_spam.as_str(), 1.0), (long_ham.as_str(), 0.0)] {
+            let p = m.spam_probability("", text);
+            assert!(p.is_finite() && (0.0..=1.0).contains(&p));
+            assert_eq!(p, want);
+        }
+        // Only the prior is left: (2+1)/(1+1) odds.
+        assert!((m.spam_probability("", "") - odds_to_p(1.5)).abs() < 1e-12);
+        let bad = Model::new(&Options {
+            alpha: f64::NAN,
+            ..Options::default()
+        });
+        assert_eq!(bad.options().alpha, 1.0);
+    }
+
+    fn corpus() -> Vec<Sample> {
+        let spam = [
+            "WIN a FREE prize now",
+            "cheap pills http://x.biz/buy",
+            "$$$ fast money!!!",
+        ];
+        let ham = [
+            "Thanks, great post",
+            "I disagree with point 2",
+            "see www.rust-lang.org docs",
+        ];
+        (0..60)
+            .map(|i| {
+                let (label, base) = if i % 3 == 0 {
+                    (Label::Spam, spam[(i / 3) % 3])
+                } else {
+                    (Label::Ham, ham[i % 3])
+                };
+                sample(
+                    label,
+                    &format!("user{} u{}@example.org", i % 7, i),
+                    &format!("{base} {i}"),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn incremental_updates_equal_retraining() {
+        for options in [Options::default(), words_only(1.0, false)] {
+            let all = corpus();
+            let full = Model::train(&all, &options);
+            let mut grown = Model::train(&all[..25], &options);
+            for s in &all[25..] {
+                grown.learn(s);
+            }
+            assert_eq!(grown, full);
+            let mut reversed: Vec<Sample> = all.clone();
+            reversed.reverse();
+            assert_eq!(Model::train(&reversed, &options), full);
+            let mut shrunk = full.clone();
+            // Compile the scoring table first: unlearning must invalidate it.
+            let _ = shrunk.spam_probability("x", "y");
+            for s in all[25..].iter().rev() {
+                shrunk.unlearn(s).expect("learned before");
+            }
+            let base = Model::train(&all[..25], &options);
+            assert_eq!(shrunk, base);
+            for s in &all {
+                assert_eq!(
+                    shrunk.spam_probability(&s.author, &s.text).to_bits(),
+                    base.spam_probability(&s.author, &s.text).to_bits()
+                );
+                assert_eq!(
+                    grown.spam_probability(&s.author, &s.text).to_bits(),
+                    full.spam_probability(&s.author, &s.text).to_bits()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn unlearn_rejects_unknown_samples_without_changes() {
+        let mut m = Model::train(&tiny(), &words_only(1.0, false));
+        let before = m.clone();
+        let never = sample(Label::Ham, "", "nice post brand new words");
+        assert!(matches!(
+            m.unlearn(&never),
+            Err(SpamError::NotLearned { .. })
+        ));
+        let wrong_label = sample(Label::Ham, "", "buy cheap pills");
+        assert!(m.unlearn(&wrong_label).is_err());
+        assert_eq!(m, before);
+        let mut empty = Model::new(&Options::default());
+        assert!(empty.unlearn(&tiny()[0]).is_err());
+    }
+
+    #[test]
+    fn json_round_trip() {
+        let m = Model::train(&corpus(), &Options::default());
+        let json = m.to_json();
+        let back = Model::from_json(&json).expect("round trip");
+        assert_eq!(back, m);
+        assert_eq!(back.to_json(), json);
+        for s in corpus() {
+            assert_eq!(
+                back.spam_probability(&s.author, &s.text).to_bits(),
+                m.spam_probability(&s.author, &s.text).to_bits()
+            );
+        }
+    }
+
+    /// A version-1 file as written by the first release; it must keep loading.
+    const V1_FILE: &str = r##"{"version":1,
+        "options":{"alpha":1.0,"binary":false,"features":{"links":false,"domains":false,
+            "numbers":false,"symbols":false,"caps":false,"author_prefix":false}},
+        "docs":{"spam":2,"ham":1},"totals":{"spam":6,"ham":3},
+        "tokens":{"buy":[1,0],"cheap":[3,0],"nice":[0,1],"offer":[1,0],
+            "pills":[1,0],"post":[0,1],"thanks":[0,1]}}"##;
+
+    #[test]
+    fn reads_version_1_files() {
+        let m = Model::from_json(V1_FILE).expect("v1 loads");
+        assert_eq!(m, Model::train(&tiny(), &words_only(1.0, false)));
+    }
+
+    #[test]
+    fn newer_or_broken_files_are_clear_errors() {
+        let newer = V1_FILE.replace(r#""version":1"#, r#""version":7"#);
+        let err = Model::from_json(&newer).expect_err("newer version");
+        assert!(matches!(
+            err,
+            SpamError::UnsupportedVersion {
+                found: 7,
+                supported: FORMAT_VERSION
+            }
+        ));
+        assert!(err.to_string().contains("version 7 is newer"), "{err}");
+        let zero = V1_FILE.replace(r#""version":1"#, r#""version":0"#);
+        assert!(matches!(
+            Model::from_json(&zero),
+            Err(SpamError::Inconsistent(_))
+        ));
+        let bad_totals = V1_FILE.replace(r#""spam":6"#, r#""spam":7"#);
+        assert!(matches!(
+            Model::from_json(&bad_totals),
+            Err(SpamError::Inconsistent(_))
+        ));
+        assert!(matches!(Model::from_json("{}"), Err(SpamError::Json(_))));
+        assert!(matches!(
+            Model::from_json("not json"),
+            Err(SpamError::Json(_))
+        ));
+    }
+
+    #[test]
+    fn batch_keeps_input_order() {
+        let m = Model::train(&corpus(), &Options::default());
+        let comments: Vec<Comment> = corpus()
+            .into_iter()
+            .cycle()
+            .take(1000)
+            .map(|s| Comment {
+                author: s.author,
+                text: s.text,
+            })
+            .collect();
+        let batch = m.classify_batch(&comments);
+        for (c, p) in comments.iter().zip(&batch) {
+            assert_eq!(
+                m.spam_probability(&c.author, &c.text).to_bits(),
+                p.to_bits()
+            );
+        }
     }
 }

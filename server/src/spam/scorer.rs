@@ -24,6 +24,7 @@ use super::tokenize::{Features, TokenBuf, for_each_token};
 /// well-spread bits does.
 const K: u64 = 0x9E37_79B9_7F4A_7C15;
 const K2: u64 = 0xA076_1D64_78BD_642F;
+const K3: u64 = 0xE703_7ED1_A0B4_28DB;
 
 #[inline]
 fn fold_mul(a: u64, b: u64) -> u64 {
@@ -71,7 +72,9 @@ pub(crate) fn hash_seeded(bytes: &[u8], seed: u64) -> u64 {
     let n = bytes.len();
     if n <= 16 {
         let [a, b] = short_key(bytes);
-        return fold_mul(a ^ seed ^ K2 ^ (n as u64), b ^ K);
+        // The length goes into the other factor: keys of different lengths
+        // may share words (`short_key` reuses bytes), never the multiplier.
+        return fold_mul(a ^ seed ^ K2, b ^ K ^ (n as u64).wrapping_mul(K3));
     }
     let mut h = seed ^ K2 ^ (n as u64);
     let mut chunks = bytes.chunks_exact(8);
@@ -130,8 +133,9 @@ struct Scratch {
     tokens: TokenBuf,
     /// Token hashes of the comment being scored.
     hashes: Vec<u64>,
-    /// Slots already counted for this comment (binary mode), open addressing.
-    seen: Vec<u32>,
+    /// Token hashes already counted for this comment (binary mode), open
+    /// addressing with 0 as the empty marker.
+    seen: Vec<u64>,
 }
 
 thread_local! {
@@ -230,23 +234,24 @@ impl Scorer {
         // so the CPU overlaps the table's cache misses across tokens.
         let mut sum = 0.0f64;
         if self.binary {
+            // Drop repeats before the table lookups: long texts repeat most
+            // of their words, and each lookup may be a cache miss.
             let size = (hashes.len() * 2).next_power_of_two().max(16);
             seen.clear();
-            seen.resize(size, u32::MAX);
+            seen.resize(size, 0);
             let mask = size - 1;
             for &h in hashes.iter() {
-                let Some(i) = self.find(h) else {
-                    continue;
-                };
-                let mut j = (i.wrapping_mul(0x9E37_79B9) >> 7) & mask;
+                let mut j = (h >> 40) as usize & mask;
                 loop {
                     let s = seen[j];
-                    if s == u32::MAX {
-                        seen[j] = i as u32;
-                        sum += f64::from(self.slots[i].weight);
+                    if s == h {
                         break;
                     }
-                    if s as usize == i {
+                    if s == 0 {
+                        seen[j] = h;
+                        if let Some(i) = self.find(h) {
+                            sum += f64::from(self.slots[i].weight);
+                        }
                         break;
                     }
                     j = (j + 1) & mask;
@@ -292,6 +297,32 @@ mod tests {
         assert_ne!(hash_bytes(b"ab"), hash_bytes(b"ab\0"));
         assert_ne!(hash_bytes(b"abcdefgh"), hash_bytes(b"abcdefgi"));
         assert_ne!(hash_bytes(b""), hash_bytes(b"\0"));
+        // `short_key` reuses bytes across lengths; these once collided.
+        assert_ne!(hash_bytes(b"hi"), hash_bytes(b"iii"));
+        assert_ne!(hash_bytes(b"00"), hash_bytes(b"100"));
+    }
+
+    #[test]
+    fn no_collisions_among_many_short_tokens() {
+        // Every token of 1-3 characters over [a-z0-9_], plus longer variants
+        // covering each key-encoding branch (4-7, 8-16, >16 bytes).
+        let alphabet: Vec<char> = ('a'..='z').chain('0'..='9').chain(['_']).collect();
+        let mut tokens = Vec::new();
+        for &a in &alphabet {
+            tokens.push(a.to_string());
+            for &b in &alphabet {
+                tokens.push(format!("{a}{b}"));
+                for &c in &alphabet {
+                    tokens.push(format!("{a}{b}{c}"));
+                }
+                tokens.push(format!("xy{a}{b}z"));
+                tokens.push(format!("prefix{a}{b}suffix"));
+                tokens.push(format!("averyveryverylongtoken{a}{b}"));
+            }
+        }
+        let hashes: std::collections::HashSet<u64> =
+            tokens.iter().map(|t| hash_bytes(t.as_bytes())).collect();
+        assert_eq!(hashes.len(), tokens.len());
     }
 
     #[test]

@@ -118,6 +118,27 @@ fn load8(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(w)
 }
 
+/// The eight bytes at `at`, padded with spaces past the end of `b`, so the
+/// tail of a text takes the fast path too (spaces end words and count for
+/// nothing). `at < b.len()`.
+#[inline]
+fn block_at(b: &[u8], at: usize) -> u64 {
+    const SPACES: u64 = ONES * b' ' as u64;
+    let n = b.len();
+    if at + 8 <= n {
+        load8(b, at)
+    } else if n >= 8 {
+        let missing = 8 * (at + 8 - n) as u32;
+        (load8(b, n - 8) >> missing) | (SPACES << (64 - missing))
+    } else {
+        let mut w = SPACES.to_le_bytes();
+        for (k, &byte) in b[at..].iter().enumerate() {
+            w[k] = byte;
+        }
+        u64::from_le_bytes(w)
+    }
+}
+
 /// Reusable buffers so tokenizing does not allocate per token.
 #[derive(Default)]
 pub(crate) struct TokenBuf {
@@ -235,9 +256,14 @@ fn insert(arena: &mut String, entries: &mut Vec<Entry>, table: &mut Vec<u32>, t:
 /// Lowercased words of `text` as django-cast finds them (no feature tokens).
 pub fn words(text: &str) -> Vec<String> {
     let mut out = Vec::new();
-    scan_words::<false, _>(text, &mut String::new(), &mut Shape::default(), &mut |w: &str| {
-        out.push(w.to_owned());
-    });
+    scan_words::<false, _>(
+        text,
+        &mut String::new(),
+        &mut Shape::default(),
+        &mut |w: &str| {
+            out.push(w.to_owned());
+        },
+    );
     out
 }
 
@@ -378,77 +404,45 @@ fn tokens_with<const SHAPE: bool, F: FnMut(&str)>(
     }
 }
 
+/// Bits below bit `k` (`k < 64`).
+#[inline]
+fn below(k: u32) -> u64 {
+    (1u64 << k) - 1
+}
+
 /// Finds the words of `s`, calling `emit` with each lowercased word. With
 /// `SHAPE`, also counts `!` and currency signs and records link hosts
 /// (`scheme://` and bare `www.`) in `shape`.
+///
+/// ASCII text is classified eight bytes at a time (each byte's class lands
+/// in its high bit), and every word inside such a block is found with bit
+/// scans, so a byte costs a few instructions whatever the word lengths.
+/// Blocks holding non-ASCII bytes, and the last few bytes, go one character
+/// at a time.
 fn scan_words<const SHAPE: bool, F: FnMut(&str)>(
     s: &str,
     buf: &mut String,
     shape: &mut Shape,
     emit: &mut F,
 ) {
+    const NONE: usize = usize::MAX;
     let bytes = s.as_bytes();
     let n = bytes.len();
     let mut i = 0;
-    'words: while i < n {
-        // Skip to the next word character.
-        loop {
-            if i + 8 <= n {
-                let x = load8(bytes, i);
-                if x & HIGH == 0 {
-                    let (w, _) = word_mask(x);
-                    if w == 0 {
-                        if SHAPE {
-                            shape_block(bytes, i, x, shape);
-                        }
-                        i += 8;
-                        continue;
-                    }
-                    let skip = (w.trailing_zeros() / 8) as usize;
-                    if SHAPE {
-                        // Usually one or two separator bytes: cheaper one by one.
-                        for at in i..i + skip {
-                            shape_byte(bytes, at, shape);
-                        }
-                    }
-                    i += skip;
-                    break;
-                }
-            }
-            if i >= n {
-                break 'words;
-            }
-            let b = bytes[i];
-            if b < 0x80 {
-                if CLASS[b as usize] & WORD != 0 {
-                    break;
-                }
+    // Start of the ASCII word being scanned (or NONE) and whether it has
+    // uppercase letters so far.
+    let mut start = NONE;
+    let mut upper = false;
+    while i < n {
+        {
+            let x = block_at(bytes, i);
+            if x & HIGH == 0 {
+                let (w, up) = word_mask(x);
                 if SHAPE {
-                    shape_byte(bytes, i, shape);
+                    shape_block(bytes, i, x, shape);
                 }
-                i += 1;
-            } else {
-                let Some(ch) = s[i..].chars().next() else {
-                    break 'words;
-                };
-                if ch.is_alphanumeric() {
-                    break;
-                }
-                if SHAPE && matches!(ch, '£' | '€' | '¥') {
-                    shape.currency += 1;
-                }
-                i += ch.len_utf8();
-            }
-        }
-        // Scan the run of ASCII word characters starting at i.
-        let start = i;
-        let mut upper = false;
-        let mut mixed = false;
-        loop {
-            if i + 8 <= n {
-                let x = load8(bytes, i);
-                if x & HIGH == 0 {
-                    let (w, up) = word_mask(x);
+                let mut words = w;
+                if start != NONE {
                     let stop = !w & HIGH;
                     if stop == 0 {
                         upper |= up != 0;
@@ -456,72 +450,142 @@ fn scan_words<const SHAPE: bool, F: FnMut(&str)>(
                         continue;
                     }
                     let k = stop.trailing_zeros();
-                    upper |= up & ((1u64 << k) - 1) != 0;
-                    i += (k / 8) as usize;
-                    break;
+                    upper |= up & below(k) != 0;
+                    ascii_word::<SHAPE, F>(s, start, i + (k / 8) as usize, upper, buf, shape, emit);
+                    start = NONE;
+                    words &= !below(k);
                 }
+                while words != 0 {
+                    let k = words.trailing_zeros();
+                    let rest = !w & HIGH & !below(k);
+                    if rest == 0 {
+                        // The word runs on into the next block.
+                        start = i + (k / 8) as usize;
+                        upper = up & !below(k) != 0;
+                        break;
+                    }
+                    let e = rest.trailing_zeros();
+                    let word_upper = up & !below(k) & below(e) != 0;
+                    let (from, to) = (i + (k / 8) as usize, i + (e / 8) as usize);
+                    ascii_word::<SHAPE, F>(s, from, to, word_upper, buf, shape, emit);
+                    words &= !below(e);
+                }
+                i += 8;
+                continue;
             }
-            if i >= n {
-                break;
-            }
-            let b = bytes[i];
-            if b < 0x80 {
-                let c = CLASS[b as usize];
-                if c & WORD == 0 {
-                    break;
+        }
+        // One character at a time, near non-ASCII text.
+        let b = bytes[i];
+        if b < 0x80 {
+            let c = CLASS[b as usize];
+            if c & WORD != 0 {
+                if start == NONE {
+                    start = i;
+                    upper = false;
                 }
                 upper |= c & UPPER != 0;
-                i += 1;
             } else {
-                mixed = starts_word_char(&s[i..]);
-                break;
-            }
-        }
-        if !mixed {
-            let len = i - start;
-            if len >= 2 {
-                if upper {
-                    buf.clear();
-                    buf.push_str(&s[start..i]);
-                    buf.make_ascii_lowercase();
-                    emit(buf);
-                } else {
-                    emit(&s[start..i]);
+                if start != NONE {
+                    ascii_word::<SHAPE, F>(s, start, i, upper, buf, shape, emit);
+                    start = NONE;
                 }
-                if SHAPE
-                    && len == 3
-                    && bytes.get(i) == Some(&b'.')
-                    && bytes[start..i].eq_ignore_ascii_case(b"www")
-                    && !bytes[..start].ends_with(b"//")
-                {
-                    shape.link_hosts.push(start);
+                if SHAPE {
+                    shape_byte(bytes, i, shape);
                 }
             }
+            i += 1;
             continue;
         }
-        // Slow path: the word contains non-ASCII characters.
+        let Some(ch) = s[i..].chars().next() else {
+            break;
+        };
+        if ch.is_alphanumeric() {
+            let from = if start == NONE { i } else { start };
+            i = mixed_word(s, from, i, buf, emit);
+            start = NONE;
+            continue;
+        }
+        if start != NONE {
+            ascii_word::<SHAPE, F>(s, start, i, upper, buf, shape, emit);
+            start = NONE;
+        }
+        if SHAPE && matches!(ch, '£' | '€' | '¥') {
+            shape.currency += 1;
+        }
+        i += ch.len_utf8();
+    }
+    if start != NONE {
+        ascii_word::<SHAPE, F>(s, start, n, upper, buf, shape, emit);
+    }
+}
+
+/// Emits the all-ASCII word `s[start..end]` if it is long enough, copying it
+/// only when it needs lowercasing.
+#[inline(always)]
+fn ascii_word<const SHAPE: bool, F: FnMut(&str)>(
+    s: &str,
+    start: usize,
+    end: usize,
+    upper: bool,
+    buf: &mut String,
+    shape: &mut Shape,
+    emit: &mut F,
+) {
+    let len = end - start;
+    if len < 2 {
+        return;
+    }
+    if upper {
         buf.clear();
-        buf.push_str(&s[start..i]);
+        buf.push_str(&s[start..end]);
         buf.make_ascii_lowercase();
-        let mut chars = i - start;
-        for ch in s[i..].chars() {
-            if ch.is_ascii() {
-                if CLASS[ch as usize] & WORD == 0 {
-                    break;
-                }
-                buf.push(ch.to_ascii_lowercase());
-            } else if ch.is_alphanumeric() {
-                buf.extend(ch.to_lowercase());
-            } else {
+        emit(buf);
+    } else {
+        emit(&s[start..end]);
+    }
+    let bytes = s.as_bytes();
+    if SHAPE
+        && len == 3
+        && bytes.get(end) == Some(&b'.')
+        && bytes[start..end].eq_ignore_ascii_case(b"www")
+        && !bytes[..start].ends_with(b"//")
+    {
+        shape.link_hosts.push(start);
+    }
+}
+
+/// Finishes a word that contains non-ASCII characters: `s[from..at]` is its
+/// ASCII start and `at` the first non-ASCII letter. Returns where it ends.
+fn mixed_word<F: FnMut(&str)>(
+    s: &str,
+    from: usize,
+    at: usize,
+    buf: &mut String,
+    emit: &mut F,
+) -> usize {
+    buf.clear();
+    buf.push_str(&s[from..at]);
+    buf.make_ascii_lowercase();
+    let mut chars = at - from;
+    let mut end = at;
+    for ch in s[at..].chars() {
+        if ch.is_ascii() {
+            if CLASS[ch as usize] & WORD == 0 {
                 break;
             }
-            chars += 1;
-            i += ch.len_utf8();
+            buf.push(ch.to_ascii_lowercase());
+        } else if ch.is_alphanumeric() {
+            buf.extend(ch.to_lowercase());
+        } else {
+            break;
         }
-        if chars >= 2 {
-            emit(buf);
-        }
+        chars += 1;
+        end += ch.len_utf8();
     }
+    if chars >= 2 {
+        emit(buf);
+    }
+    end
 }
 
 /// Shape bookkeeping for one non-word ASCII byte.
@@ -562,10 +626,6 @@ fn note_scheme(bytes: &[u8], at: usize, shape: &mut Shape) {
     }
 }
 
-fn starts_word_char(s: &str) -> bool {
-    s.chars().next().is_some_and(char::is_alphanumeric)
-}
-
 /// Passes each link's registrable-looking domain (last two host labels,
 /// lowercased) to `host`.
 fn link_domains<F: FnMut(&str)>(text: &str, starts: &[usize], host: &mut F) {
@@ -604,7 +664,17 @@ mod tests {
         // re.findall(r"\b\w\w+\b", s.lower()) gives exactly these.
         assert_eq!(
             words("Hello, WORLD! a bb c_d 42 x9 Ünïcödé straße ÉCOLE"),
-            ["hello", "world", "bb", "c_d", "42", "x9", "ünïcödé", "straße", "école"]
+            [
+                "hello",
+                "world",
+                "bb",
+                "c_d",
+                "42",
+                "x9",
+                "ünïcödé",
+                "straße",
+                "école"
+            ]
         );
         assert_eq!(words("I'm a -- b"), Vec::<String>::new());
         assert_eq!(words("don't"), ["don"]);
@@ -624,11 +694,60 @@ mod tests {
             .collect()
     }
 
+    /// Reference counts of `!`, currency signs and links.
+    fn reference_shape(author: &str, text: &str) -> (u32, u32, usize) {
+        let both = format!("{author} {text}");
+        let bangs = both.matches('!').count() as u32;
+        let currency = both
+            .chars()
+            .filter(|c| matches!(c, '$' | '£' | '€' | '¥'))
+            .count() as u32;
+        let is_word = |c: char| c.is_alphanumeric() || c == '_';
+        let www = text
+            .char_indices()
+            .filter(|&(p, _)| {
+                text.get(p..p + 4)
+                    .is_some_and(|w| w.eq_ignore_ascii_case("www."))
+                    && !text[..p].chars().next_back().is_some_and(is_word)
+                    && !text[..p].ends_with("//")
+            })
+            .count();
+        (bangs, currency, text.matches("://").count() + www)
+    }
+
     #[test]
     fn scanner_matches_reference_on_random_text() {
-        const PIECES: [&str; 24] = [
-            "a", "Z", "_", "0", " ", ".", "!", "é", "É", "ß", "日", ":", "/", "\n", "-", "\u{301}",
-            "www", "http://", "Hello", "wORLD", "12345678", "abcdefghijklmnop", "ÀÉÎ", "\t",
+        const PIECES: [&str; 30] = [
+            "a",
+            "Z",
+            "_",
+            "0",
+            " ",
+            ".",
+            "!",
+            "é",
+            "É",
+            "ß",
+            "日",
+            ":",
+            "/",
+            "\n",
+            "-",
+            "\u{301}",
+            "www",
+            "http://",
+            "Hello",
+            "wORLD",
+            "12345678",
+            "abcdefghijklmnop",
+            "ÀÉÎ",
+            "\t",
+            "www.",
+            "WWW",
+            "$",
+            "£",
+            "€",
+            "//",
         ];
         let mut state = 0x1234_5678_u64;
         let mut next = move || {
@@ -637,12 +756,37 @@ mod tests {
             state ^= state << 17;
             state
         };
-        for _ in 0..20_000 {
-            let len = (next() % 40) as usize;
+        let all = Features {
+            links: true,
+            symbols: true,
+            ..Features::NONE
+        };
+        for round in 0..30_000 {
+            let len = (next() % if round % 10 == 0 { 200 } else { 40 }) as usize;
             let text: String = (0..len)
                 .map(|_| PIECES[(next() % PIECES.len() as u64) as usize])
                 .collect();
             assert_eq!(words(&text), reference_words(&text), "text: {text:?}");
+            let author = &text[..text.char_indices().nth(len / 3).map_or(0, |(p, _)| p)];
+            let mut buf = TokenBuf::default();
+            let mut got = Vec::new();
+            tokens_with::<true, _>(author, &text, &all, &mut buf, &mut |t: &str| {
+                got.push(t.to_owned());
+            });
+            let (bangs, currency, links) = reference_shape(author, &text);
+            assert_eq!(
+                (
+                    buf.shape.bangs,
+                    buf.shape.currency,
+                    buf.shape.link_hosts.len()
+                ),
+                (bangs, currency, links),
+                "author: {author:?} text: {text:?}"
+            );
+            let mut expected = reference_words(author);
+            expected.extend(reference_words(&text));
+            got.retain(|t| !t.contains('#'));
+            assert_eq!(got, expected, "author: {author:?} text: {text:?}");
         }
     }
 
@@ -720,6 +864,9 @@ mod tests {
     #[test]
     fn count_words_counts_only_words() {
         // jane doe jane example org + hi great post
-        assert_eq!(count_words("Jane Doe jane@example.org", "Hi\nGreat post!"), 5 + 3);
+        assert_eq!(
+            count_words("Jane Doe jane@example.org", "Hi\nGreat post!"),
+            5 + 3
+        );
     }
 }

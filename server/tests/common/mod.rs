@@ -31,8 +31,7 @@ pub struct Reply {
 
 impl Reply {
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.text)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text))
+        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text))
     }
 }
 
@@ -48,7 +47,9 @@ pub async fn fresh_database_url(dir: &std::path::Path) -> String {
                 N.fetch_add(1, Ordering::SeqCst),
                 server::store::now_ms()
             );
-            let mut conn = sqlx::PgConnection::connect(&base).await.expect("PostgreSQL is reachable");
+            let mut conn = sqlx::PgConnection::connect(&base)
+                .await
+                .expect("PostgreSQL is reachable");
             sqlx::query(&format!("CREATE DATABASE {name}"))
                 .execute(&mut conn)
                 .await
@@ -109,7 +110,8 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str) -> Reply {
-        self.send(Request::get(path).body(Body::empty()).unwrap()).await
+        self.send(Request::get(path).body(Body::empty()).unwrap())
+            .await
     }
 
     pub async fn post_raw(&self, path: &str, content_type: &str, body: impl Into<Body>) -> Reply {
@@ -123,7 +125,8 @@ impl TestApp {
     }
 
     pub async fn post_json(&self, path: &str, body: &Value) -> Reply {
-        self.post_raw(path, "application/json", body.to_string()).await
+        self.post_raw(path, "application/json", body.to_string())
+            .await
     }
 
     /// A fresh form token for a thread.
@@ -136,13 +139,17 @@ impl TestApp {
     /// Posts `fields` to a thread with a fresh token.
     pub async fn post_comment(&self, key: &str, mut fields: Value) -> Reply {
         fields["form_token"] = json!(self.token(key).await);
-        self.post_json(&format!("/api/threads/{key}/comments"), &fields).await
+        self.post_json(&format!("/api/threads/{key}/comments"), &fields)
+            .await
     }
 
     /// Posts a comment that must be published; returns its id.
     pub async fn publish(&self, key: &str, name: &str, body: &str, parent: Option<i64>) -> i64 {
         let r = self
-            .post_comment(key, json!({"name": name, "body": body, "parent_id": parent}))
+            .post_comment(
+                key,
+                json!({"name": name, "body": body, "parent_id": parent}),
+            )
             .await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
         r.json()["comment_id"].as_i64().unwrap()
