@@ -138,6 +138,8 @@ pub struct ThreadPage {
     pub data: ThreadResponse,
     /// Absent when comments are closed.
     pub form: Option<FormToken>,
+    #[serde(default)]
+    pub viewer: ViewerInfo,
 }
 
 /// `POST /api/threads/{key}/comments`, as JSON. The same fields arrive form-encoded from
@@ -385,4 +387,124 @@ mod html_tests {
         );
         assert!(!html.contains("<b>"), "{html}");
     }
+}
+
+/// Who is looking at a page: decides whether staff tools show.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ViewerInfo {
+    /// The signed-in user's name; `None` for an anonymous reader.
+    pub name: Option<String>,
+    pub staff: bool,
+}
+
+/// A staff action on a comment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModerationAction {
+    Approve,
+    Reject,
+    Spam,
+    Ham,
+    Remove,
+}
+
+impl ModerationAction {
+    /// Every action, in the order buttons show them.
+    pub const ALL: [ModerationAction; 5] = [
+        ModerationAction::Approve,
+        ModerationAction::Reject,
+        ModerationAction::Spam,
+        ModerationAction::Ham,
+        ModerationAction::Remove,
+    ];
+
+    /// The status a comment has after this action.
+    pub fn target(self) -> Status {
+        match self {
+            ModerationAction::Approve | ModerationAction::Ham => Status::Published,
+            ModerationAction::Reject => Status::Rejected,
+            ModerationAction::Spam => Status::Spam,
+            ModerationAction::Remove => Status::Removed,
+        }
+    }
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModerationAction::Approve => "approve",
+            ModerationAction::Reject => "reject",
+            ModerationAction::Spam => "spam",
+            ModerationAction::Ham => "ham",
+            ModerationAction::Remove => "remove",
+        }
+    }
+}
+
+/// `POST /api/comments/{id}/moderate`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModerateRequest {
+    pub action: ModerationAction,
+}
+
+/// `POST /api/moderation/bulk`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BulkModerateRequest {
+    pub ids: Vec<CommentId>,
+    pub action: ModerationAction,
+}
+
+/// One comment in the moderation queue.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QueueItem {
+    /// The thread key.
+    pub thread: String,
+    #[serde(flatten)]
+    pub comment: Comment,
+}
+
+/// `GET /api/moderation/queue`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QueueResponse {
+    pub comments: Vec<QueueItem>,
+    pub total: i64,
+    pub page: i64,
+    pub per_page: i64,
+    /// Comments per status, for the tabs.
+    pub counts: BTreeMap<String, i64>,
+}
+
+/// `POST /api/moderation/bulk`: the comments after the action.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BulkModerateResponse {
+    pub comments: Vec<Comment>,
+}
+
+/// One staff action or moderator rejection.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub id: i64,
+    /// RFC 3339.
+    pub at: String,
+    pub actor: String,
+    pub action: String,
+    pub comment_id: Option<CommentId>,
+    pub status_before: Option<String>,
+    pub status_after: Option<String>,
+    pub detail: Option<String>,
+}
+
+/// `GET /api/moderation/audit`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuditResponse {
+    pub entries: Vec<AuditEntry>,
+    pub total: i64,
+    pub page: i64,
+    pub per_page: i64,
+}
+
+/// `POST /api/session`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SignIn {
+    pub username: String,
+    pub password: String,
 }

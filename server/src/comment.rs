@@ -261,14 +261,25 @@ pub fn rfc3339(ms: i64) -> String {
 /// Who is looking: what a comment shows depends on it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Viewer {
+    /// Anonymous.
     Reader,
-    Staff { user: String },
+    /// Signed in, not staff: sees what readers see.
+    User { id: i64, name: String },
+    Staff { id: i64, name: String },
 }
 
 impl Viewer {
     /// True for staff.
     pub fn is_staff(&self) -> bool {
         matches!(self, Viewer::Staff { .. })
+    }
+
+    /// The signed-in user's name.
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            Viewer::Reader => None,
+            Viewer::User { name, .. } | Viewer::Staff { name, .. } => Some(name),
+        }
     }
 }
 
@@ -465,7 +476,7 @@ mod tests {
         };
         let public = to_public(&row, &Viewer::Reader);
         assert_eq!((public.status, public.moderation), (None, None));
-        let staff = to_public(&row, &Viewer::Staff { user: "s".into() });
+        let staff = to_public(&row, &Viewer::Staff { id: 1, name: "s".into() });
         assert_eq!(staff.status, Some(Status::Held));
         assert_eq!(
             staff.moderation.unwrap().reason.as_deref(),

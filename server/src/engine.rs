@@ -1,12 +1,14 @@
 //! The engine: what the HTTP layer, the pages and the CLI ask of Moderato, in plain Rust.
 
 use crate::comment::{self, NewComment, Viewer, to_public};
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
+use crate::moderation::{Candidate, Moderator, Registry, Verdict, email::Mailer};
 use crate::store::{CommentRow, NewCommentRow, Store, StoreError, ThreadRow, ThreadSpec, now_ms};
 use crate::token::{FormSigner, TokenError, random_token};
 use app::model::{
-    Comment, FormSettings, FormToken, PostAction, PostComment, PostResponse, ThreadInfo,
-    ThreadPage, ThreadResponse, comment_html,
+    AuditEntry, AuditResponse, Comment, FormSettings, FormToken, ModerationAction, PostAction,
+    PostComment, PostResponse, QueueItem, QueueResponse, Status, ThreadInfo, ThreadPage,
+    ThreadResponse, ViewerInfo, comment_html,
 };
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use std::net::IpAddr;
@@ -20,6 +22,8 @@ pub enum EngineError {
     NotFound,
     #[error("{0}")]
     Invalid(String),
+    #[error("configuration: {0}")]
+    Config(#[from] ConfigError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -38,6 +42,17 @@ pub struct Engine {
     pub config: Arc<Config>,
     signer: FormSigner,
     post_limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    /// Which moderators run for which thread kind.
+    pub registry: Registry,
+}
+
+/// The spam filter's place in the pipeline until a model is trained: it holds nothing.
+pub struct UntrainedSpamFilter;
+
+impl Moderator for UntrainedSpamFilter {
+    fn name(&self) -> &str {
+        "spam"
+    }
 }
 
 /// Checks a thread key: 1 to 200 characters of letters, digits, `-`, `_`, `.` or `~`.
@@ -49,10 +64,6 @@ pub fn valid_thread_key(key: &str) -> bool {
             .all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | '~'))
 }
 
-fn comments_open(config: &Config, thread: &ThreadRow) -> bool {
-    config.comments.enabled && thread.comments_enabled != 0
-}
-
 impl Engine {
     /// Builds the engine over an opened store; creates the form secret on first start.
     pub async fn new(store: Store, config: Config) -> Result<Engine, EngineError> {
@@ -61,12 +72,25 @@ impl Engine {
             .await?;
         let post_limiter = NonZeroU32::new(config.limits.posts_per_minute)
             .map(|n| RateLimiter::keyed(Quota::per_minute(n)));
+        let mailer = Mailer::new(&config.smtp, &config.moderation.notify_emails)
+            .map_err(|e| ConfigError::Invalid(format!("moderation.notify_emails / smtp: {e}")))?
+            .map(Arc::new);
+        let registry = Registry::from_config(&config, Arc::new(UntrainedSpamFilter), mailer)?;
         Ok(Engine {
             store,
             config: Arc::new(config),
             signer: FormSigner::new(secret.as_bytes()),
             post_limiter,
+            registry,
         })
+    }
+
+    /// Why a thread takes no comments right now (globally closed, or a moderator says so).
+    pub fn closed_reason(&self, thread: &ThreadRow) -> Option<String> {
+        if !self.config.comments.enabled {
+            return Some("Comments are closed.".to_owned());
+        }
+        self.registry.pipeline(&thread.kind).closed(thread, now_ms())
     }
 
     fn form_settings(&self) -> FormSettings {
@@ -113,7 +137,7 @@ impl Engine {
             key: t.key.clone(),
             title: t.title.clone(),
             kind: t.kind.clone(),
-            comments_open: comments_open(&self.config, t),
+            comments_open: self.closed_reason(t).is_none(),
             comment_count: count,
         }
     }
@@ -202,7 +226,14 @@ impl Engine {
         } else {
             None
         };
-        Ok(ThreadPage { data, form })
+        Ok(ThreadPage {
+            data,
+            form,
+            viewer: ViewerInfo {
+                name: viewer.name().map(str::to_owned),
+                staff: viewer.is_staff(),
+            },
+        })
     }
 
     /// A new signed, single-use form token for a thread.
@@ -240,13 +271,8 @@ impl Engine {
             }
             Err(e) => return Err(e),
         };
-        if !comments_open(&self.config, &thread) {
-            let reason = if self.config.comments.enabled {
-                "Comments are closed for this thread."
-            } else {
-                "Comments are closed."
-            };
-            return Ok(fail(403, "__all__", reason.into()));
+        if let Some(reason) = self.closed_reason(&thread) {
+            return Ok(fail(403, "__all__", reason));
         }
         if req.preview {
             return Ok(self.preview(key, req));
@@ -310,6 +336,33 @@ impl Engine {
         if self.store.nonce_used(&token.nonce).await? {
             return Ok(fail(400, "form", TokenError::Reused.to_string()));
         }
+        let pipeline = self.registry.pipeline(&thread.kind).clone();
+        let candidate = Candidate {
+            thread: &thread,
+            comment: &new,
+            links: comment::count_links(&new.body),
+            now: now_ms(),
+            store: &self.store,
+        };
+        // Staff comments skip moderation: they are the moderators.
+        let verdict = if viewer.is_staff() {
+            Verdict::Publish
+        } else {
+            pipeline.decide(&candidate).await?
+        };
+        let (status, moderator, reason, score) = match verdict {
+            Verdict::Reject { moderator, reason } => {
+                self.store.record_rejection(thread.id, &moderator, &reason).await?;
+                return Ok(fail(403, "__all__", reason));
+            }
+            Verdict::Hold { moderator, hold } => (
+                if hold.spam { Status::Spam } else { Status::Held },
+                Some(moderator),
+                Some(hold.reason),
+                hold.score,
+            ),
+            Verdict::Publish => (Status::Published, None, None, None),
+        };
         let row = NewCommentRow {
             thread_id: thread.id,
             parent,
@@ -319,10 +372,10 @@ impl Engine {
             author_url: new.url,
             title: new.title,
             body_source: new.body,
-            status: "published".into(),
-            moderator: None,
-            reason: None,
-            score: None,
+            status: status.as_str().into(),
+            moderator,
+            reason,
+            score,
             ip: ip.map(|i| i.to_string()),
             created_at: now_ms(),
         };
@@ -338,7 +391,101 @@ impl Engine {
             }
             Err(e) => return Err(e.into()),
         };
+        // notify runs after commit, off the request: a slow mail server never delays a poster.
+        {
+            let stored = stored.clone();
+            let thread = thread.clone();
+            tokio::spawn(async move { pipeline.notify(&stored, &thread).await });
+        }
         Ok(self.posted(key, &stored, viewer))
+    }
+
+    /// Applies a staff action to comments. Repeating an action changes and logs nothing.
+    /// Returns the comments as staff see them afterwards; `NotFound` if any id is unknown.
+    pub async fn moderate(
+        &self,
+        ids: &[i64],
+        action: ModerationAction,
+        viewer: &Viewer,
+    ) -> Result<Vec<Comment>, EngineError> {
+        let actor = viewer.name().unwrap_or("staff");
+        let (_changes, missing) = self
+            .store
+            .set_status(ids, action.target().as_str(), actor, action.as_str())
+            .await?;
+        if !missing.is_empty() {
+            return Err(EngineError::NotFound);
+        }
+        let mut out = Vec::with_capacity(ids.len());
+        for &id in ids {
+            if let Some(row) = self.store.comment(id).await? {
+                out.push(to_public(&row, viewer));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The moderation queue for staff: `filter` is a status or "all"; newest first.
+    pub async fn queue(
+        &self,
+        filter: &str,
+        page: i64,
+        viewer: &Viewer,
+    ) -> Result<QueueResponse, EngineError> {
+        const PER_PAGE: i64 = 50;
+        let statuses: Vec<&str> = match filter {
+            "all" => Vec::new(),
+            "held" | "spam" | "rejected" | "removed" | "published" => vec![filter],
+            other => {
+                return Err(EngineError::Invalid(format!(
+                    "status must be held, spam, rejected, removed, published or all (not {other:?})"
+                )));
+            }
+        };
+        let page = page.max(1);
+        let (rows, total) = self
+            .store
+            .queue(&statuses, PER_PAGE, (page - 1) * PER_PAGE)
+            .await?;
+        let counts = self.store.status_counts().await?.into_iter().collect();
+        Ok(QueueResponse {
+            comments: rows
+                .iter()
+                .map(|(row, key)| QueueItem {
+                    thread: key.clone(),
+                    comment: to_public(row, viewer),
+                })
+                .collect(),
+            total,
+            page,
+            per_page: PER_PAGE,
+            counts,
+        })
+    }
+
+    /// The audit log for staff, newest first.
+    pub async fn audit(&self, page: i64) -> Result<AuditResponse, EngineError> {
+        const PER_PAGE: i64 = 100;
+        let page = page.max(1);
+        let (rows, total) = self.store.audit(PER_PAGE, (page - 1) * PER_PAGE).await?;
+        Ok(AuditResponse {
+            entries: rows
+                .into_iter()
+                .map(|r| AuditEntry {
+                    id: r.id,
+                    at: comment::rfc3339(r.at),
+                    actor: r.actor,
+                    action: r.action,
+                    comment_id: r.comment_id,
+                    status_before: r.status_before,
+                    status_after: r.status_after,
+                    detail: r.detail,
+                })
+                .collect(),
+            total,
+            page,
+            per_page: PER_PAGE,
+        })
     }
 
     fn preview(&self, key: &str, req: &PostComment) -> PostOutcome {

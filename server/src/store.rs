@@ -105,6 +105,37 @@ pub fn now_ms() -> i64 {
     (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
+/// A user account. Never serialized: it holds the password hash.
+#[derive(Clone, Debug, FromRow)]
+pub struct UserRow {
+    pub id: i64,
+    pub username: String,
+    pub password_hash: String,
+    pub is_staff: i64,
+    pub created_at: i64,
+}
+
+/// One entry of the audit log.
+#[derive(Clone, Debug, FromRow)]
+pub struct AuditRow {
+    pub id: i64,
+    pub at: i64,
+    pub actor: String,
+    pub action: String,
+    pub comment_id: Option<i64>,
+    pub thread_id: Option<i64>,
+    pub status_before: Option<String>,
+    pub status_after: Option<String>,
+    pub detail: Option<String>,
+}
+
+/// A status change that happened (or `None` from [`Store::set_status`] when nothing changed).
+#[derive(Clone, Debug)]
+pub struct StatusChange {
+    pub before: String,
+    pub comment: CommentRow,
+}
+
 /// Thread fields for `thread set`: `None` keeps the stored value (or the default on create).
 #[derive(Clone, Debug, Default)]
 pub struct ThreadSpec {
@@ -447,5 +478,323 @@ impl Store {
             .execute(&self.pool)
             .await?
             .rows_affected())
+    }
+
+    /// Published comments by this email (for "first comment" pre-moderation).
+    pub async fn published_by_email(&self, email: &str) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM comments WHERE author_email = $1 AND status = 'published'",
+        )
+        .bind(email)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// Published comments by this name from commenters who gave no email.
+    pub async fn published_by_name(&self, name: &str) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM comments WHERE author_name = $1 AND author_email IS NULL \
+             AND status = 'published'",
+        )
+        .bind(name)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// Creates a user; a taken name is a unique violation.
+    pub async fn create_user(
+        &self,
+        username: &str,
+        password_hash: &str,
+        is_staff: bool,
+    ) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar::<_, i64>(
+            "INSERT INTO users (username, password_hash, is_staff, created_at) \
+             VALUES ($1, $2, $3, $4) RETURNING id",
+        )
+        .bind(username)
+        .bind(password_hash)
+        .bind(i64::from(is_staff))
+        .bind(now_ms())
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// Sets a user's password and staff flag.
+    pub async fn update_user(
+        &self,
+        username: &str,
+        password_hash: &str,
+        is_staff: bool,
+    ) -> Result<bool, StoreError> {
+        Ok(sqlx::query("UPDATE users SET password_hash = $1, is_staff = $2 WHERE username = $3")
+            .bind(password_hash)
+            .bind(i64::from(is_staff))
+            .bind(username)
+            .execute(&self.pool)
+            .await?
+            .rows_affected()
+            > 0)
+    }
+
+    /// A user by name.
+    pub async fn user_by_name(&self, username: &str) -> Result<Option<UserRow>, StoreError> {
+        Ok(sqlx::query_as::<_, UserRow>(
+            "SELECT id, username, password_hash, is_staff, created_at FROM users WHERE username = $1",
+        )
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// A user by id.
+    pub async fn user_by_id(&self, id: i64) -> Result<Option<UserRow>, StoreError> {
+        Ok(sqlx::query_as::<_, UserRow>(
+            "SELECT id, username, password_hash, is_staff, created_at FROM users WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Stores an API key's hash for a user.
+    pub async fn insert_api_key(
+        &self,
+        name: &str,
+        key_hash: &str,
+        user_id: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO api_keys (name, key_hash, user_id, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(name)
+        .bind(key_hash)
+        .bind(user_id)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The user an API key (by hash) belongs to.
+    pub async fn user_by_api_key(&self, key_hash: &str) -> Result<Option<UserRow>, StoreError> {
+        Ok(sqlx::query_as::<_, UserRow>(
+            "SELECT u.id, u.username, u.password_hash, u.is_staff, u.created_at \
+             FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.key_hash = $1",
+        )
+        .bind(key_hash)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Saves a session record (insert or replace).
+    pub async fn session_save(&self, id: &str, data: &str, expires_at: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO sessions (id, data, expires_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (id) DO UPDATE SET data = excluded.data, expires_at = excluded.expires_at",
+        )
+        .bind(id)
+        .bind(data)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Inserts a session record; false when the id is taken.
+    pub async fn session_create(&self, id: &str, data: &str, expires_at: i64) -> Result<bool, StoreError> {
+        Ok(sqlx::query(
+            "INSERT INTO sessions (id, data, expires_at) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(data)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            == 1)
+    }
+
+    /// A live session record's data.
+    pub async fn session_load(&self, id: &str, now: i64) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar::<_, String>(
+            "SELECT data FROM sessions WHERE id = $1 AND expires_at > $2",
+        )
+        .bind(id)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Deletes a session record.
+    pub async fn session_delete(&self, id: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM sessions WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Records a moderator's rejection (nothing else is stored for a rejected comment).
+    pub async fn record_rejection(
+        &self,
+        thread_id: i64,
+        moderator: &str,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO audit_log (at, actor, action, thread_id, status_after, detail) \
+             VALUES ($1, $2, 'reject', $3, 'rejected', $4)",
+        )
+        .bind(now_ms())
+        .bind(format!("moderator:{moderator}"))
+        .bind(thread_id)
+        .bind(reason)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Moves comments to `status` and logs each change, in one transaction. Comments already
+    /// in that status are left alone and logged nothing (so repeating an action is a no-op).
+    /// Returns the changes made, and the ids that were not found.
+    pub async fn set_status(
+        &self,
+        ids: &[i64],
+        status: &str,
+        actor: &str,
+        action: &str,
+    ) -> Result<(Vec<StatusChange>, Vec<i64>), StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let mut changes = Vec::new();
+        let mut missing = Vec::new();
+        for &id in ids {
+            // The UPDATE comes first so SQLite takes the write lock at once.
+            let updated = sqlx::query(
+                "UPDATE comments SET updated_at = updated_at WHERE id = $1",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if updated == 0 {
+                missing.push(id);
+                continue;
+            }
+            let before = sqlx::query_as::<_, CommentRow>(&format!(
+                "SELECT {COMMENT_COLUMNS} FROM comments WHERE id = $1"
+            ))
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+            if before.status == status {
+                continue;
+            }
+            sqlx::query("UPDATE comments SET status = $1, updated_at = $2 WHERE id = $3")
+                .bind(status)
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO audit_log (at, actor, action, comment_id, thread_id, status_before, \
+                 status_after) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(now)
+            .bind(actor)
+            .bind(action)
+            .bind(id)
+            .bind(before.thread_id)
+            .bind(&before.status)
+            .bind(status)
+            .execute(&mut *tx)
+            .await?;
+            let mut after = before.clone();
+            after.status = status.to_owned();
+            after.updated_at = now;
+            changes.push(StatusChange {
+                before: before.status,
+                comment: after,
+            });
+        }
+        tx.commit().await?;
+        Ok((changes, missing))
+    }
+
+    /// The moderation queue: comments in `statuses` (all when empty), newest first.
+    pub async fn queue(
+        &self,
+        statuses: &[&str],
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<(CommentRow, String)>, i64), StoreError> {
+        #[derive(FromRow)]
+        struct WithKey {
+            #[sqlx(flatten)]
+            comment: CommentRow,
+            thread_key: String,
+        }
+        let filter = if statuses.is_empty() {
+            String::new()
+        } else {
+            let list: Vec<String> = (0..statuses.len()).map(|i| format!("${}", i + 1)).collect();
+            format!("WHERE c.status IN ({})", list.join(", "))
+        };
+        let n = statuses.len();
+        let cols: String = COMMENT_COLUMNS
+            .split(", ")
+            .map(|c| format!("c.{}", c.trim()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT {cols}, t.key AS thread_key FROM comments c JOIN threads t ON t.id = c.thread_id \
+             {filter} ORDER BY c.created_at DESC, c.id DESC LIMIT ${} OFFSET ${}",
+            n + 1,
+            n + 2
+        );
+        let mut q = sqlx::query_as::<_, WithKey>(&sql);
+        for s in statuses {
+            q = q.bind(*s);
+        }
+        let rows = q.bind(limit).bind(offset).fetch_all(&self.pool).await?;
+        let count_sql = format!("SELECT COUNT(*) FROM comments c {filter}");
+        let mut cq = sqlx::query_scalar::<_, i64>(&count_sql);
+        for s in statuses {
+            cq = cq.bind(*s);
+        }
+        let total = cq.fetch_one(&self.pool).await?;
+        Ok((rows.into_iter().map(|r| (r.comment, r.thread_key)).collect(), total))
+    }
+
+    /// The audit log, newest first.
+    pub async fn audit(&self, limit: i64, offset: i64) -> Result<(Vec<AuditRow>, i64), StoreError> {
+        let rows = sqlx::query_as::<_, AuditRow>(
+            "SELECT id, at, actor, action, comment_id, thread_id, status_before, status_after, \
+             detail FROM audit_log ORDER BY at DESC, id DESC LIMIT $1 OFFSET $2",
+        )
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await?;
+        let total = sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM audit_log")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((rows, total))
+    }
+
+    /// Comment counts per status.
+    pub async fn status_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        #[derive(FromRow)]
+        struct Row {
+            status: String,
+            n: i64,
+        }
+        Ok(sqlx::query_as::<_, Row>("SELECT status, COUNT(*) AS n FROM comments GROUP BY status")
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(|r| (r.status, r.n))
+            .collect())
     }
 }
