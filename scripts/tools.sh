@@ -79,6 +79,14 @@ ensure_postgres() {
   if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then apt_install postgresql; fi
 }
 
+ensure_aiosmtpd() {
+  # A real SMTP server for the email notification test.
+  if ! python3 -c 'import aiosmtpd' 2>/dev/null; then
+    say "pip install aiosmtpd"
+    python3 -m pip install --quiet --disable-pip-version-check aiosmtpd
+  fi
+}
+
 mode=${1:-build}
 ensure_wasm_target
 ensure_wasm_bindgen
@@ -87,5 +95,6 @@ ensure_npm
 if [ "$mode" = test ]; then
   ensure_chromium
   ensure_postgres
+  ensure_aiosmtpd
 fi
 say "ready"

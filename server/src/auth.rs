@@ -27,7 +27,11 @@ pub fn hash_password(password: &str) -> String {
 /// Checks a password against a stored hash.
 pub fn verify_password(hash: &str, password: &str) -> bool {
     PasswordHash::new(hash)
-        .map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+        .map(|h| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        })
         .unwrap_or(false)
 }
 
@@ -93,14 +97,19 @@ pub async fn viewer(
     headers: &HeaderMap,
     session: Option<&tower_sessions::Session>,
 ) -> Result<Result<Viewer, &'static str>, StoreError> {
-    if let Some(auth) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+    if let Some(auth) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
         let Some(key) = auth.strip_prefix("Bearer ") else {
             return Ok(Err("unsupported Authorization scheme (use Bearer)"));
         };
-        return Ok(match store.user_by_api_key(&api_key_hash(key.trim())).await? {
-            Some(user) => Ok(viewer_of(user)),
-            None => Err("unknown API key"),
-        });
+        return Ok(
+            match store.user_by_api_key(&api_key_hash(key.trim())).await? {
+                Some(user) => Ok(viewer_of(user)),
+                None => Err("unknown API key"),
+            },
+        );
     }
     let Some(session) = session else {
         return Ok(Ok(Viewer::Reader));

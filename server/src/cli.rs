@@ -42,6 +42,36 @@ pub enum Command {
     /// Manage threads.
     #[command(subcommand)]
     Thread(ThreadCommand),
+    /// Manage user accounts.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage API keys for programmatic staff access.
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCommand {
+    /// Create a user (or reset an existing one's password); the password comes from
+    /// MODERATO_PASSWORD or the first line of standard input.
+    Add {
+        name: String,
+        /// Give the user staff rights (moderation).
+        #[arg(long)]
+        staff: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeyCommand {
+    /// Create an API key for a user and print it (it is stored only as a hash).
+    Create {
+        /// The user the key acts as.
+        user: String,
+        /// A label to recognise the key by.
+        #[arg(long, default_value = "api")]
+        name: String,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -100,7 +130,63 @@ pub async fn run() -> Result<()> {
     match cli.command {
         Command::Serve(args) => serve(&cli.common, args).await,
         Command::Thread(ThreadCommand::Set(args)) => thread_set(&cli.common, args).await,
+        Command::User(UserCommand::Add { name, staff }) => {
+            user_add(&cli.common, &name, staff).await
+        }
+        Command::Key(KeyCommand::Create { user, name }) => {
+            key_create(&cli.common, &user, &name).await
+        }
     }
+}
+
+fn read_password() -> Result<String> {
+    if let Ok(p) = std::env::var("MODERATO_PASSWORD") {
+        return Ok(p);
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("cannot read the password from standard input")?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+async fn user_add(common: &Common, name: &str, staff: bool) -> Result<()> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+        bail!("the user name must be 1 to 100 characters, without control characters");
+    }
+    let password = read_password()?;
+    if password.chars().count() < 8 {
+        bail!("the password must be at least 8 characters (set MODERATO_PASSWORD or pipe it in)");
+    }
+    let engine = open_engine(common).await?;
+    let hash = crate::auth::hash_password(&password);
+    let created = match engine.store.create_user(name, &hash, staff).await {
+        Ok(_) => true,
+        Err(e) if e.is_unique_violation() => {
+            engine.store.update_user(name, &hash, staff).await?;
+            false
+        }
+        Err(e) => return Err(e.into()),
+    };
+    println!(
+        "{} user {name}{}",
+        if created { "created" } else { "updated" },
+        if staff { " (staff)" } else { "" }
+    );
+    Ok(())
+}
+
+async fn key_create(common: &Common, user: &str, name: &str) -> Result<()> {
+    let engine = open_engine(common).await?;
+    let Some(u) = engine.store.user_by_name(user).await? else {
+        bail!("no user {user:?} (create it with `moderato user add`)");
+    };
+    let (key, hash) = crate::auth::new_api_key();
+    engine.store.insert_api_key(name, &hash, u.id).await?;
+    // The key itself is shown this once; only its hash is stored.
+    println!("{key}");
+    Ok(())
 }
 
 async fn thread_set(common: &Common, args: ThreadSetArgs) -> Result<()> {

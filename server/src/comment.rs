@@ -264,8 +264,14 @@ pub enum Viewer {
     /// Anonymous.
     Reader,
     /// Signed in, not staff: sees what readers see.
-    User { id: i64, name: String },
-    Staff { id: i64, name: String },
+    User {
+        id: i64,
+        name: String,
+    },
+    Staff {
+        id: i64,
+        name: String,
+    },
 }
 
 impl Viewer {
@@ -476,7 +482,13 @@ mod tests {
         };
         let public = to_public(&row, &Viewer::Reader);
         assert_eq!((public.status, public.moderation), (None, None));
-        let staff = to_public(&row, &Viewer::Staff { id: 1, name: "s".into() });
+        let staff = to_public(
+            &row,
+            &Viewer::Staff {
+                id: 1,
+                name: "s".into(),
+            },
+        );
         assert_eq!(staff.status, Some(Status::Held));
         assert_eq!(
             staff.moderation.unwrap().reason.as_deref(),

@@ -14,6 +14,16 @@ pub struct Config {
     pub spam: SpamConfig,
     pub limits: LimitsConfig,
     pub live: LiveConfig,
+    pub site: SiteConfig,
+}
+
+/// `[site]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SiteConfig {
+    /// The public address, e.g. "https://comments.example.org". When it is https, session
+    /// cookies are marked Secure. Empty: taken from each request's Host header.
+    pub public_url: String,
 }
 
 /// `[comments]`.
@@ -136,6 +146,8 @@ pub struct LimitsConfig {
     pub posts_per_minute: u32,
     /// Larger request bodies get 413 before parsing.
     pub max_body_bytes: usize,
+    /// Sign-in attempts per client IP per minute.
+    pub sign_ins_per_minute: u32,
 }
 
 impl Default for LimitsConfig {
@@ -143,6 +155,7 @@ impl Default for LimitsConfig {
         LimitsConfig {
             posts_per_minute: 10,
             max_body_bytes: 65536,
+            sign_ins_per_minute: 5,
         }
     }
 }

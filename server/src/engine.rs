@@ -85,12 +85,18 @@ impl Engine {
         })
     }
 
-    /// Why a thread takes no comments right now (globally closed, or a moderator says so).
-    pub fn closed_reason(&self, thread: &ThreadRow) -> Option<String> {
+    /// Who closed a thread to comments right now and why: the global switch
+    /// ("comments.enabled") or a moderator of the thread's kind.
+    pub fn closed_reason(&self, thread: &ThreadRow) -> Option<(String, String)> {
         if !self.config.comments.enabled {
-            return Some("Comments are closed.".to_owned());
+            return Some((
+                "comments.enabled".to_owned(),
+                "Comments are closed.".to_owned(),
+            ));
         }
-        self.registry.pipeline(&thread.kind).closed(thread, now_ms())
+        self.registry
+            .pipeline(&thread.kind)
+            .closed(thread, now_ms())
     }
 
     fn form_settings(&self) -> FormSettings {
@@ -271,7 +277,12 @@ impl Engine {
             }
             Err(e) => return Err(e),
         };
-        if let Some(reason) = self.closed_reason(&thread) {
+        if let Some((moderator, reason)) = self.closed_reason(&thread) {
+            if !req.preview {
+                self.store
+                    .record_rejection(thread.id, &moderator, &reason)
+                    .await?;
+            }
             return Ok(fail(403, "__all__", reason));
         }
         if req.preview {
@@ -352,11 +363,17 @@ impl Engine {
         };
         let (status, moderator, reason, score) = match verdict {
             Verdict::Reject { moderator, reason } => {
-                self.store.record_rejection(thread.id, &moderator, &reason).await?;
+                self.store
+                    .record_rejection(thread.id, &moderator, &reason)
+                    .await?;
                 return Ok(fail(403, "__all__", reason));
             }
             Verdict::Hold { moderator, hold } => (
-                if hold.spam { Status::Spam } else { Status::Held },
+                if hold.spam {
+                    Status::Spam
+                } else {
+                    Status::Held
+                },
                 Some(moderator),
                 Some(hold.reason),
                 hold.score,

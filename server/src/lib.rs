@@ -1,10 +1,12 @@
 //! Moderato's server: the engine (storage, comments, moderation) and its HTTP surface.
 
+pub mod auth;
 pub mod cli;
 pub mod comment;
 pub mod config;
 pub mod demo;
 pub mod engine;
 pub mod http;
+pub mod moderation;
 pub mod store;
 pub mod token;

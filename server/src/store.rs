@@ -527,14 +527,16 @@ impl Store {
         password_hash: &str,
         is_staff: bool,
     ) -> Result<bool, StoreError> {
-        Ok(sqlx::query("UPDATE users SET password_hash = $1, is_staff = $2 WHERE username = $3")
-            .bind(password_hash)
-            .bind(i64::from(is_staff))
-            .bind(username)
-            .execute(&self.pool)
-            .await?
-            .rows_affected()
-            > 0)
+        Ok(
+            sqlx::query("UPDATE users SET password_hash = $1, is_staff = $2 WHERE username = $3")
+                .bind(password_hash)
+                .bind(i64::from(is_staff))
+                .bind(username)
+                .execute(&self.pool)
+                .await?
+                .rows_affected()
+                > 0,
+        )
     }
 
     /// A user by name.
@@ -588,7 +590,12 @@ impl Store {
     }
 
     /// Saves a session record (insert or replace).
-    pub async fn session_save(&self, id: &str, data: &str, expires_at: i64) -> Result<(), StoreError> {
+    pub async fn session_save(
+        &self,
+        id: &str,
+        data: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO sessions (id, data, expires_at) VALUES ($1, $2, $3) \
              ON CONFLICT (id) DO UPDATE SET data = excluded.data, expires_at = excluded.expires_at",
@@ -602,7 +609,12 @@ impl Store {
     }
 
     /// Inserts a session record; false when the id is taken.
-    pub async fn session_create(&self, id: &str, data: &str, expires_at: i64) -> Result<bool, StoreError> {
+    pub async fn session_create(
+        &self,
+        id: &str,
+        data: &str,
+        expires_at: i64,
+    ) -> Result<bool, StoreError> {
         Ok(sqlx::query(
             "INSERT INTO sessions (id, data, expires_at) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING",
         )
@@ -671,13 +683,11 @@ impl Store {
         let mut missing = Vec::new();
         for &id in ids {
             // The UPDATE comes first so SQLite takes the write lock at once.
-            let updated = sqlx::query(
-                "UPDATE comments SET updated_at = updated_at WHERE id = $1",
-            )
-            .bind(id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+            let updated = sqlx::query("UPDATE comments SET updated_at = updated_at WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
             if updated == 0 {
                 missing.push(id);
                 continue;
@@ -764,7 +774,12 @@ impl Store {
             cq = cq.bind(*s);
         }
         let total = cq.fetch_one(&self.pool).await?;
-        Ok((rows.into_iter().map(|r| (r.comment, r.thread_key)).collect(), total))
+        Ok((
+            rows.into_iter()
+                .map(|r| (r.comment, r.thread_key))
+                .collect(),
+            total,
+        ))
     }
 
     /// The audit log, newest first.
@@ -790,11 +805,13 @@ impl Store {
             status: String,
             n: i64,
         }
-        Ok(sqlx::query_as::<_, Row>("SELECT status, COUNT(*) AS n FROM comments GROUP BY status")
-            .fetch_all(&self.pool)
-            .await?
-            .into_iter()
-            .map(|r| (r.status, r.n))
-            .collect())
+        Ok(
+            sqlx::query_as::<_, Row>("SELECT status, COUNT(*) AS n FROM comments GROUP BY status")
+                .fetch_all(&self.pool)
+                .await?
+                .into_iter()
+                .map(|r| (r.status, r.n))
+                .collect(),
+        )
     }
 }

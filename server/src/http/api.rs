@@ -1,7 +1,6 @@
 //! The public JSON API under `/api`.
 
 use super::AppState;
-use crate::comment::Viewer;
 use crate::engine::{EngineError, PostOutcome};
 use app::model::{PostAction, PostComment, PostResponse, ThreadList};
 use axum::body::Body;
@@ -12,9 +11,10 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
+use tower_sessions::Session;
 
-/// The `/api` routes.
-pub fn router(_state: &AppState) -> Router<AppState> {
+/// The public `/api` routes.
+pub fn router() -> Router<AppState> {
     Router::new()
         .route("/threads", get(list_threads))
         .route("/threads/{key}", get(get_thread))
@@ -24,7 +24,7 @@ pub fn router(_state: &AppState) -> Router<AppState> {
 }
 
 /// An API error: a status and `{"error": message}`. Internal details are logged, not sent.
-pub struct ApiError(StatusCode, String);
+pub struct ApiError(pub StatusCode, pub String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -37,6 +37,10 @@ impl From<EngineError> for ApiError {
         match e {
             EngineError::NotFound => ApiError(StatusCode::NOT_FOUND, "not found".into()),
             EngineError::Invalid(msg) => ApiError(StatusCode::UNPROCESSABLE_ENTITY, msg),
+            EngineError::Config(e) => {
+                tracing::error!(error = %e, "configuration error");
+                ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into())
+            }
             EngineError::Store(e) => {
                 tracing::error!(error = %e, "storage failed");
                 ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into())
@@ -63,11 +67,14 @@ async fn get_thread(
     State(state): State<AppState>,
     Path(key): Path<String>,
     Query(q): Query<PageQuery>,
+    headers: HeaderMap,
+    session: Session,
 ) -> Result<Response, ApiError> {
+    let viewer = super::viewer(&state, &headers, &session).await?;
     let paged = q.after.is_some() || q.paged.as_deref().is_some_and(|p| p != "0");
     let data = state
         .engine
-        .thread_response(&key, q.after.as_deref(), paged, &Viewer::Reader)
+        .thread_response(&key, q.after.as_deref(), paged, &viewer)
         .await?;
     Ok(Json(data).into_response())
 }
@@ -76,10 +83,13 @@ async fn get_page(
     State(state): State<AppState>,
     Path(key): Path<String>,
     Query(q): Query<PageQuery>,
+    headers: HeaderMap,
+    session: Session,
 ) -> Result<Response, ApiError> {
+    let viewer = super::viewer(&state, &headers, &session).await?;
     let page = state
         .engine
-        .thread_page(&key, q.after.as_deref(), &Viewer::Reader)
+        .thread_page(&key, q.after.as_deref(), &viewer)
         .await?;
     Ok(Json(page).into_response())
 }
@@ -143,8 +153,13 @@ fn parse_form(bytes: &[u8]) -> Result<PostComment, String> {
 async fn post_comment(
     State(state): State<AppState>,
     Path(key): Path<String>,
+    session: Session,
     req: Request<Body>,
 ) -> Response {
+    let viewer = match super::viewer(&state, req.headers(), &session).await {
+        Ok(v) => v,
+        Err(e) => return e.into_response(),
+    };
     let limit = state.engine.config.limits.max_body_bytes;
     let ip = client_ip(&req);
     let form = is_form_encoded(req.headers());
@@ -191,7 +206,7 @@ async fn post_comment(
         Err((status, msg)) if form => return form_redirect(&key, None, Some(&msg), status),
         Err((status, msg)) => return bad_request(&key, status, &msg),
     };
-    let outcome = match state.engine.post(&key, &post, &Viewer::Reader, ip).await {
+    let outcome = match state.engine.post(&key, &post, &viewer, ip).await {
         Ok(o) => o,
         Err(e) => return ApiError::from(e).into_response(),
     };

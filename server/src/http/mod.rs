@@ -2,14 +2,25 @@
 
 pub mod api;
 pub mod pages;
+pub mod staff;
 
+use crate::auth::DbSessionStore;
+use crate::comment::Viewer;
 use crate::engine::Engine;
-use axum::extract::FromRef;
+use axum::extract::{FromRef, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use leptos::prelude::LeptosOptions;
 use leptos_axum::{AxumRouteListing, LeptosRoutes, generate_route_list};
+use std::net::IpAddr;
+use std::num::NonZeroU32;
 use std::sync::Arc;
+use tower_sessions::cookie::SameSite;
+use tower_sessions::{Expiry, SessionManagerLayer};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -17,6 +28,7 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     pub leptos_options: LeptosOptions,
     pub routes: Arc<Vec<AxumRouteListing>>,
+    pub sign_in_limiter: Arc<DefaultKeyedRateLimiter<IpAddr>>,
 }
 
 impl FromRef<AppState> for LeptosOptions {
@@ -34,36 +46,137 @@ pub fn leptos_options(site_root: &str) -> LeptosOptions {
         .build()
 }
 
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "moderato_session";
+
 /// The whole application.
 pub fn router(engine: Arc<Engine>, leptos_options: LeptosOptions) -> Router {
     let routes = generate_route_list(app::App);
+    let per_minute =
+        NonZeroU32::new(engine.config.limits.sign_ins_per_minute.max(1)).unwrap_or(NonZeroU32::MIN);
+    let secure = engine.config.site.public_url.starts_with("https://");
+    let sessions = SessionManagerLayer::new(DbSessionStore::new(engine.store.clone()))
+        .with_name(SESSION_COOKIE)
+        .with_http_only(true)
+        .with_same_site(SameSite::Lax)
+        .with_secure(secure)
+        .with_expiry(Expiry::OnInactivity(time::Duration::days(14)));
     let state = AppState {
         engine,
         leptos_options,
         routes: Arc::new(routes.clone()),
+        sign_in_limiter: Arc::new(RateLimiter::keyed(Quota::per_minute(per_minute))),
     };
     Router::new()
         .route("/health", get(health))
-        .nest("/api", api::router(&state))
+        .nest("/api", api::router().merge(staff::router()))
         .leptos_routes_with_handler(routes, get(pages::render))
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(
             app::shell,
         ))
+        .layer(middleware::from_fn(same_origin_only))
+        .layer(sessions)
         .with_state(state)
 }
 
-async fn health(
-    axum::extract::State(state): axum::extract::State<AppState>,
-) -> (axum::http::StatusCode, Json<serde_json::Value>) {
+/// The viewer of a request: API key, else session, else anonymous. A bad API key is 401.
+pub async fn viewer(
+    state: &AppState,
+    headers: &HeaderMap,
+    session: &tower_sessions::Session,
+) -> Result<Viewer, api::ApiError> {
+    match crate::auth::viewer(&state.engine.store, headers, Some(session)).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(msg)) => Err(api::ApiError(StatusCode::UNAUTHORIZED, msg.into())),
+        Err(e) => Err(crate::engine::EngineError::from(e).into()),
+    }
+}
+
+/// Refuses state-changing requests that a browser sent from another site (CSRF): the
+/// browser's `Sec-Fetch-Site`, else `Origin`, must name this site. Clients that send
+/// neither (curl, server-to-server API use) are not browsers and pass.
+async fn same_origin_only(req: Request, next: Next) -> Response {
+    let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if safe || origin_is_own(req.headers()) {
+        return next.run(req).await;
+    }
+    (
+        StatusCode::FORBIDDEN,
+        Json(serde_json::json!({
+            "success": false,
+            "error": "cross-site request refused",
+            "errors": {"__all__": "This request came from another site and was refused."}
+        })),
+    )
+        .into_response()
+}
+
+/// True unless the headers show the request came from another origin.
+pub fn origin_is_own(headers: &HeaderMap) -> bool {
+    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(site) = get("sec-fetch-site") {
+        // "none": typed in the address bar or a bookmark; "same-origin": our own pages.
+        return matches!(site, "same-origin" | "none");
+    }
+    match get(header::ORIGIN.as_str()) {
+        None => true,
+        Some(origin) => {
+            let host = get(header::HOST.as_str()).unwrap_or("");
+            let origin_host = origin
+                .strip_prefix("https://")
+                .or_else(|| origin.strip_prefix("http://"))
+                .unwrap_or("");
+            !host.is_empty() && origin_host.eq_ignore_ascii_case(host)
+        }
+    }
+}
+
+async fn health(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
     if state.engine.store.ping().await {
-        (
-            axum::http::StatusCode::OK,
-            Json(serde_json::json!({"status": "ok"})),
-        )
+        (StatusCode::OK, Json(serde_json::json!({"status": "ok"})))
     } else {
         (
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            StatusCode::SERVICE_UNAVAILABLE,
             Json(serde_json::json!({"status": "unavailable"})),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn same_origin_requests_pass_and_cross_site_ones_do_not() {
+        assert!(origin_is_own(&headers(&[])));
+        assert!(origin_is_own(&headers(&[(
+            "sec-fetch-site",
+            "same-origin"
+        )])));
+        assert!(!origin_is_own(&headers(&[(
+            "sec-fetch-site",
+            "cross-site"
+        )])));
+        assert!(!origin_is_own(&headers(&[("sec-fetch-site", "same-site")])));
+        assert!(origin_is_own(&headers(&[
+            ("host", "c.example:3000"),
+            ("origin", "http://c.example:3000")
+        ])));
+        assert!(!origin_is_own(&headers(&[
+            ("host", "c.example:3000"),
+            ("origin", "https://evil.example")
+        ])));
+        assert!(!origin_is_own(&headers(&[
+            ("host", "c.example"),
+            ("origin", "null")
+        ])));
     }
 }

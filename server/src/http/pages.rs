@@ -42,11 +42,19 @@ impl Backend for RequestBackend {
     }
 }
 
-/// Renders any Leptos route.
-pub async fn render(State(state): State<AppState>, req: Request<Body>) -> Response {
+/// Renders any Leptos route, as the request's viewer may see it.
+pub async fn render(
+    State(state): State<AppState>,
+    session: tower_sessions::Session,
+    req: Request<Body>,
+) -> Response {
+    // A bad API key on a page request just renders the public page.
+    let viewer = super::viewer(&state, req.headers(), &session)
+        .await
+        .unwrap_or(Viewer::Reader);
     let backend: SharedBackend = Arc::new(RequestBackend {
         engine: state.engine.clone(),
-        viewer: Viewer::Reader,
+        viewer,
     });
     let options = state.leptos_options.clone();
     let handler = leptos_axum::render_route_with_context(

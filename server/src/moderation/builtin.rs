@@ -303,7 +303,12 @@ mod tests {
 
     #[test]
     fn enable_field_rejects_disabled_threads_only() {
-        assert!(EnableField.closed(&thread(None, false), NOW).unwrap().contains("disabled"));
+        assert!(
+            EnableField
+                .closed(&thread(None, false), NOW)
+                .unwrap()
+                .contains("disabled")
+        );
         assert_eq!(EnableField.closed(&thread(None, true), NOW), None);
     }
 
@@ -327,12 +332,20 @@ mod tests {
     #[tokio::test]
     async fn moderate_after_holds_from_the_boundary_on() {
         let m = ModerateAfter { days: 7 };
-        assert_eq!(hold_of(&m, &thread(Some(NOW - 7 * DAY_MS + 1), true), "x").await, None);
-        let h = hold_of(&m, &thread(Some(NOW - 7 * DAY_MS), true), "x").await.unwrap();
+        assert_eq!(
+            hold_of(&m, &thread(Some(NOW - 7 * DAY_MS + 1), true), "x").await,
+            None
+        );
+        let h = hold_of(&m, &thread(Some(NOW - 7 * DAY_MS), true), "x")
+            .await
+            .unwrap();
         assert!(h.reason.contains("7 days"));
         assert!(!h.spam);
         // In the future: not old, so not held (CloseAfter reports the date).
-        assert_eq!(hold_of(&m, &thread(Some(NOW + DAY_MS), true), "x").await, None);
+        assert_eq!(
+            hold_of(&m, &thread(Some(NOW + DAY_MS), true), "x").await,
+            None
+        );
     }
 
     #[tokio::test]
@@ -347,15 +360,29 @@ mod tests {
 
     #[tokio::test]
     async fn pre_moderation_all_holds_everything() {
-        assert!(hold_of(&PreModeration::All, &thread(None, true), "hi").await.is_some());
+        assert!(
+            hold_of(&PreModeration::All, &thread(None, true), "hi")
+                .await
+                .is_some()
+        );
     }
 
     #[tokio::test]
     async fn banned_words_match_whole_words_case_insensitively() {
         let b = Banned::new(&["casino".into()], &[]).unwrap().unwrap();
         let t = thread(None, true);
-        assert!(hold_of(&b, &t, "Best CASINO in town").await.unwrap().reason.contains("casino") ||
-                hold_of(&b, &t, "Best CASINO in town").await.unwrap().reason.contains("CASINO"));
+        assert!(
+            hold_of(&b, &t, "Best CASINO in town")
+                .await
+                .unwrap()
+                .reason
+                .contains("casino")
+                || hold_of(&b, &t, "Best CASINO in town")
+                    .await
+                    .unwrap()
+                    .reason
+                    .contains("CASINO")
+        );
         assert_eq!(hold_of(&b, &t, "casinos are not the word").await, None);
         let p = Banned::new(&[], &[r"v[i1]agra".into()]).unwrap().unwrap();
         assert!(hold_of(&p, &t, "cheap V1AGRA").await.is_some());
@@ -367,6 +394,9 @@ mod tests {
     async fn the_null_moderator_allows_and_holds_nothing() {
         let t = thread(Some(NOW + DAY_MS), false);
         assert_eq!(NullModerator.closed(&t, NOW), None);
-        assert_eq!(hold_of(&NullModerator, &t, &"[x](https://x.org) ".repeat(50)).await, None);
+        assert_eq!(
+            hold_of(&NullModerator, &t, &"[x](https://x.org) ".repeat(50)).await,
+            None
+        );
     }
 }

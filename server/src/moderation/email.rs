@@ -35,7 +35,10 @@ impl Mailer {
                 .map_err(|e| MailError::Address(s.to_owned(), e.to_string()))
         };
         let from = parse(&smtp.from)?;
-        let to = recipients.iter().map(|r| parse(r)).collect::<Result<_, _>>()?;
+        let to = recipients
+            .iter()
+            .map(|r| parse(r))
+            .collect::<Result<_, _>>()?;
         // Plain SMTP to a relay the operator runs (usually on localhost).
         let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&smtp.host)
             .port(smtp.port)
@@ -51,7 +54,10 @@ impl Mailer {
     pub async fn notify_comment(&self, c: &CommentRow, t: &ThreadRow) -> Result<(), MailError> {
         let held = c.status != "published";
         let subject = if held {
-            format!("[{}] Comment awaiting moderation from {}", t.title, c.author_name)
+            format!(
+                "[{}] Comment awaiting moderation from {}",
+                t.title, c.author_name
+            )
         } else {
             format!("[{}] New comment from {}", t.title, c.author_name)
         };

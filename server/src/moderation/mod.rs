@@ -84,12 +84,17 @@ impl Pipeline {
 
     /// The names of the moderators, in order (for logs and tests).
     pub fn names(&self) -> Vec<String> {
-        self.moderators.iter().map(|m| m.name().to_owned()).collect()
+        self.moderators
+            .iter()
+            .map(|m| m.name().to_owned())
+            .collect()
     }
 
-    /// Why the thread takes no comments now, if so.
-    pub fn closed(&self, thread: &ThreadRow, now: i64) -> Option<String> {
-        self.moderators.iter().find_map(|m| m.closed(thread, now))
+    /// Which moderator closed the thread to comments now, and why, if one did.
+    pub fn closed(&self, thread: &ThreadRow, now: i64) -> Option<(String, String)> {
+        self.moderators
+            .iter()
+            .find_map(|m| m.closed(thread, now).map(|r| (m.name().to_owned(), r)))
     }
 
     /// Runs every `allow`, then every `moderate`.
@@ -184,8 +189,8 @@ impl Registry {
             _ => {}
         }
         shared.push(Arc::new(MaxLinks(m.max_links)));
-        if let Some(banned) = Banned::new(&m.banned_words, &m.banned_patterns)
-            .map_err(ConfigError::Invalid)?
+        if let Some(banned) =
+            Banned::new(&m.banned_words, &m.banned_patterns).map_err(ConfigError::Invalid)?
         {
             shared.push(Arc::new(banned));
         }
@@ -263,8 +268,11 @@ mod tests {
     #[test]
     fn unregistered_kinds_use_the_default_pipeline() {
         let mut r = Registry::new(Pipeline::new(vec![Arc::new(builtin::EnableField)]));
-        r.register("post", Pipeline::new(vec![Arc::new(builtin::NullModerator)]))
-            .unwrap();
+        r.register(
+            "post",
+            Pipeline::new(vec![Arc::new(builtin::NullModerator)]),
+        )
+        .unwrap();
         assert_eq!(r.pipeline("post").names(), ["none"]);
         assert_eq!(r.pipeline("page").names(), ["enable_field"]);
     }
@@ -278,7 +286,14 @@ mod tests {
         let r = Registry::from_config(&config, Arc::new(builtin::NullModerator), None).unwrap();
         assert_eq!(
             r.pipeline("post").names(),
-            ["enable_field", "close_after", "moderate_after", "pre_moderation", "max_links", "none"]
+            [
+                "enable_field",
+                "close_after",
+                "moderate_after",
+                "pre_moderation",
+                "max_links",
+                "none"
+            ]
         );
         assert_eq!(
             r.pipeline("page").names(),
@@ -291,8 +306,7 @@ mod tests {
 
     #[test]
     fn email_notification_without_recipients_is_a_configuration_error() {
-        let config =
-            Config::parse("[moderation.kinds.post]\nemail_notification = true\n").unwrap();
+        let config = Config::parse("[moderation.kinds.post]\nemail_notification = true\n").unwrap();
         let err = Registry::from_config(&config, Arc::new(builtin::NullModerator), None)
             .err()
             .unwrap();

@@ -60,21 +60,24 @@ impl Columns {
     }
 }
 
-/// Reads the whole input and walks its records, calling `row` with each
-/// record and its line.
-fn for_each_record<R, F>(mut reader: R, mut row: F) -> Result<Columns, CsvError>
-where
-    R: Read,
-    F: FnMut(&Columns, &csv::StringRecord, u64) -> Result<(), CsvError>,
-{
-    // Whole input in memory: the unterminated-quote check needs the raw bytes,
-    // and inputs are at most a site's comment history.
+/// Reads all of `reader`: the unterminated-quote check needs the raw bytes,
+/// and inputs are at most a site's comment history.
+fn read_all<R: Read>(mut reader: R) -> Result<Vec<u8>, CsvError> {
     let mut bytes = Vec::new();
     reader.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// Walks the records of a CSV document, calling `row` with each record and
+/// the line it starts on.
+fn for_each_record<F>(bytes: &[u8], mut row: F) -> Result<Columns, CsvError>
+where
+    F: FnMut(&Columns, &csv::StringRecord, u64) -> Result<(), CsvError>,
+{
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(true)
-        .from_reader(bytes.as_slice());
-    let headers = rdr.headers().map_err(|e| convert(e, &bytes))?.clone();
+        .from_reader(bytes);
+    let headers = rdr.headers().map_err(|e| convert(e, bytes))?.clone();
     let find = |name: &str| {
         headers.iter().position(|h| {
             h.trim()
@@ -94,7 +97,7 @@ where
         match rdr.read_record(&mut record) {
             Ok(true) => {}
             Ok(false) => break,
-            Err(e) => return Err(convert(e, &bytes)),
+            Err(e) => return Err(convert(e, bytes)),
         }
         let (line, start) = record
             .position()
@@ -149,9 +152,10 @@ fn convert(e: csv::Error, bytes: &[u8]) -> CsvError {
 /// `text` columns in any order (other columns are ignored). Labels are `spam`
 /// or `ham`, in any case.
 pub fn read_samples<R: Read>(reader: R) -> Result<Vec<Sample>, CsvError> {
+    let bytes = read_all(reader)?;
     let mut out = Vec::new();
     let mut idx = None;
-    let cols = for_each_record(reader, |cols, rec, line| {
+    let cols = for_each_record(&bytes, |cols, rec, line| {
         let (l, a, t) = match idx {
             Some(i) => i,
             None => {
@@ -186,8 +190,9 @@ pub fn read_samples<R: Read>(reader: R) -> Result<Vec<Sample>, CsvError> {
 /// Reads comments to classify: a `text` column is required, `author` is
 /// optional (empty if absent) and a `label` column, if any, is ignored.
 pub fn read_comments<R: Read>(reader: R) -> Result<Vec<Comment>, CsvError> {
+    let bytes = read_all(reader)?;
     let mut out = Vec::new();
-    let cols = for_each_record(reader, |cols, rec, _line| {
+    let cols = for_each_record(&bytes, |cols, rec, _line| {
         let t = cols.require("text", cols.text)?;
         out.push(Comment {
             author: cols
@@ -220,16 +225,88 @@ pub fn write_scores<W: Write>(writer: W, scores: &[f64], threshold: f64) -> Resu
     Ok(())
 }
 
-/// `spam classify`: reads comments from `input`, scores them on all cores and
-/// writes `label,score` CSV to `output`. Returns the number of rows written.
+/// Comments parsed from CSV, stored in one buffer to avoid two allocations
+/// per row.
+#[derive(Default)]
+struct Batch {
+    buf: String,
+    /// `(author start, text start, text end)` in `buf`.
+    rows: Vec<(usize, usize, usize)>,
+}
+
+impl Batch {
+    /// Rows per batch: big enough to keep both cores busy, small enough that
+    /// parsing the next batch overlaps scoring this one.
+    const ROWS: usize = 8192;
+    const BYTES: usize = 8 << 20;
+
+    fn push(&mut self, author: &str, text: &str) {
+        let a = self.buf.len();
+        self.buf.push_str(author);
+        let t = self.buf.len();
+        self.buf.push_str(text);
+        self.rows.push((a, t, self.buf.len()));
+    }
+
+    fn is_full(&self) -> bool {
+        self.rows.len() >= Self::ROWS || self.buf.len() >= Self::BYTES
+    }
+
+    fn pairs(&self) -> Vec<(&str, &str)> {
+        self.rows
+            .iter()
+            .map(|&(a, t, e)| {
+                (
+                    self.buf.get(a..t).unwrap_or_default(),
+                    self.buf.get(t..e).unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+}
+
+/// `spam classify`: reads comments from `input` (as [`read_comments`]),
+/// scores them and writes `label,score` CSV to `output`, one row per input
+/// row in order. Returns the number of rows written.
+///
+/// Parsing runs on its own thread, one batch ahead of the scoring, which
+/// uses all cores; nothing is written unless the whole input parses.
 pub fn classify_csv<R: Read, W: Write>(
     model: &Model,
     input: R,
     output: W,
     threshold: f64,
 ) -> Result<usize, CsvError> {
-    let comments = read_comments(input)?;
-    let scores = model.classify_batch(&comments);
+    let bytes = read_all(input)?;
+    let bytes = bytes.as_slice();
+    let mut scores = Vec::new();
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(2);
+        let parser = scope.spawn(move || {
+            let mut batch = Batch::default();
+            let cols = for_each_record(bytes, |cols, rec, _line| {
+                let t = cols.require("text", cols.text)?;
+                let author = cols.author.and_then(|a| rec.get(a)).unwrap_or_default();
+                batch.push(author, rec.get(t).unwrap_or_default());
+                if batch.is_full() {
+                    // A closed channel means the scorer is gone; the result
+                    // is discarded then, so there is nothing to report.
+                    let _ = tx.send(std::mem::take(&mut batch));
+                }
+                Ok(())
+            })?;
+            cols.require("text", cols.text)?;
+            let _ = tx.send(batch);
+            Ok::<(), CsvError>(())
+        });
+        for batch in rx {
+            scores.extend(model.classify_pairs(&batch.pairs()));
+        }
+        match parser.join() {
+            Ok(result) => result,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })?;
     write_scores(output, &scores, threshold)?;
     Ok(scores.len())
 }
@@ -366,5 +443,35 @@ mod tests {
         assert_eq!(lines[0], "label,score");
         assert!(lines[1].starts_with("spam,"), "{out}");
         assert!(lines[2].starts_with("ham,"), "{out}");
+    }
+
+    #[test]
+    fn classify_csv_keeps_order_across_batches() {
+        let train = "label,author,text\nspam,x,buy cheap pills\nham,y,thanks nice post\n";
+        let model = Model::train(&read_samples(train.as_bytes()).expect("train"), &Options::default());
+        let mut input = String::from("text,author\n");
+        for i in 0..(Batch::ROWS * 2 + 77) {
+            let text = if i % 3 == 0 { "cheap pills" } else { "nice post" };
+            input.push_str(&format!("\"{text} {i}\",a{i}\n"));
+        }
+        let mut out = Vec::new();
+        let n = classify_csv(&model, input.as_bytes(), &mut out, 0.5).expect("classify");
+        let expected = model.classify_batch(&read_comments(input.as_bytes()).expect("read"));
+        assert_eq!(n, expected.len());
+        let mut want = Vec::new();
+        write_scores(&mut want, &expected, 0.5).expect("write");
+        assert_eq!(out, want);
+    }
+
+    #[test]
+    fn classify_csv_writes_nothing_for_bad_input() {
+        let model = Model::new(&Options::default());
+        let mut out = Vec::new();
+        let err = classify_csv(&model, "text\nfine\n\"open".as_bytes(), &mut out, 0.5);
+        assert!(matches!(err, Err(CsvError::UnterminatedQuote { line: 3 })), "{err:?}");
+        assert!(out.is_empty());
+        let err = classify_csv(&model, "author\nx\n".as_bytes(), &mut out, 0.5);
+        assert!(matches!(err, Err(CsvError::MissingColumn { column: "text", .. })));
+        assert!(out.is_empty());
     }
 }

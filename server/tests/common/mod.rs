@@ -35,6 +35,16 @@ impl Reply {
     }
 }
 
+/// The `name=value` of the session cookie a reply sets, if any.
+pub fn session_cookie(r: &Reply) -> Option<String> {
+    r.headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with(server::http::SESSION_COOKIE))
+        .map(|c| c.split(';').next().unwrap_or("").to_owned())
+}
+
 /// A database URL no other test uses.
 pub async fn fresh_database_url(dir: &std::path::Path) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
@@ -107,6 +117,46 @@ impl TestApp {
             headers,
             text: String::from_utf8_lossy(&bytes).into_owned(),
         }
+    }
+
+    /// Sends with extra headers (e.g. a session cookie or an API key).
+    pub async fn send_with(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Reply {
+        let mut b = Request::builder().method(method).uri(path);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let req = match body {
+            Some(v) => b
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(v.to_string()))
+                .unwrap(),
+            None => b.body(Body::empty()).unwrap(),
+        };
+        self.send(req).await
+    }
+
+    /// Creates a user and signs in; returns the session cookie ("name=value").
+    pub async fn sign_in_as(&self, name: &str, staff: bool) -> String {
+        let hash = server::auth::hash_password("password123");
+        self.engine
+            .store
+            .create_user(name, &hash, staff)
+            .await
+            .unwrap();
+        let r = self
+            .post_json(
+                "/api/session",
+                &json!({"username": name, "password": "password123"}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        session_cookie(&r).expect("a session cookie")
     }
 
     pub async fn get(&self, path: &str) -> Reply {

@@ -1,0 +1,790 @@
+//! One connection's loop: client messages, queued frames, catch-up replays, heartbeats, limits.
+//!
+//! Everything a connection does runs in the one task that awaits [`serve`] (axum's upgrade
+//! task), so an idle connection costs one task, one small queue and its socket buffers.
+//!
+//! Catch-up without gaps or duplicates: on `subscribe`, the connection joins the room first
+//! (live events start queueing), then reads the stored events. Live events of that room that
+//! arrive meanwhile are buffered. When the replay is back, the connection sends the replayed
+//! events, then `subscribed`, then the buffered live events minus any whose id was replayed
+//! or is at or below `since`. An event committed before the replay query is in the replay; one
+//! committed after it is published after the join, so it is queued live: none is missed.
+//! Duplicates are recognized by membership in the replayed set rather than by `id <= last
+//! replayed id`, because `publish` calls from concurrent requests can arrive out of id order.
+
+use super::hub::{Frame, Inner, Peer};
+use super::protocol::{ClientMessage, ServerMessage, close_message, error_code};
+use super::{Admission, Event, EventSource, Identity, MODERATION_ROOM, ReplayError, close_code};
+use axum::extract::ws::Message;
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesUnordered;
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use std::collections::HashMap;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::time::Instant;
+
+/// How long a closing connection reads on, waiting for the client's close frame: closing a
+/// socket with unread client data makes the kernel send a reset, which can destroy our close
+/// frame before the client reads it.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
+/// How long a slow consumer gets to take its error and close frame before it is cut off.
+const KILL_GRACE: Duration = Duration::from_millis(500);
+/// How long a replayed event's id is remembered to drop its live copy. `publish` runs right
+/// after commit, so a live copy arrives within milliseconds; this is a wide margin.
+const DEDUPE_WINDOW: Duration = Duration::from_secs(30);
+/// Most queued frames written before one flush.
+const BATCH: usize = 64;
+/// Timer deadline used when heartbeats and idle timeouts are both off.
+const FAR: Duration = Duration::from_secs(86_400);
+
+/// Why a connection's loop ended; decides what is sent before the socket is dropped.
+#[derive(Debug)]
+enum End {
+    /// The socket failed or ended: nothing more can be sent.
+    Gone,
+    /// The client sent a close frame.
+    PeerClosed,
+    /// A limit was exceeded: `error` with this code and message, then close 1008.
+    Violation(&'static str, String),
+    /// The send queue overflowed or a write stalled.
+    Slow,
+    /// No client frame for the idle timeout.
+    Idle,
+    /// The hub is shutting down with this message.
+    Shutdown(Arc<str>),
+}
+
+/// One room subscription of this connection.
+#[derive(Debug)]
+enum Sub {
+    /// Waiting for the stored events; live frames are buffered (`None`: the buffer overflowed
+    /// and the client will get `reset` instead).
+    Pending {
+        token: u64,
+        since: Option<i64>,
+        buffer: Option<Vec<Arc<Frame>>>,
+    },
+    /// Delivering live frames, except ids at or below `floor` and ids replayed `at`.
+    Live {
+        floor: i64,
+        replayed: Box<[i64]>,
+        at: Instant,
+    },
+}
+
+/// The connection's subscriptions; leaves every room when dropped, even if the connection's
+/// future is cancelled.
+struct Subs {
+    inner: Arc<Inner>,
+    peer_id: u64,
+    map: HashMap<Arc<str>, Sub>,
+}
+
+impl Subs {
+    fn leave_all(&mut self) {
+        for room in self.map.keys() {
+            self.inner.leave(room, self.peer_id);
+        }
+        self.map.clear();
+    }
+}
+
+impl Drop for Subs {
+    fn drop(&mut self) {
+        self.leave_all();
+    }
+}
+
+/// Keeps [`super::Hub::connection_count`] right, even if the connection's future is dropped.
+struct Counted(Arc<Inner>);
+
+impl Counted {
+    fn new(inner: Arc<Inner>) -> Self {
+        inner.connection_started();
+        Counted(inner)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.connection_ended();
+    }
+}
+
+/// What the event source answered for one subscribe.
+enum Fetched {
+    /// No `since`: just the newest id.
+    Fresh { last_id: i64 },
+    /// The events after `since`.
+    Replay { last_id: i64, events: Vec<Event> },
+    /// `since` cannot be replayed: too old, too many events, or unknown to this database.
+    Reset { last_id: i64 },
+}
+
+/// A finished replay, matched to its subscription by `token`.
+struct Replayed {
+    room: Arc<str>,
+    token: u64,
+    result: Result<Fetched, ReplayError>,
+}
+
+/// Reads what a subscribe needs from the event source.
+async fn fetch(
+    source: &dyn EventSource,
+    room: &str,
+    since: Option<i64>,
+    limit: usize,
+) -> Result<Fetched, ReplayError> {
+    let Some(since) = since else {
+        return Ok(Fetched::Fresh {
+            last_id: source.last_id(room).await?,
+        });
+    };
+    if limit == 0 {
+        return Ok(Fetched::Reset {
+            last_id: source.last_id(room).await?,
+        });
+    }
+    // Ask for one more than the limit to tell "exactly the limit" from "too many".
+    let (events, last_id) = futures_util::future::join(
+        source.events_since(room, since, limit.saturating_add(1)),
+        source.last_id(room),
+    )
+    .await;
+    let last_id = last_id?;
+    match events {
+        Err(ReplayError::TooOld) => Ok(Fetched::Reset { last_id }),
+        Err(e) => Err(e),
+        Ok(events) if events.len() > limit => Ok(Fetched::Reset { last_id }),
+        // A cursor beyond the newest event comes from another database (a restore, a
+        // reinstall): what the client holds cannot be trusted.
+        Ok(_) if since > last_id => Ok(Fetched::Reset { last_id }),
+        Ok(mut events) => {
+            // The source promises this; a wrong row must still not leak into the room.
+            events.retain(|e| e.room == room && e.id > since);
+            events.sort_by_key(|e| e.id);
+            Ok(Fetched::Replay { last_id, events })
+        }
+    }
+}
+
+/// A token bucket: bursts up to `capacity`, refilled at `capacity` per minute.
+struct Bucket {
+    tokens: f64,
+    capacity: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    fn new(per_minute: u32, now: Instant) -> Option<Self> {
+        (per_minute > 0).then(|| Bucket {
+            tokens: f64::from(per_minute),
+            capacity: f64::from(per_minute),
+            last: now,
+        })
+    }
+
+    fn take(&mut self, now: Instant) -> bool {
+        let refill = now.duration_since(self.last).as_secs_f64() * self.capacity / 60.0;
+        self.tokens = (self.tokens + refill).min(self.capacity);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Runs a sink operation; gives up when the hub flags this connection as a slow consumer or
+/// the write takes longer than `limit` (zero: no limit).
+async fn io<F, T, E>(kill: &Notify, limit: Duration, fut: F) -> Result<(), End>
+where
+    F: Future<Output = Result<T, E>>,
+{
+    let mut fut = pin!(fut);
+    // Fast path without a timer: a socket with room in its buffer accepts at once.
+    let first = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
+    if let Poll::Ready(r) = first {
+        return r.map(|_| ()).map_err(|_| End::Gone);
+    }
+    let bounded = async {
+        if limit.is_zero() {
+            Some(fut.await)
+        } else {
+            tokio::time::timeout(limit, fut).await.ok()
+        }
+    };
+    tokio::select! {
+        r = bounded => match r {
+            Some(Ok(_)) => Ok(()),
+            Some(Err(_)) => Err(End::Gone),
+            None => Err(End::Slow),
+        },
+        () = kill.notified() => Err(End::Slow),
+    }
+}
+
+/// The next client message; `None` when the socket ended or failed (the error itself is
+/// dropped here so it is never held across an await).
+async fn next_message<R, E>(stream: &mut R) -> Option<Message>
+where
+    R: Stream<Item = Result<Message, E>> + Unpin,
+{
+    match stream.next().await {
+        Some(Ok(m)) => Some(m),
+        _ => None,
+    }
+}
+
+/// Sends a last message, bounded in time, ignoring failure (the socket is going away).
+async fn send_last<S>(sink: &mut S, msg: Message, limit: Duration) -> bool
+where
+    S: Sink<Message> + Unpin,
+{
+    matches!(tokio::time::timeout(limit, sink.send(msg)).await, Ok(Ok(())))
+}
+
+/// The message a shutdown sends before closing.
+fn system_notification(message: &str) -> Message {
+    let payload = serde_json::json!({"kind": "system_notification", "message": message});
+    ServerMessage::Event {
+        id: 0,
+        thread: None,
+        event: &payload,
+    }
+    .to_message()
+}
+
+/// The longest a final message may take: the write timeout, but never unbounded.
+fn final_write_limit(inner: &Inner) -> Duration {
+    let w = inner.limits.write_timeout;
+    if w.is_zero() { CLOSE_LINGER } else { w.min(CLOSE_LINGER * 5) }
+}
+
+/// Refuses a connection that was not admitted (see [`super::Hub::refuse`]).
+pub(crate) async fn refuse<S>(inner: &Inner, mut sink: S)
+where
+    S: Sink<Message> + Unpin + Send,
+{
+    let limit = final_write_limit(inner);
+    let shutting_down = inner.shutdown.borrow().clone();
+    if let Some(message) = shutting_down {
+        if send_last(&mut sink, system_notification(&message), limit).await {
+            send_last(
+                &mut sink,
+                close_message(close_code::GOING_AWAY, "server shutting down"),
+                limit,
+            )
+            .await;
+        }
+        return;
+    }
+    let error = ServerMessage::Error {
+        code: error_code::TOO_MANY_CONNECTIONS,
+        message: "Too many connections from your address.",
+        thread: None,
+    };
+    if send_last(&mut sink, error.to_message(), limit).await {
+        send_last(
+            &mut sink,
+            close_message(close_code::POLICY, "too many connections"),
+            limit,
+        )
+        .await;
+    }
+}
+
+/// Serves one connection (see [`super::Hub::serve`]).
+pub(crate) async fn serve<S, R, E>(
+    inner: Arc<Inner>,
+    sink: S,
+    stream: R,
+    identity: Identity,
+    admission: Admission,
+) where
+    S: Sink<Message> + Unpin + Send,
+    R: Stream<Item = Result<Message, E>> + Unpin + Send,
+{
+    // Held until the connection ends: dropping it frees the IP's slot.
+    let _admission = admission;
+    let _counted = Counted::new(inner.clone());
+    let (tx, rx) = mpsc::channel(inner.limits.send_queue.max(1));
+    let peer = Arc::new(Peer::new(inner.next_peer_id(), &identity, tx));
+    let now = Instant::now();
+    let mut conn = Conn {
+        subs: Subs {
+            inner: inner.clone(),
+            peer_id: peer.id,
+            map: HashMap::new(),
+        },
+        shutdown: inner.shutdown.subscribe(),
+        bucket: Bucket::new(inner.limits.max_messages_per_minute, now),
+        next_ping: now + inner.limits.heartbeat,
+        last_seen: now,
+        inner,
+        peer,
+        rx,
+        sink,
+        stream,
+        replays: FuturesUnordered::new(),
+        next_token: 0,
+    };
+    let end = conn.run().await;
+    tracing::debug!(ip = %identity.ip, staff = identity.staff, reason = ?end, "live connection ends");
+    conn.finish(end).await;
+}
+
+/// One connection's state.
+struct Conn<S, R> {
+    inner: Arc<Inner>,
+    peer: Arc<Peer>,
+    rx: mpsc::Receiver<Arc<Frame>>,
+    sink: S,
+    stream: R,
+    subs: Subs,
+    shutdown: watch::Receiver<Option<Arc<str>>>,
+    replays: FuturesUnordered<BoxFuture<'static, Replayed>>,
+    bucket: Option<Bucket>,
+    last_seen: Instant,
+    next_ping: Instant,
+    next_token: u64,
+}
+
+impl<S, R, E> Conn<S, R>
+where
+    S: Sink<Message> + Unpin + Send,
+    R: Stream<Item = Result<Message, E>> + Unpin + Send,
+{
+    async fn run(&mut self) -> End {
+        let shutting_down = self.shutdown.borrow_and_update().clone();
+        if let Some(message) = shutting_down {
+            return End::Shutdown(message);
+        }
+        let mut timer = pin!(tokio::time::sleep_until(self.deadline()));
+        loop {
+            tokio::select! {
+                () = self.peer.kill.notified() => return End::Slow,
+                Ok(()) = self.shutdown.changed() => {
+                    let message = self.shutdown.borrow_and_update().clone();
+                    if let Some(message) = message {
+                        return End::Shutdown(message);
+                    }
+                }
+                msg = next_message(&mut self.stream) => {
+                    let Some(msg) = msg else { return End::Gone };
+                    self.last_seen = Instant::now();
+                    if let Err(end) = self.on_client(msg).await {
+                        return end;
+                    }
+                }
+                Some(frame) = self.rx.recv() => {
+                    if let Err(end) = self.deliver(frame).await {
+                        return end;
+                    }
+                }
+                Some(done) = self.replays.next(), if !self.replays.is_empty() => {
+                    if let Err(end) = self.on_replayed(done).await {
+                        return end;
+                    }
+                }
+                () = &mut timer => {
+                    if let Err(end) = self.on_timer().await {
+                        return end;
+                    }
+                    timer.as_mut().reset(self.deadline());
+                }
+            }
+        }
+    }
+
+    /// The next time the timer must wake: a ping or the idle limit, whichever comes first.
+    /// The idle limit moves with every client frame; the timer re-checks when it wakes.
+    fn deadline(&self) -> Instant {
+        let limits = &self.inner.limits;
+        let mut at = Instant::now() + FAR;
+        if !limits.heartbeat.is_zero() {
+            at = at.min(self.next_ping);
+        }
+        if !limits.idle_timeout.is_zero() {
+            at = at.min(self.last_seen + limits.idle_timeout);
+        }
+        at
+    }
+
+    async fn on_timer(&mut self) -> Result<(), End> {
+        let now = Instant::now();
+        let limits = &self.inner.limits;
+        if !limits.idle_timeout.is_zero() && now >= self.last_seen + limits.idle_timeout {
+            return Err(End::Idle);
+        }
+        for sub in self.subs.map.values_mut() {
+            if let Sub::Live { replayed, at, .. } = sub
+                && !replayed.is_empty()
+                && now.duration_since(*at) >= DEDUPE_WINDOW
+            {
+                *replayed = Box::default();
+            }
+        }
+        if !limits.heartbeat.is_zero() && now >= self.next_ping {
+            self.next_ping = now + limits.heartbeat;
+            self.send(Message::Ping(Default::default())).await?;
+        }
+        Ok(())
+    }
+
+    async fn send(&mut self, msg: Message) -> Result<(), End> {
+        io(
+            &self.peer.kill,
+            self.inner.limits.write_timeout,
+            self.sink.send(msg),
+        )
+        .await
+    }
+
+    async fn feed(&mut self, msg: Message) -> Result<(), End> {
+        io(
+            &self.peer.kill,
+            self.inner.limits.write_timeout,
+            self.sink.feed(msg),
+        )
+        .await
+    }
+
+    async fn flush(&mut self) -> Result<(), End> {
+        io(
+            &self.peer.kill,
+            self.inner.limits.write_timeout,
+            self.sink.flush(),
+        )
+        .await
+    }
+
+    async fn send_error(
+        &mut self,
+        code: &str,
+        message: &str,
+        thread: Option<&str>,
+    ) -> Result<(), End> {
+        let msg = ServerMessage::Error {
+            code,
+            message,
+            thread,
+        };
+        self.send(msg.to_message()).await
+    }
+
+    /// Whether a queued frame goes out now; buffers it while its room is replaying.
+    fn admit(&mut self, frame: &Arc<Frame>) -> bool {
+        let cap = self.inner.limits.send_queue.max(1);
+        match self.subs.map.get_mut(&*frame.room) {
+            // Unsubscribed after the frame was queued.
+            None => false,
+            Some(Sub::Pending { buffer, .. }) => {
+                match buffer {
+                    Some(b) if b.len() < cap => b.push(frame.clone()),
+                    // Too much happened during the replay: the client will get `reset`.
+                    _ => *buffer = None,
+                }
+                false
+            }
+            Some(Sub::Live {
+                floor, replayed, ..
+            }) => frame.id > *floor && replayed.binary_search(&frame.id).is_err(),
+        }
+    }
+
+    /// Writes a queued frame and whatever else is queued (up to a batch), then flushes once.
+    async fn deliver(&mut self, first: Arc<Frame>) -> Result<(), End> {
+        let mut written = 0usize;
+        let mut next = Some(first);
+        let mut budget = BATCH;
+        while let Some(frame) = next {
+            if self.admit(&frame) {
+                self.feed(Message::Text(frame.text.clone())).await?;
+                written += 1;
+            }
+            budget -= 1;
+            next = if budget > 0 {
+                self.rx.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        if written > 0 {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    fn check_size(&self, len: usize) -> Result<(), End> {
+        let max = self.inner.limits.max_message_bytes;
+        if max != 0 && len > max {
+            return Err(End::Violation(
+                error_code::MESSAGE_TOO_LARGE,
+                format!("Messages are limited to {max} bytes."),
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_rate(&mut self) -> Result<(), End> {
+        if let Some(bucket) = &mut self.bucket
+            && !bucket.take(Instant::now())
+        {
+            let max = self.inner.limits.max_messages_per_minute;
+            return Err(End::Violation(
+                error_code::RATE_LIMITED,
+                format!("At most {max} messages per minute."),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn on_client(&mut self, msg: Message) -> Result<(), End> {
+        match msg {
+            Message::Text(text) => {
+                self.check_size(text.len())?;
+                self.check_rate()?;
+                match ClientMessage::parse(text.as_str()) {
+                    Ok(m) => self.on_message(m).await,
+                    Err(e) => self.send_error(error_code::BAD_MESSAGE, &e, None).await,
+                }
+            }
+            Message::Binary(data) => {
+                self.check_size(data.len())?;
+                self.check_rate()?;
+                self.send_error(
+                    error_code::BAD_MESSAGE,
+                    "Only JSON text messages are accepted.",
+                    None,
+                )
+                .await
+            }
+            Message::Ping(_) => {
+                self.check_rate()?;
+                // The WebSocket layer queued the pong; make sure it goes out now.
+                self.flush().await
+            }
+            Message::Pong(_) => Ok(()),
+            Message::Close(_) => Err(End::PeerClosed),
+        }
+    }
+
+    async fn on_message(&mut self, msg: ClientMessage) -> Result<(), End> {
+        match msg {
+            ClientMessage::Ping => self.send(ServerMessage::Pong.to_message()).await,
+            ClientMessage::Subscribe { thread, since } => self.subscribe(thread, since).await,
+            ClientMessage::Unsubscribe { thread } => {
+                if self.subs.map.remove(thread.as_str()).is_some() {
+                    self.inner.leave(&thread, self.peer.id);
+                }
+                let msg = ServerMessage::Unsubscribed { thread: &thread };
+                self.send(msg.to_message()).await
+            }
+        }
+    }
+
+    async fn subscribe(&mut self, thread: String, since: Option<i64>) -> Result<(), End> {
+        if thread == MODERATION_ROOM && !self.peer.staff {
+            return self
+                .send_error(
+                    error_code::FORBIDDEN,
+                    "Only staff may subscribe to the moderation room.",
+                    Some(&thread),
+                )
+                .await;
+        }
+        let existing = self
+            .subs
+            .map
+            .get_key_value(thread.as_str())
+            .map(|(k, _)| k.clone());
+        let room = match existing {
+            // Subscribing again (e.g. with a newer `since`) keeps the room membership, so no
+            // live event can slip through between the two.
+            Some(room) => room,
+            None => {
+                let max = self.inner.limits.max_subscriptions;
+                if max != 0 && self.subs.map.len() >= max as usize {
+                    return Err(End::Violation(
+                        error_code::TOO_MANY_SUBSCRIPTIONS,
+                        format!("At most {max} subscriptions per connection."),
+                    ));
+                }
+                // Join before reading stored events: see the module documentation.
+                self.inner.join(&thread, &self.peer)
+            }
+        };
+        self.next_token += 1;
+        let token = self.next_token;
+        self.subs.map.insert(
+            room.clone(),
+            Sub::Pending {
+                token,
+                since,
+                buffer: Some(Vec::new()),
+            },
+        );
+        let source = self.inner.source.clone();
+        let limit = self.inner.limits.max_replay;
+        self.replays.push(Box::pin(async move {
+            let result = fetch(&*source, &room, since, limit).await;
+            Replayed {
+                room,
+                token,
+                result,
+            }
+        }));
+        Ok(())
+    }
+
+    async fn on_replayed(&mut self, done: Replayed) -> Result<(), End> {
+        let Some(Sub::Pending {
+            token,
+            since,
+            buffer,
+        }) = self.subs.map.get_mut(&done.room)
+        else {
+            // Unsubscribed meanwhile.
+            return Ok(());
+        };
+        if *token != done.token {
+            // Subscribed again meanwhile; the newer replay decides.
+            return Ok(());
+        }
+        let since = *since;
+        let buffer = buffer.take();
+        let room = done.room;
+        let fetched = match done.result {
+            Ok(f) => f,
+            Err(e) => {
+                self.subs.map.remove(&room);
+                self.inner.leave(&room, self.peer.id);
+                tracing::warn!(room = %room, error = %e, "live catch-up failed");
+                return self
+                    .send_error(
+                        error_code::REPLAY_FAILED,
+                        "Live updates are unavailable right now; subscribe again later.",
+                        Some(&room),
+                    )
+                    .await;
+            }
+        };
+        let (last_id, events, reset) = match fetched {
+            Fetched::Fresh { last_id } => (last_id, Vec::new(), buffer.is_none()),
+            // An overflowed buffer lost live events: the client must refetch anyway.
+            Fetched::Replay { last_id, .. } if buffer.is_none() => (last_id, Vec::new(), true),
+            Fetched::Replay { last_id, events } => (last_id, events, false),
+            Fetched::Reset { last_id } => (last_id, Vec::new(), true),
+        };
+        if reset {
+            let msg = ServerMessage::Reset { thread: &room };
+            self.feed(msg.to_message()).await?;
+        }
+        let mut ids = Vec::with_capacity(events.len());
+        for event in &events {
+            ids.push(event.id);
+            if let Some(payload) = event.payload_for(self.peer.staff, &self.peer.author_tokens) {
+                let msg = ServerMessage::Event {
+                    id: event.id,
+                    thread: Some(&room),
+                    event: payload,
+                };
+                self.feed(msg.to_message()).await?;
+            }
+        }
+        let last_id = ids.last().map_or(last_id, |&newest| newest.max(last_id));
+        let msg = ServerMessage::Subscribed {
+            thread: &room,
+            last_id,
+        };
+        self.feed(msg.to_message()).await?;
+        let floor = match since {
+            Some(since) if !reset => since,
+            _ => i64::MIN,
+        };
+        self.subs.map.insert(
+            room,
+            Sub::Live {
+                floor,
+                replayed: ids.into_boxed_slice(),
+                at: Instant::now(),
+            },
+        );
+        for frame in buffer.into_iter().flatten() {
+            if self.admit(&frame) {
+                self.feed(Message::Text(frame.text.clone())).await?;
+            }
+        }
+        self.flush().await
+    }
+
+    /// Says goodbye as `end` requires, then lets the socket drop.
+    async fn finish(mut self, end: End) {
+        // Leave the rooms first so publishers stop queueing for a connection that is going.
+        self.subs.leave_all();
+        let limit = final_write_limit(&self.inner);
+        let goodbye = match end {
+            End::Gone => return,
+            End::PeerClosed => {
+                // Sends the close reply the WebSocket layer queued.
+                let _ = tokio::time::timeout(limit, self.sink.flush()).await;
+                return;
+            }
+            End::Slow => {
+                // The socket is likely stalled: a short grace, no lingering.
+                let error = ServerMessage::Error {
+                    code: error_code::SLOW_CONSUMER,
+                    message: "Too far behind; reconnect with since.",
+                    thread: None,
+                };
+                if send_last(&mut self.sink, error.to_message(), KILL_GRACE).await {
+                    send_last(
+                        &mut self.sink,
+                        close_message(close_code::POLICY, "slow consumer"),
+                        KILL_GRACE,
+                    )
+                    .await;
+                }
+                return;
+            }
+            End::Violation(code, message) => {
+                let error = ServerMessage::Error {
+                    code,
+                    message: &message,
+                    thread: None,
+                };
+                if !send_last(&mut self.sink, error.to_message(), limit).await {
+                    return;
+                }
+                close_message(close_code::POLICY, code)
+            }
+            End::Idle => close_message(close_code::NORMAL, "idle timeout"),
+            End::Shutdown(message) => {
+                if !send_last(&mut self.sink, system_notification(&message), limit).await {
+                    return;
+                }
+                close_message(close_code::GOING_AWAY, "server shutting down")
+            }
+        };
+        if !send_last(&mut self.sink, goodbye, limit).await {
+            return;
+        }
+        // Wait briefly for the client's close frame (see CLOSE_LINGER).
+        let stream = &mut self.stream;
+        let _ = tokio::time::timeout(CLOSE_LINGER, async {
+            while let Some(msg) = next_message(stream).await {
+                if matches!(msg, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+}
