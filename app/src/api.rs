@@ -15,6 +15,12 @@ pub trait Backend: Send + Sync {
     /// A page of a thread (the first, or the one after `after`) as the requesting viewer may
     /// see it, with a form token.
     async fn thread_page(&self, key: &str, after: Option<&str>) -> Result<ThreadPage, ApiError>;
+    /// Who is asking.
+    async fn viewer(&self) -> ViewerInfo;
+    /// The moderation queue (staff only: `Forbidden` otherwise).
+    async fn queue(&self, status: &str, page: i64) -> Result<QueueResponse, ApiError>;
+    /// The audit log (staff only).
+    async fn audit(&self, page: i64) -> Result<AuditResponse, ApiError>;
 }
 
 /// The request's backend, as stored in Leptos context.
@@ -71,6 +77,82 @@ pub async fn threads() -> Result<Vec<ThreadInfo>, ApiError> {
     }
 }
 
+/// Who is signed in.
+pub async fn viewer() -> ViewerInfo {
+    #[cfg(feature = "ssr")]
+    {
+        match backend() {
+            Ok(b) => b.viewer().await,
+            Err(_) => ViewerInfo::default(),
+        }
+    }
+    #[cfg(not(feature = "ssr"))]
+    {
+        get_json("/api/session").await.unwrap_or_default()
+    }
+}
+
+/// The moderation queue.
+pub async fn queue(status: String, page: i64) -> Result<QueueResponse, ApiError> {
+    #[cfg(feature = "ssr")]
+    {
+        backend()?.queue(&status, page).await
+    }
+    #[cfg(not(feature = "ssr"))]
+    {
+        get_json(&format!(
+            "/api/moderation/queue?status={}&page={page}",
+            encode_key(&status)
+        ))
+        .await
+    }
+}
+
+/// The audit log.
+pub async fn audit(page: i64) -> Result<AuditResponse, ApiError> {
+    #[cfg(feature = "ssr")]
+    {
+        backend()?.audit(page).await
+    }
+    #[cfg(not(feature = "ssr"))]
+    {
+        get_json(&format!("/api/moderation/audit?page={page}")).await
+    }
+}
+
+/// Applies a staff action to one comment; returns it as it is now.
+pub async fn moderate(id: CommentId, action: ModerationAction) -> Result<Comment, ApiError> {
+    send_json(
+        "POST",
+        &format!("/api/comments/{id}/moderate"),
+        &ModerateRequest { action },
+    )
+    .await
+}
+
+/// Applies a staff action to several comments at once.
+pub async fn moderate_bulk(
+    ids: Vec<CommentId>,
+    action: ModerationAction,
+) -> Result<BulkModerateResponse, ApiError> {
+    send_json(
+        "POST",
+        "/api/moderation/bulk",
+        &BulkModerateRequest { ids, action },
+    )
+    .await
+}
+
+/// Signs in; `Err` carries the message to show.
+pub async fn sign_in(username: String, password: String) -> Result<ViewerInfo, ApiError> {
+    send_json("POST", "/api/session", &SignIn { username, password }).await
+}
+
+/// Signs out.
+pub async fn sign_out() -> Result<ViewerInfo, ApiError> {
+    send_json("DELETE", "/api/session", &()).await
+}
+
 /// Loads the page of comments after `cursor` (browser only).
 pub async fn more_comments(key: String, cursor: String) -> Result<ThreadResponse, ApiError> {
     get_json(&format!(
@@ -118,6 +200,53 @@ pub async fn post_comment(key: String, req: PostComment) -> Result<PostResponse,
         let _ = (key, req);
         Err(ApiError::Other("only available in the browser".into()))
     }
+}
+
+/// Sends JSON and reads JSON back; an error status becomes `Err` with the server's message.
+#[cfg(feature = "hydrate")]
+async fn send_json<B: serde::Serialize, T: serde::de::DeserializeOwned>(
+    method: &str,
+    url: &str,
+    body: &B,
+) -> Result<T, ApiError> {
+    let builder = match method {
+        "DELETE" => gloo_net::http::Request::delete(url),
+        _ => gloo_net::http::Request::post(url),
+    };
+    let resp = builder
+        .json(body)
+        .map_err(|e| ApiError::Other(e.to_string()))?
+        .send()
+        .await
+        .map_err(|e| ApiError::Other(format!("network error: {e}")))?;
+    if resp.status() == 404 {
+        return Err(ApiError::NotFound);
+    }
+    if !resp.ok() {
+        #[derive(serde::Deserialize)]
+        struct Msg {
+            error: String,
+        }
+        let msg = resp
+            .json::<Msg>()
+            .await
+            .map(|m| m.error)
+            .unwrap_or_else(|_| format!("the server answered {}", resp.status()));
+        return Err(ApiError::Other(msg));
+    }
+    resp.json::<T>()
+        .await
+        .map_err(|e| ApiError::Other(e.to_string()))
+}
+
+#[cfg(not(feature = "hydrate"))]
+async fn send_json<B: serde::Serialize, T: serde::de::DeserializeOwned>(
+    method: &str,
+    url: &str,
+    body: &B,
+) -> Result<T, ApiError> {
+    let _ = (method, url, body);
+    Err(ApiError::Other("only available in the browser".into()))
 }
 
 #[cfg(feature = "hydrate")]

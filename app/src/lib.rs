@@ -45,6 +45,7 @@ pub fn App() -> impl IntoView {
         <Router>
             <header class="site-header">
                 <a href="/" class="brand" rel="external">"Moderato"</a>
+                <pages::staff::SessionLinks/>
             </header>
             <main>
                 <Routes fallback=pages::NotFound>
@@ -54,6 +55,13 @@ pub fn App() -> impl IntoView {
                     <Route
                         path=(StaticSegment("t"), ParamSegment("key"))
                         view=pages::thread::ThreadPage
+                        ssr=SsrMode::Async
+                    />
+                    <Route path=StaticSegment("login") view=pages::staff::LoginPage ssr=SsrMode::Async/>
+                    <Route path=StaticSegment("moderation") view=pages::staff::QueuePage ssr=SsrMode::Async/>
+                    <Route
+                        path=(StaticSegment("moderation"), StaticSegment("audit"))
+                        view=pages::staff::AuditPage
                         ssr=SsrMode::Async
                     />
                 </Routes>

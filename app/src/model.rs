@@ -239,6 +239,8 @@ pub struct ThreadList {
 pub enum ApiError {
     #[error("not found")]
     NotFound,
+    #[error("staff only")]
+    Forbidden,
     #[error("{0}")]
     Other(String),
 }

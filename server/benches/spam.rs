@@ -6,7 +6,8 @@
 //! - spam/ham F1 from 3-fold cross-validation on every prepared corpus,
 //!
 //! then runs the criterion measurements. Set `SPAM_FIGURES_ONLY=1` to stop
-//! after the figures. Corpora are the `*.csv` files made by
+//! after the figures. Under `cargo test --benches` only criterion's one-shot
+//! smoke run happens. Corpora are the `*.csv` files made by
 //! `spam-data/prepare.py` (looked up in `$SPAM_DATA_DIR`, else in
 //! `spam-data/` next to this crate's manifest); without them the figures use
 //! a synthetic corpus, which is fine for speed but says nothing about F1.
@@ -294,9 +295,13 @@ fn benches(c: &mut Criterion, corpora: &[(String, Vec<Sample>)]) {
 
 fn main() {
     let corpora = corpora();
-    figures(&corpora);
-    if std::env::var_os("SPAM_FIGURES_ONLY").is_some() {
-        return;
+    // `cargo bench` passes `--bench`; `cargo test --benches` does not, and
+    // then only the quick criterion smoke run below should happen.
+    if std::env::args().any(|a| a == "--bench") {
+        figures(&corpora);
+        if std::env::var_os("SPAM_FIGURES_ONLY").is_some() {
+            return;
+        }
     }
     let mut c = Criterion::default().configure_from_args();
     benches(&mut c, &corpora);

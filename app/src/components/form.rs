@@ -131,7 +131,11 @@ fn accept(state: ThreadState, resp: PostResponse) {
         draft.notice.set(None);
     }
     state.reply_to.set(None);
-    if let Some(comment) = resp.comment {
+    // A held comment is not public: only staff see it in the tree.
+    if let Some(comment) = resp
+        .comment
+        .filter(|_| !resp.awaiting_moderation || state.staff)
+    {
         let id = comment.id;
         state.insert(comment);
         state.highlighted.set(Some(id));

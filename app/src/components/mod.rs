@@ -1,4 +1,5 @@
 //! Components of the thread page.
 
 pub mod form;
+pub mod staff;
 pub mod tree;

@@ -5,8 +5,10 @@
 //! the list it joins, never the whole thread: that keeps 10,000-comment threads responsive.
 
 use crate::components::form::{CommentForm, Draft};
+use crate::components::staff::ModerationBar;
 use crate::model::{
-    Comment, CommentId, FormSettings, FormToken, ThreadResponse, UGC_REL, display_date,
+    Comment, CommentId, FormSettings, FormToken, ModerationFlag, Status, ThreadResponse, UGC_REL,
+    display_date,
 };
 use leptos::prelude::*;
 use std::collections::HashMap;
@@ -14,6 +16,9 @@ use std::collections::HashMap;
 #[derive(Clone)]
 struct Node {
     comment: Comment,
+    /// Staff only: where the comment stands, updated in place by staff actions.
+    status: ArcRwSignal<Option<Status>>,
+    moderation: ArcRwSignal<Option<ModerationFlag>>,
     children: ArcRwSignal<Vec<CommentId>>,
 }
 
@@ -37,6 +42,8 @@ pub struct ThreadState {
     pub comment_count: RwSignal<i64>,
     /// What the reader has typed: kept here so the form can move between reply spots.
     pub draft: Draft,
+    /// The viewer is staff: flags and moderation buttons show.
+    pub staff: bool,
 }
 
 impl ThreadState {
@@ -45,6 +52,7 @@ impl ThreadState {
         data: ThreadResponse,
         token: Option<FormToken>,
         reply_to: Option<CommentId>,
+        staff: bool,
     ) -> Self {
         let state = ThreadState {
             key: StoredValue::new(data.thread.key.clone()),
@@ -59,6 +67,7 @@ impl ThreadState {
             remaining_top_level: RwSignal::new(data.remaining_top_level),
             comment_count: RwSignal::new(data.thread.comment_count),
             draft: Draft::new(),
+            staff,
         };
         state.insert_all(data.comments);
         state
@@ -82,6 +91,8 @@ impl ThreadState {
                 nodes.insert(
                     id,
                     Node {
+                        status: ArcRwSignal::new(c.status),
+                        moderation: ArcRwSignal::new(c.moderation.clone()),
                         comment: c,
                         children: ArcRwSignal::new(Vec::new()),
                     },
@@ -110,6 +121,14 @@ impl ThreadState {
             self.comment_count.update(|n| *n += 1);
         }
         !known
+    }
+
+    /// Takes a comment's new status and flag (after a staff action) into the tree.
+    pub fn update(&self, comment: &Comment) {
+        if let Some(node) = self.node(comment.id) {
+            node.status.set(comment.status);
+            node.moderation.set(comment.moderation.clone());
+        }
     }
 
     fn node(&self, id: CommentId) -> Option<Node> {
@@ -152,8 +171,18 @@ pub fn CommentTree() -> impl IntoView {
 #[component]
 pub fn CommentNode(id: CommentId) -> impl IntoView {
     let state = expect_context::<ThreadState>();
-    let Some(Node { comment, children }) = state.node(id) else {
+    let Some(Node {
+        comment,
+        status,
+        moderation,
+        children,
+    }) = state.node(id)
+    else {
         return ().into_any();
+    };
+    let flagged = {
+        let status = status.clone();
+        move || status.get().is_some_and(|s| s != Status::Published)
     };
     let collapsed = RwSignal::new(false);
     let max_depth = state.settings.with_value(|s| s.max_depth);
@@ -196,6 +225,7 @@ pub fn CommentNode(id: CommentId) -> impl IntoView {
             data-depth=comment.depth
             class:highlight=move || state.highlighted.get() == Some(id)
             class:collapsed=move || collapsed.get()
+            class:moderated=flagged
         >
             <header class="comment-meta">
                 <button
@@ -213,6 +243,7 @@ pub fn CommentNode(id: CommentId) -> impl IntoView {
                 <a class="permalink" href=format!("#c{id}")>
                     <time datetime=comment.created_at.clone()>{shown_date}</time>
                 </a>
+                {state.staff.then(|| view! { <ModerationBar id status moderation/> })}
             </header>
             <div class="comment-body" class:hidden=move || collapsed.get()>
                 {comment.title.clone().map(|t| view! { <h3 class="comment-title">{t}</h3> })}

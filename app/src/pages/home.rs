@@ -1,6 +1,6 @@
 //! The home page: the list of threads.
 
-use crate::{api, model::ApiError};
+use crate::api;
 use leptos::prelude::*;
 
 /// Lists every thread with its comment count.
@@ -41,7 +41,7 @@ pub fn HomePage() -> impl IntoView {
                         }
                             .into_any()
                     }
-                    Err(ApiError::NotFound) | Err(ApiError::Other(_)) => {
+                    Err(_) => {
                         view! { <p class="error">"Threads could not be loaded."</p> }.into_any()
                     }
                 }

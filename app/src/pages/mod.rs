@@ -1,6 +1,7 @@
 //! Routed pages.
 
 pub mod home;
+pub mod staff;
 pub mod thread;
 
 use leptos::prelude::*;

@@ -34,6 +34,7 @@ pub fn ThreadPage() -> impl IntoView {
                         }
                             .into_any()
                     }
+                    Err(ApiError::Forbidden) => view! { <p class="error">"Not allowed."</p> }.into_any(),
                     Err(ApiError::Other(msg)) => {
                         view! { <p class="error">"Comments could not be loaded: " {msg}</p> }.into_any()
                     }
@@ -52,7 +53,7 @@ fn ThreadView(data: PageData) -> impl IntoView {
         .and_then(|r| r.parse().ok());
     let error = query.read_untracked().get("error");
     let title = data.data.thread.title.clone();
-    let state = ThreadState::new(data.data, data.form, reply_to);
+    let state = ThreadState::new(data.data, data.form, reply_to, data.viewer.staff);
     provide_context(state);
     // Effects run only in the browser, after hydration: tests and scripts wait for this mark.
     Effect::new(move |_| {

@@ -4,7 +4,7 @@ use super::AppState;
 use crate::comment::Viewer;
 use crate::engine::{Engine, EngineError};
 use app::api::{Backend, SharedBackend};
-use app::model::{ApiError, ThreadInfo, ThreadPage};
+use app::model::{ApiError, AuditResponse, QueueResponse, ThreadInfo, ThreadPage, ViewerInfo};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::Request;
@@ -21,6 +21,7 @@ struct RequestBackend {
 fn api_error(e: EngineError) -> ApiError {
     match e {
         EngineError::NotFound => ApiError::NotFound,
+        EngineError::Invalid(msg) => ApiError::Other(msg),
         other => {
             tracing::error!(error = %other, "page data failed");
             ApiError::Other("the server could not load this page".into())
@@ -39,6 +40,30 @@ impl Backend for RequestBackend {
             .thread_page(key, after, &self.viewer)
             .await
             .map_err(api_error)
+    }
+
+    async fn viewer(&self) -> ViewerInfo {
+        ViewerInfo {
+            name: self.viewer.name().map(str::to_owned),
+            staff: self.viewer.is_staff(),
+        }
+    }
+
+    async fn queue(&self, status: &str, page: i64) -> Result<QueueResponse, ApiError> {
+        if !self.viewer.is_staff() {
+            return Err(ApiError::Forbidden);
+        }
+        self.engine
+            .queue(status, page, &self.viewer)
+            .await
+            .map_err(api_error)
+    }
+
+    async fn audit(&self, page: i64) -> Result<AuditResponse, ApiError> {
+        if !self.viewer.is_staff() {
+            return Err(ApiError::Forbidden);
+        }
+        self.engine.audit(page).await.map_err(api_error)
     }
 }
 

@@ -60,13 +60,67 @@ async fn current(
     Ok(Json(info(&viewer(&state, &headers, &session).await?)))
 }
 
+/// Reads sign-in fields from JSON, or from a form-encoded post (no JavaScript), which also
+/// names where to go next.
+fn sign_in_fields(headers: &HeaderMap, body: &[u8]) -> Result<(SignIn, Option<String>), ApiError> {
+    let form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if form {
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
+            .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+        let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let next = get("next")
+            .filter(|n| n.starts_with('/') && !n.starts_with("//"))
+            .unwrap_or_else(|| "/moderation".into());
+        return Ok((
+            SignIn {
+                username: get("username").unwrap_or_default(),
+                password: get("password").unwrap_or_default(),
+            },
+            Some(next),
+        ));
+    }
+    serde_json::from_slice(body)
+        .map(|s| (s, None))
+        .map_err(|e| {
+            ApiError(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("invalid JSON: {e}"),
+            )
+        })
+}
+
 async fn sign_in(
     State(state): State<AppState>,
     connect: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
     session: Session,
-    body: Result<Json<SignIn>, JsonRejection>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let creds = json_body(body)?;
+    let (creds, next) = sign_in_fields(&headers, &body)?;
+    let outcome = sign_in_inner(&state, connect, &session, creds).await;
+    match (next, outcome) {
+        (None, r) => r,
+        (Some(next), Ok(resp)) if resp.status().is_success() => {
+            Ok(axum::response::Redirect::to(&next).into_response())
+        }
+        (Some(_), Ok(resp)) => Ok(resp),
+        (Some(next), Err(ApiError(_, msg))) => {
+            let q = serde_urlencoded::to_string([("error", msg.as_str()), ("next", next.as_str())])
+                .unwrap_or_default();
+            Ok(axum::response::Redirect::to(&format!("/login?{q}")).into_response())
+        }
+    }
+}
+
+async fn sign_in_inner(
+    state: &AppState,
+    connect: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    session: &Session,
+    creds: SignIn,
+) -> Result<Response, ApiError> {
     if let Some(axum::Extension(ConnectInfo(addr))) = connect
         && let Err(not_until) = state.sign_in_limiter.check_key(&addr.ip())
     {

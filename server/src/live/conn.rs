@@ -247,7 +247,10 @@ async fn send_last<S>(sink: &mut S, msg: Message, limit: Duration) -> bool
 where
     S: Sink<Message> + Unpin,
 {
-    matches!(tokio::time::timeout(limit, sink.send(msg)).await, Ok(Ok(())))
+    matches!(
+        tokio::time::timeout(limit, sink.send(msg)).await,
+        Ok(Ok(()))
+    )
 }
 
 /// The message a shutdown sends before closing.
@@ -264,7 +267,11 @@ fn system_notification(message: &str) -> Message {
 /// The longest a final message may take: the write timeout, but never unbounded.
 fn final_write_limit(inner: &Inner) -> Duration {
     let w = inner.limits.write_timeout;
-    if w.is_zero() { CLOSE_LINGER } else { w.min(CLOSE_LINGER * 5) }
+    if w.is_zero() {
+        CLOSE_LINGER
+    } else {
+        w.min(CLOSE_LINGER * 5)
+    }
 }
 
 /// Refuses a connection that was not admitted (see [`super::Hub::refuse`]).

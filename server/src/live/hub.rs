@@ -114,7 +114,11 @@ impl<'e> Encodings<'e> {
         // reference into the event, so this cannot confuse two equal payloads of other roles.
         let slot = if std::ptr::eq(payload, &ev.staff) {
             &mut self.staff
-        } else if ev.author.as_ref().is_some_and(|(_, p)| std::ptr::eq(payload, p)) {
+        } else if ev
+            .author
+            .as_ref()
+            .is_some_and(|(_, p)| std::ptr::eq(payload, p))
+        {
             &mut self.author
         } else {
             &mut self.reader
@@ -163,11 +167,14 @@ impl Inner {
     /// Adds a peer to a room (idempotent) and returns the room's shared key.
     pub fn join(&self, room: &str, peer: &Arc<Peer>) -> Arc<str> {
         let mut rooms = self.rooms.write().unwrap_or_else(PoisonError::into_inner);
-        if let Some((key, subs)) = rooms.get_key_value_mut(room) {
-            if !subs.iter().any(|p| p.id == peer.id) {
+        let key = rooms.get_key_value(room).map(|(k, _)| k.clone());
+        if let Some(key) = key {
+            if let Some(subs) = rooms.get_mut(room)
+                && !subs.iter().any(|p| p.id == peer.id)
+            {
                 subs.push(peer.clone());
             }
-            return key.clone();
+            return key;
         }
         let key: Arc<str> = Arc::from(room);
         rooms.insert(key.clone(), vec![peer.clone()]);
@@ -217,7 +224,11 @@ impl std::fmt::Debug for Admission {
 
 impl Drop for Admission {
     fn drop(&mut self) {
-        let mut ips = self.inner.ips.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut ips = self
+            .inner
+            .ips
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if let Some(n) = ips.get_mut(&self.key) {
             *n = n.saturating_sub(1);
             if *n == 0 {
@@ -292,7 +303,11 @@ impl Hub {
         }
         let key = ip_key(ip);
         let max = self.inner.limits.max_connections_per_ip;
-        let mut ips = self.inner.ips.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut ips = self
+            .inner
+            .ips
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let n = ips.entry(key).or_insert(0);
         if max != 0 && *n >= max {
             return None;

@@ -6,8 +6,8 @@ use futures_util::{Sink, Stream};
 use serde_json::{Value, json};
 use std::net::Ipv4Addr;
 use std::pin::Pin;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::task::JoinHandle;
@@ -348,7 +348,10 @@ async fn held_content_never_reaches_readers_staff_and_author_get_theirs() {
     let (id, p) = mod_.event().await;
     assert_eq!((id, p["kind"].as_str()), (1, Some("comment_held")));
     let (id, p) = author.event().await;
-    assert_eq!((id, p["kind"].as_str()), (1, Some("comment_awaiting_moderation")));
+    assert_eq!(
+        (id, p["kind"].as_str()),
+        (1, Some("comment_awaiting_moderation"))
+    );
 
     // The next thing the reader sees is the next public event: nothing about comment 1.
     hub.publish(comment("t", 2));
@@ -376,7 +379,10 @@ async fn replay_applies_the_same_role_filtering() {
     let mut author = Client::connect(&hub, reader(&["tok-a"]));
     author.send(json!({"type": "subscribe", "thread": "t", "since": 1}));
     let (id, p) = author.event().await;
-    assert_eq!((id, p["kind"].as_str()), (2, Some("comment_awaiting_moderation")));
+    assert_eq!(
+        (id, p["kind"].as_str()),
+        (2, Some("comment_awaiting_moderation"))
+    );
     assert_eq!(author.event().await.0, 3);
 
     let mut mod_ = Client::connect(&hub, staff());
@@ -453,7 +459,11 @@ async fn an_event_published_out_of_id_order_during_replay_is_not_lost() {
     assert_eq!(c.event().await.0, 3);
     assert_eq!(c.event().await.0, 5);
     assert_eq!(c.json().await["type"], "subscribed");
-    assert_eq!(c.event().await.0, 4, "below the newest replayed id, yet not a duplicate");
+    assert_eq!(
+        c.event().await.0,
+        4,
+        "below the newest replayed id, yet not a duplicate"
+    );
     c.silent(50).await;
 }
 
@@ -626,7 +636,10 @@ async fn over_connections_per_ip_is_refused_with_error_then_close_1008() {
     let a = hub.try_admit(ip(9)).unwrap();
     let _b = hub.try_admit(ip(9)).unwrap();
     assert!(hub.try_admit(ip(9)).is_none());
-    assert!(hub.try_admit(ip(10)).is_some(), "other addresses are unaffected");
+    assert!(
+        hub.try_admit(ip(10)).is_some(),
+        "other addresses are unaffected"
+    );
 
     let (tx, mut rx) = mpsc::unbounded_channel();
     hub.refuse(TestSink { tx, stalled: false }).await;
@@ -641,7 +654,10 @@ async fn over_connections_per_ip_is_refused_with_error_then_close_1008() {
     assert_eq!(f.code, close_code::POLICY);
 
     drop(a);
-    assert!(hub.try_admit(ip(9)).is_some(), "dropping an admission frees it");
+    assert!(
+        hub.try_admit(ip(9)).is_some(),
+        "dropping an admission frees it"
+    );
 }
 
 #[tokio::test]
@@ -679,7 +695,10 @@ async fn a_slow_consumer_is_dropped_without_holding_up_others() {
         // Give the fast client its turn, as real traffic would.
         tokio::task::yield_now().await;
     }
-    assert!(started.elapsed() < Duration::from_secs(1), "publish never blocks");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "publish never blocks"
+    );
     for id in 1..=50 {
         assert_eq!(fast.event().await.0, id);
     }
@@ -725,7 +744,10 @@ async fn readers_cannot_subscribe_to_moderation_staff_can() {
     let mut r = Client::connect(&hub, reader(&[]));
     r.send(json!({"type": "subscribe", "thread": "moderation"}));
     let v = r.json().await;
-    assert_eq!((v["type"].as_str(), v["code"].as_str()), (Some("error"), Some("forbidden")));
+    assert_eq!(
+        (v["type"].as_str(), v["code"].as_str()),
+        (Some("error"), Some("forbidden"))
+    );
     assert_eq!(hub.subscriber_count(MODERATION_ROOM), 0);
     // The connection stays usable.
     r.send(json!({"type": "ping"}));
@@ -734,7 +756,11 @@ async fn readers_cannot_subscribe_to_moderation_staff_can() {
     let mut s = Client::connect(&hub, staff());
     s.subscribe(MODERATION_ROOM, None).await;
     // Even an event mistakenly carrying a reader payload reaches staff only.
-    hub.publish(Event::public(MODERATION_ROOM, 1, json!({"kind": "queue_changed"})));
+    hub.publish(Event::public(
+        MODERATION_ROOM,
+        1,
+        json!({"kind": "queue_changed"}),
+    ));
     assert_eq!(s.event().await.0, 1);
     r.silent(50).await;
 }

@@ -448,10 +448,17 @@ mod tests {
     #[test]
     fn classify_csv_keeps_order_across_batches() {
         let train = "label,author,text\nspam,x,buy cheap pills\nham,y,thanks nice post\n";
-        let model = Model::train(&read_samples(train.as_bytes()).expect("train"), &Options::default());
+        let model = Model::train(
+            &read_samples(train.as_bytes()).expect("train"),
+            &Options::default(),
+        );
         let mut input = String::from("text,author\n");
         for i in 0..(Batch::ROWS * 2 + 77) {
-            let text = if i % 3 == 0 { "cheap pills" } else { "nice post" };
+            let text = if i % 3 == 0 {
+                "cheap pills"
+            } else {
+                "nice post"
+            };
             input.push_str(&format!("\"{text} {i}\",a{i}\n"));
         }
         let mut out = Vec::new();
@@ -468,10 +475,16 @@ mod tests {
         let model = Model::new(&Options::default());
         let mut out = Vec::new();
         let err = classify_csv(&model, "text\nfine\n\"open".as_bytes(), &mut out, 0.5);
-        assert!(matches!(err, Err(CsvError::UnterminatedQuote { line: 3 })), "{err:?}");
+        assert!(
+            matches!(err, Err(CsvError::UnterminatedQuote { line: 3 })),
+            "{err:?}"
+        );
         assert!(out.is_empty());
         let err = classify_csv(&model, "author\nx\n".as_bytes(), &mut out, 0.5);
-        assert!(matches!(err, Err(CsvError::MissingColumn { column: "text", .. })));
+        assert!(matches!(
+            err,
+            Err(CsvError::MissingColumn { column: "text", .. })
+        ));
         assert!(out.is_empty());
     }
 }
