@@ -57,11 +57,15 @@ auto_create_threads = true
 # The browser tests post faster than a person; the limit itself has an HTTP test.
 posts_per_minute = 0
 TOML
+  # The staff account the moderation stories sign in with.
+  MODERATO_PASSWORD=e2e-staff-password target/release/moderato user add e2e-staff --staff \
+    --database "sqlite://$work/e2e.db" >/dev/null
   LEPTOS_SITE_ROOT="$root/target/site" target/release/moderato serve \
     --addr "127.0.0.1:$port" --database "sqlite://$work/e2e.db" --config "$work/moderato.toml" --demo \
     > "$logs/e2e-server.log" 2>&1 &
   server_pid=$!
-  (cd end2end && MODERATO_URL="http://127.0.0.1:$port" npx playwright test) 2>&1 | tee "$logs/playwright.log"
+  (cd end2end && MODERATO_URL="http://127.0.0.1:$port" MODERATO_STAFF_USER=e2e-staff \
+    MODERATO_STAFF_PASSWORD=e2e-staff-password npx playwright test) 2>&1 | tee "$logs/playwright.log"
   [ "${PIPESTATUS[0]}" = 0 ] || steps_failed+=("Playwright")
   kill "$server_pid" 2>/dev/null
   wait "$server_pid" 2>/dev/null

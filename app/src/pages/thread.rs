@@ -55,16 +55,6 @@ fn ThreadView(data: PageData) -> impl IntoView {
     let title = data.data.thread.title.clone();
     let state = ThreadState::new(data.data, data.form, reply_to, data.viewer.staff);
     provide_context(state);
-    // Effects run only in the browser, after hydration: tests and scripts wait for this mark.
-    Effect::new(move |_| {
-        #[cfg(feature = "hydrate")]
-        if let Some(body) = web_sys::window()
-            .and_then(|w| w.document())
-            .and_then(|d| d.body())
-        {
-            let _ = body.set_attribute("data-hydrated", "true");
-        }
-    });
     let count_label = move || match state.comment_count.get() {
         0 => "No comments yet".to_owned(),
         1 => "1 comment".to_owned(),

@@ -962,7 +962,7 @@ async fn serve_hub(addr: SocketAddr) -> Res<()> {
         let max = s.hub.limits().max_message_bytes;
         // Small buffers: client messages are tiny, and each frame is written at once.
         let mut up = up
-            .read_buffer_size(2048)
+            .read_buffer_size(4096)
             .write_buffer_size(0)
             .max_write_buffer_size(64 * 1024);
         if max > 0 {

@@ -12,7 +12,7 @@
 //! Duplicates are recognized by membership in the replayed set rather than by `id <= last
 //! replayed id`, because `publish` calls from concurrent requests can arrive out of id order.
 
-use super::hub::{Frame, Inner, Peer};
+use super::hub::{Frame, Inner, Peer, signal};
 use super::protocol::{ClientMessage, ServerMessage, close_message, error_code};
 use super::{Admission, Event, EventSource, Identity, MODERATION_ROOM, ReplayError, close_code};
 use axum::extract::ws::Message;
@@ -24,7 +24,6 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
-use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
 
 /// How long a closing connection reads on, waiting for the client's close frame: closing a
@@ -99,19 +98,26 @@ impl Drop for Subs {
     }
 }
 
-/// Keeps [`super::Hub::connection_count`] right, even if the connection's future is dropped.
-struct Counted(Arc<Inner>);
+/// Keeps the connection in the hub's registry (for shutdown and
+/// [`super::Hub::connection_count`]) until it ends, even if its future is dropped.
+struct Registration {
+    inner: Arc<Inner>,
+    peer_id: u64,
+}
 
-impl Counted {
-    fn new(inner: Arc<Inner>) -> Self {
-        inner.connection_started();
-        Counted(inner)
+impl Registration {
+    fn new(inner: Arc<Inner>, peer: &Arc<Peer>) -> Self {
+        inner.register(peer);
+        Registration {
+            inner,
+            peer_id: peer.id,
+        }
     }
 }
 
-impl Drop for Counted {
+impl Drop for Registration {
     fn drop(&mut self) {
-        self.0.connection_ended();
+        self.inner.unregister(self.peer_id);
     }
 }
 
@@ -201,18 +207,36 @@ impl Bucket {
     }
 }
 
-/// Runs a sink operation; gives up when the hub flags this connection as a slow consumer or
-/// the write takes longer than `limit` (zero: no limit).
-async fn io<F, T, E>(kill: &Notify, limit: Duration, fut: F) -> Result<(), End>
+/// What a raised signal means for the connection.
+fn signalled(inner: &Inner, bits: u8) -> End {
+    match inner.shutdown.get() {
+        Some(message) if bits & signal::SHUTDOWN != 0 => End::Shutdown(message.clone()),
+        _ => End::Slow,
+    }
+}
+
+/// Runs a sink operation; gives up when the connection is signalled (slow consumer,
+/// shutdown) or the write takes longer than `limit` (zero: no limit).
+async fn io<F, T, E>(inner: &Inner, peer: &Peer, fut: F) -> Result<(), End>
+where
+    F: Future<Output = Result<T, E>> + Send,
+{
+    let mut fut = pin!(fut);
+    // Fast path, with no timer: a socket with room in its buffer accepts at once.
+    let first = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
+    match first {
+        Poll::Ready(r) => r.map(|_| ()).map_err(|_| End::Gone),
+        // The slow path is boxed so its timer does not enlarge every connection's future.
+        Poll::Pending => Box::pin(stalled(inner, peer, fut)).await,
+    }
+}
+
+/// The slow path of [`io`].
+async fn stalled<F, T, E>(inner: &Inner, peer: &Peer, fut: std::pin::Pin<&mut F>) -> Result<(), End>
 where
     F: Future<Output = Result<T, E>>,
 {
-    let mut fut = pin!(fut);
-    // Fast path without a timer: a socket with room in its buffer accepts at once.
-    let first = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
-    if let Poll::Ready(r) = first {
-        return r.map(|_| ()).map_err(|_| End::Gone);
-    }
+    let limit = inner.limits.write_timeout;
     let bounded = async {
         if limit.is_zero() {
             Some(fut.await)
@@ -226,7 +250,20 @@ where
             Some(Err(_)) => Err(End::Gone),
             None => Err(End::Slow),
         },
-        () = kill.notified() => Err(End::Slow),
+        bits = std::future::poll_fn(|cx| peer.poll_signal(cx)) => Err(signalled(inner, bits)),
+    }
+}
+
+/// The next finished replay; pending while there is none.
+async fn next_replay(
+    replays: &mut Option<FuturesUnordered<BoxFuture<'static, Replayed>>>,
+) -> Replayed {
+    match replays {
+        Some(r) => match r.next().await {
+            Some(done) => done,
+            None => std::future::pending().await,
+        },
+        None => std::future::pending().await,
     }
 }
 
@@ -280,9 +317,8 @@ where
     S: Sink<Message> + Unpin + Send,
 {
     let limit = final_write_limit(inner);
-    let shutting_down = inner.shutdown.borrow().clone();
-    if let Some(message) = shutting_down {
-        if send_last(&mut sink, system_notification(&message), limit).await {
+    if let Some(message) = inner.shutdown.get() {
+        if send_last(&mut sink, system_notification(message), limit).await {
             send_last(
                 &mut sink,
                 close_message(close_code::GOING_AWAY, "server shutting down"),
@@ -320,9 +356,12 @@ pub(crate) async fn serve<S, R, E>(
 {
     // Held until the connection ends: dropping it frees the IP's slot.
     let _admission = admission;
-    let _counted = Counted::new(inner.clone());
-    let (tx, rx) = mpsc::channel(inner.limits.send_queue.max(1));
-    let peer = Arc::new(Peer::new(inner.next_peer_id(), &identity, tx));
+    let peer = Arc::new(Peer::new(
+        inner.next_peer_id(),
+        &identity,
+        inner.limits.send_queue,
+    ));
+    let _registration = Registration::new(inner.clone(), &peer);
     let now = Instant::now();
     let mut conn = Conn {
         subs: Subs {
@@ -330,33 +369,31 @@ pub(crate) async fn serve<S, R, E>(
             peer_id: peer.id,
             map: HashMap::new(),
         },
-        shutdown: inner.shutdown.subscribe(),
         bucket: Bucket::new(inner.limits.max_messages_per_minute, now),
         next_ping: now + inner.limits.heartbeat,
         last_seen: now,
         inner,
         peer,
-        rx,
         sink,
         stream,
-        replays: FuturesUnordered::new(),
+        replays: None,
         next_token: 0,
     };
     let end = conn.run().await;
     tracing::debug!(ip = %identity.ip, staff = identity.staff, reason = ?end, "live connection ends");
-    conn.finish(end).await;
+    // Boxed: the goodbye is needed once, the memory of an idle connection always.
+    Box::pin(conn.finish(end)).await;
 }
 
 /// One connection's state.
 struct Conn<S, R> {
     inner: Arc<Inner>,
     peer: Arc<Peer>,
-    rx: mpsc::Receiver<Arc<Frame>>,
     sink: S,
     stream: R,
     subs: Subs,
-    shutdown: watch::Receiver<Option<Arc<str>>>,
-    replays: FuturesUnordered<BoxFuture<'static, Replayed>>,
+    /// Replays in flight; created on the first subscribe.
+    replays: Option<FuturesUnordered<BoxFuture<'static, Replayed>>>,
     bucket: Option<Bucket>,
     last_seen: Instant,
     next_ping: Instant,
@@ -369,39 +406,33 @@ where
     R: Stream<Item = Result<Message, E>> + Unpin + Send,
 {
     async fn run(&mut self) -> End {
-        let shutting_down = self.shutdown.borrow_and_update().clone();
-        if let Some(message) = shutting_down {
-            return End::Shutdown(message);
-        }
         let mut timer = pin!(tokio::time::sleep_until(self.deadline()));
         loop {
             tokio::select! {
-                () = self.peer.kill.notified() => return End::Slow,
-                Ok(()) = self.shutdown.changed() => {
-                    let message = self.shutdown.borrow_and_update().clone();
-                    if let Some(message) = message {
-                        return End::Shutdown(message);
+                () = std::future::poll_fn(|cx| self.peer.poll_mail(cx)) => {
+                    let bits = self.peer.signals();
+                    if bits != 0 {
+                        return signalled(&self.inner, bits);
+                    }
+                    if let Err(end) = self.deliver().await {
+                        return end;
                     }
                 }
                 msg = next_message(&mut self.stream) => {
                     let Some(msg) = msg else { return End::Gone };
                     self.last_seen = Instant::now();
-                    if let Err(end) = self.on_client(msg).await {
+                    // Boxed, like every rare path: see `serve`.
+                    if let Err(end) = Box::pin(self.on_client(msg)).await {
                         return end;
                     }
                 }
-                Some(frame) = self.rx.recv() => {
-                    if let Err(end) = self.deliver(frame).await {
-                        return end;
-                    }
-                }
-                Some(done) = self.replays.next(), if !self.replays.is_empty() => {
-                    if let Err(end) = self.on_replayed(done).await {
+                done = next_replay(&mut self.replays) => {
+                    if let Err(end) = Box::pin(self.on_replayed(done)).await {
                         return end;
                     }
                 }
                 () = &mut timer => {
-                    if let Err(end) = self.on_timer().await {
+                    if let Err(end) = Box::pin(self.on_timer()).await {
                         return end;
                     }
                     timer.as_mut().reset(self.deadline());
@@ -446,30 +477,15 @@ where
     }
 
     async fn send(&mut self, msg: Message) -> Result<(), End> {
-        io(
-            &self.peer.kill,
-            self.inner.limits.write_timeout,
-            self.sink.send(msg),
-        )
-        .await
+        io(&self.inner, &self.peer, self.sink.send(msg)).await
     }
 
     async fn feed(&mut self, msg: Message) -> Result<(), End> {
-        io(
-            &self.peer.kill,
-            self.inner.limits.write_timeout,
-            self.sink.feed(msg),
-        )
-        .await
+        io(&self.inner, &self.peer, self.sink.feed(msg)).await
     }
 
     async fn flush(&mut self) -> Result<(), End> {
-        io(
-            &self.peer.kill,
-            self.inner.limits.write_timeout,
-            self.sink.flush(),
-        )
-        .await
+        io(&self.inner, &self.peer, self.sink.flush()).await
     }
 
     async fn send_error(
@@ -506,22 +522,18 @@ where
         }
     }
 
-    /// Writes a queued frame and whatever else is queued (up to a batch), then flushes once.
-    async fn deliver(&mut self, first: Arc<Frame>) -> Result<(), End> {
+    /// Writes queued frames (up to a batch, so client messages get their turn), then
+    /// flushes once.
+    async fn deliver(&mut self) -> Result<(), End> {
         let mut written = 0usize;
-        let mut next = Some(first);
-        let mut budget = BATCH;
-        while let Some(frame) = next {
+        for _ in 0..BATCH {
+            let Some(frame) = self.peer.pop() else {
+                break;
+            };
             if self.admit(&frame) {
                 self.feed(Message::Text(frame.text.clone())).await?;
                 written += 1;
             }
-            budget -= 1;
-            next = if budget > 0 {
-                self.rx.try_recv().ok()
-            } else {
-                None
-            };
         }
         if written > 0 {
             self.flush().await?;
@@ -640,7 +652,8 @@ where
         );
         let source = self.inner.source.clone();
         let limit = self.inner.limits.max_replay;
-        self.replays.push(Box::pin(async move {
+        let replays = self.replays.get_or_insert_with(FuturesUnordered::new);
+        replays.push(Box::pin(async move {
             let result = fetch(&*source, &room, since, limit).await;
             Replayed {
                 room,

@@ -2,21 +2,24 @@
 //!
 //! Fan-out design: each room holds a list of subscribed connections (`Arc<Peer>`), each with a
 //! bounded queue of `Arc<Frame>`. Publishing encodes an event's JSON at most once per role
-//! (staff, reader, author) and hands every subscriber a reference-counted copy with
-//! `try_send`, so it never waits for a socket: a full queue marks that connection as a slow
-//! consumer, and the connection drops itself.
+//! (staff, reader, author) and pushes a reference-counted copy into each subscriber's queue
+//! without waiting for any socket: a full queue marks that connection as a slow consumer, and
+//! the connection drops itself. Holding the rooms' read lock while doing so is short (a lock,
+//! a push and a wake per subscriber) and lets publishes run in parallel.
 
 use super::conn;
 use super::protocol::ServerMessage;
 use super::{Event, EventSource, Identity, Limits};
 use axum::extract::ws::{Message, Utf8Bytes};
+use futures_util::task::AtomicWaker;
 use futures_util::{Sink, Stream};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv6Addr};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::Notify;
 
 /// One event as encoded for one role: shared by every subscriber of that role.
 #[derive(Debug)]
@@ -42,46 +45,109 @@ impl Frame {
     }
 }
 
-/// What the rooms know of one connection.
-#[derive(Debug)]
+/// Signal bits a connection is woken with.
+pub(crate) mod signal {
+    /// The queue overflowed: a slow consumer.
+    pub const KILL: u8 = 1;
+    /// The hub is shutting down.
+    pub const SHUTDOWN: u8 = 2;
+}
+
+/// What the hub knows of one connection, and its mailbox: a bounded queue of frames plus
+/// signal bits, with one waker.
+///
+/// Why not a tokio mpsc channel: it allocates a 32-slot block and a semaphore up front for
+/// every connection, idle or not (about 600 bytes), and waiting on a `Notify` or `watch` for
+/// the kill and shutdown signals registers and unregisters a waiter under a lock on every
+/// loop turn. An empty `VecDeque` allocates nothing, and the `AtomicWaker` is lock-free.
 pub(crate) struct Peer {
     pub id: u64,
     pub staff: bool,
     pub author_tokens: Box<[String]>,
-    /// The connection's bounded queue.
-    pub tx: mpsc::Sender<Arc<Frame>>,
-    /// Signalled when the queue overflowed: the connection must close.
-    pub kill: Notify,
-    killed: AtomicBool,
+    capacity: usize,
+    queue: Mutex<VecDeque<Arc<Frame>>>,
+    signals: AtomicU8,
+    waker: AtomicWaker,
+}
+
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peer")
+            .field("id", &self.id)
+            .field("staff", &self.staff)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Peer {
-    pub fn new(id: u64, identity: &Identity, tx: mpsc::Sender<Arc<Frame>>) -> Self {
+    pub fn new(id: u64, identity: &Identity, capacity: usize) -> Self {
         Peer {
             id,
             staff: identity.staff,
             author_tokens: identity.author_tokens.clone().into_boxed_slice(),
-            tx,
-            kill: Notify::new(),
-            killed: AtomicBool::new(false),
+            capacity: capacity.max(1),
+            queue: Mutex::new(VecDeque::new()),
+            signals: AtomicU8::new(0),
+            waker: AtomicWaker::new(),
         }
     }
 
-    /// Queues a frame without waiting; a full queue drops the connection.
+    fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<Arc<Frame>>> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues a frame without waiting; a full queue marks the connection a slow consumer.
     fn offer(&self, frame: Arc<Frame>) {
-        match self.tx.try_send(frame) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => self.overflow(),
-            // The connection is on its way out and will leave its rooms itself.
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        let mut queue = self.queue();
+        if queue.len() >= self.capacity {
+            drop(queue);
+            self.signal(signal::KILL);
+            return;
+        }
+        queue.push_back(frame);
+        drop(queue);
+        self.waker.wake();
+    }
+
+    /// The oldest queued frame.
+    pub fn pop(&self) -> Option<Arc<Frame>> {
+        let mut queue = self.queue();
+        let frame = queue.pop_front();
+        // Give a burst's memory back once it is written: idle connections stay small.
+        if queue.is_empty() && queue.capacity() > 8 {
+            queue.shrink_to_fit();
+        }
+        frame
+    }
+
+    /// Raises signal bits and wakes the connection.
+    pub fn signal(&self, bits: u8) {
+        self.signals.fetch_or(bits, Ordering::AcqRel);
+        self.waker.wake();
+    }
+
+    /// The signal bits raised so far.
+    pub fn signals(&self) -> u8 {
+        self.signals.load(Ordering::Acquire)
+    }
+
+    /// Ready when a signal is raised or a frame is queued.
+    pub fn poll_mail(&self, cx: &mut Context<'_>) -> Poll<()> {
+        // Register first, then look: a frame queued in between still wakes us.
+        self.waker.register(cx.waker());
+        if self.signals() != 0 || !self.queue().is_empty() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
         }
     }
 
-    /// Marks this connection as a slow consumer, once.
-    pub fn overflow(&self) {
-        if !self.killed.swap(true, Ordering::AcqRel) {
-            // notify_one stores a permit, so the signal is not lost if the connection is busy.
-            self.kill.notify_one();
+    /// Ready with the bits when a signal is raised (frames do not count).
+    pub fn poll_signal(&self, cx: &mut Context<'_>) -> Poll<u8> {
+        self.waker.register(cx.waker());
+        match self.signals() {
+            0 => Poll::Pending,
+            bits => Poll::Ready(bits),
         }
     }
 }
@@ -151,10 +217,11 @@ pub(crate) struct Inner {
     pub source: Arc<dyn EventSource>,
     rooms: RwLock<HashMap<Arc<str>, Vec<Arc<Peer>>>>,
     ips: Mutex<HashMap<IpAddr, u32>>,
-    connections: AtomicUsize,
+    /// Every connection being served, to reach them all on shutdown.
+    peers: Mutex<HashMap<u64, Arc<Peer>>>,
     next_peer: AtomicU64,
-    /// `Some(message)` once shutting down; connections watch it.
-    pub shutdown: watch::Sender<Option<Arc<str>>>,
+    /// Set once by [`Hub::shutdown`]: the message for everyone.
+    pub shutdown: OnceLock<Arc<str>>,
     /// Woken when the last connection ends.
     idle: Notify,
 }
@@ -198,12 +265,24 @@ impl Inner {
         }
     }
 
-    pub fn connection_started(&self) {
-        self.connections.fetch_add(1, Ordering::AcqRel);
+    fn peers(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Peer>>> {
+        self.peers.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub fn connection_ended(&self) {
-        if self.connections.fetch_sub(1, Ordering::AcqRel) == 1 {
+    /// Counts a connection in; it sees a shutdown that started before or after this.
+    pub fn register(&self, peer: &Arc<Peer>) {
+        self.peers().insert(peer.id, peer.clone());
+        // Shutdown sets the message before signalling the registered peers: a peer
+        // registered after that pass finds the message here.
+        if self.shutdown.get().is_some() {
+            peer.signal(signal::SHUTDOWN);
+        }
+    }
+
+    pub fn unregister(&self, peer_id: u64) {
+        let mut peers = self.peers();
+        peers.remove(&peer_id);
+        if peers.is_empty() {
             self.idle.notify_waiters();
         }
     }
@@ -256,16 +335,15 @@ impl std::fmt::Debug for Hub {
 impl Hub {
     /// A hub with these limits, replaying stored events from `source`.
     pub fn new(limits: Limits, source: Arc<dyn EventSource>) -> Self {
-        let (shutdown, _) = watch::channel(None);
         Hub {
             inner: Arc::new(Inner {
                 limits,
                 source,
                 rooms: RwLock::new(HashMap::new()),
                 ips: Mutex::new(HashMap::new()),
-                connections: AtomicUsize::new(0),
+                peers: Mutex::new(HashMap::new()),
                 next_peer: AtomicU64::new(1),
-                shutdown,
+                shutdown: OnceLock::new(),
                 idle: Notify::new(),
             }),
         }
@@ -342,7 +420,7 @@ impl Hub {
 
     /// Connections being served right now.
     pub fn connection_count(&self) -> usize {
-        self.inner.connections.load(Ordering::Acquire)
+        self.inner.peers().len()
     }
 
     /// Subscribers of a room right now (for metrics and tests).
@@ -358,13 +436,17 @@ impl Hub {
     /// Sends every connection a `{"kind":"system_notification","message":..}` event, then
     /// closes it (1001); refuses new connections from now on. Returns at once: await
     /// [`Hub::wait_closed`] to give the sockets time to close.
+    /// Only the first call's message is used.
     pub fn shutdown(&self, message: &str) {
-        self.inner.shutdown.send_replace(Some(Arc::from(message)));
+        let _ = self.inner.shutdown.set(Arc::from(message));
+        for peer in self.inner.peers().values() {
+            peer.signal(signal::SHUTDOWN);
+        }
     }
 
     /// Whether [`Hub::shutdown`] was called.
     pub fn is_shutting_down(&self) -> bool {
-        self.inner.shutdown.borrow().is_some()
+        self.inner.shutdown.get().is_some()
     }
 
     /// Waits until no connection is served, or `timeout`; true when none is left.

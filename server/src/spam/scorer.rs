@@ -244,7 +244,8 @@ impl Scorer {
             seen.resize(size, 0);
             let mask = size - 1;
             for &h in hashes.iter() {
-                let mut j = (h >> 40) as usize & mask;
+                // High bits first: the model table indexes with the low ones.
+                let mut j = h.rotate_left(24) as usize & mask;
                 loop {
                     let s = seen[j];
                     if s == h {
@@ -266,6 +267,11 @@ impl Scorer {
                     sum += f64::from(self.weights[i]);
                 }
             }
+        }
+        // Don't let one huge comment pin megabytes in every worker thread.
+        if hashes.capacity() > 1 << 20 {
+            *hashes = Vec::new();
+            *seen = Vec::new();
         }
         self.bias + sum
     }

@@ -2,9 +2,10 @@
 //!
 //! Words follow django-cast's `re.findall(r"\b\w\w+\b", text.lower())`: maximal
 //! runs of Unicode word characters (alphanumerics and `_`) at least two
-//! characters long, lowercased. ASCII runs take a byte-table fast path and,
-//! when already lowercase, are handed out as slices of the input without
-//! copying; only runs with uppercase or non-ASCII letters go through a buffer.
+//! characters long, lowercased. ASCII text is classified eight bytes at a
+//! time, and words that are already lowercase are handed out as slices of the
+//! input without copying; only words with uppercase or non-ASCII letters go
+//! through a buffer.
 //!
 //! Feature tokens all contain `#`, which is never a word character, so they can
 //! never collide with a word.
@@ -210,7 +211,7 @@ fn insert(arena: &mut String, entries: &mut Vec<Entry>, table: &mut Vec<u32>, t:
     let hash = hash_bytes(t.as_bytes());
     let mut mask = table.len() - 1;
     // The model table indexes with the low bits; use the high ones here.
-    let mut i = (hash >> 40) as usize & mask;
+    let mut i = hash.rotate_left(24) as usize & mask;
     loop {
         let slot = table[i];
         if slot == NO_ENTRY {
@@ -244,7 +245,7 @@ fn insert(arena: &mut String, entries: &mut Vec<Entry>, table: &mut Vec<u32>, t:
         table.resize(size, NO_ENTRY);
         mask = size - 1;
         for (k, e) in entries.iter().enumerate() {
-            let mut j = (e.hash >> 40) as usize & mask;
+            let mut j = e.hash.rotate_left(24) as usize & mask;
             while table[j] != NO_ENTRY {
                 j = (j + 1) & mask;
             }

@@ -1,0 +1,91 @@
+import { expect, test, type Browser, type Page } from "@playwright/test";
+import { fillForm, freshThread, gotoHydrated } from "./helpers";
+
+const STAFF_USER = process.env.MODERATO_STAFF_USER ?? "e2e-staff";
+const STAFF_PASSWORD = process.env.MODERATO_STAFF_PASSWORD ?? "e2e-staff-password";
+// More links than moderation.max_links (3 by default): held for review.
+const LINKY = "See [a](https://a.example) [b](https://b.example) [c](https://c.example) [d](https://d.example)";
+
+async function staffPage(browser: Browser): Promise<Page> {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto("/login");
+  await page.getByLabel("User name").fill(STAFF_USER);
+  await page.getByLabel("Password").fill(STAFF_PASSWORD);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await expect(page).toHaveURL(/\/moderation$/);
+  await expect(page.locator(".session .who")).toHaveText(STAFF_USER);
+  return page;
+}
+
+test("a held comment is flagged for staff, approved in place, then readers see it", async ({ page, browser }) => {
+  const key = freshThread("held");
+  await gotoHydrated(page, `/t/${key}`);
+  await fillForm(page, "Linker", LINKY);
+  await page.getByRole("button", { name: "Post comment" }).click();
+  // The author is told, and nothing appears for readers.
+  await expect(page.locator(".notice")).toContainText("awaits moderation");
+  await expect(page.locator("article.comment")).toHaveCount(0);
+
+  const staff = await staffPage(browser);
+  await gotoHydrated(staff, `/t/${key}`);
+  const held = staff.locator("article.comment").filter({ hasText: "Linker" });
+  await expect(held).toHaveClass(/moderated/);
+  await expect(held.locator(".mod-flag")).toContainText("(moderated) held: Too many links (4 > 3).");
+  await held.locator("button[data-action=approve]").click();
+  await expect(held.locator(".mod-flag")).toHaveCount(0);
+  await expect(held).not.toHaveClass(/moderated/);
+  await expect(held.locator("button[data-action=approve]")).toBeDisabled();
+
+  // The reader now sees it (a reload here; live updates arrive with the WebSocket issue).
+  await page.reload();
+  await expect(page.locator("article.comment").filter({ hasText: "Linker" })).toHaveCount(1);
+
+  // Staff remove it; it is gone for readers.
+  await held.locator("button[data-action=remove]").click();
+  await expect(held.locator(".mod-flag")).toContainText("(moderated) removed");
+  await page.reload();
+  await expect(page.locator("article.comment")).toHaveCount(0);
+  await staff.context().close();
+});
+
+test("the queue lists held comments newest first and bulk actions apply", async ({ page, request, browser }) => {
+  const key = freshThread("queue");
+  for (const name of ["First", "Second"]) {
+    const { token } = await (await request.get(`/api/threads/${key}/form`)).json();
+    const res = await request.post(`/api/threads/${key}/comments`, {
+      data: { name, body: LINKY, form_token: token },
+    });
+    expect(res.status()).toBe(202);
+  }
+  const staff = await staffPage(browser);
+  await gotoHydrated(staff, "/moderation?status=held");
+  const items = staff.locator(".queue-item").filter({ hasText: key });
+  await expect(items).toHaveCount(2);
+  await expect(items.nth(0).locator(".author")).toHaveText("Second");
+  await expect(items.nth(1).locator(".author")).toHaveText("First");
+
+  for (const i of [0, 1]) await items.nth(i).locator("input[type=checkbox]").check();
+  await staff.locator(".bulk-action[data-action=spam]").click();
+  await expect(items.nth(0).locator(".mod-flag")).toContainText("(moderated) spam");
+  await expect(items.nth(1).locator(".mod-flag")).toContainText("(moderated) spam");
+
+  // The audit log shows who did it, and the status before and after.
+  await gotoHydrated(staff, "/moderation/audit");
+  const row = staff.locator(".audit-table tbody tr").first();
+  await expect(row.locator(".actor")).toHaveText(STAFF_USER);
+  await expect(row.locator(".action")).toHaveText("spam");
+  await expect(row.locator(".before")).toHaveText("held");
+  await expect(row.locator(".after")).toHaveText("spam");
+
+  // Readers never see the held or spam comments, nor the staff tools.
+  await gotoHydrated(page, `/t/${key}`);
+  await expect(page.locator("article.comment")).toHaveCount(0);
+  await expect(page.locator(".mod-bar")).toHaveCount(0);
+  await staff.context().close();
+});
+
+test("the queue is for staff only", async ({ page }) => {
+  await page.goto("/moderation");
+  await expect(page.locator("h1")).toHaveText("Staff only");
+});
