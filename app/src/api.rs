@@ -21,6 +21,8 @@ pub trait Backend: Send + Sync {
     async fn queue(&self, status: &str, page: i64) -> Result<QueueResponse, ApiError>;
     /// The audit log (staff only).
     async fn audit(&self, page: i64) -> Result<AuditResponse, ApiError>;
+    /// The spam filter's metrics and history (staff only).
+    async fn spam_status(&self) -> Result<SpamStatus, ApiError>;
 }
 
 /// The request's backend, as stored in Leptos context.
@@ -118,6 +120,23 @@ pub async fn audit(page: i64) -> Result<AuditResponse, ApiError> {
     {
         get_json(&format!("/api/moderation/audit?page={page}")).await
     }
+}
+
+/// The spam filter's metrics and history.
+pub async fn spam_status() -> Result<SpamStatus, ApiError> {
+    #[cfg(feature = "ssr")]
+    {
+        backend()?.spam_status().await
+    }
+    #[cfg(not(feature = "ssr"))]
+    {
+        get_json("/api/spam").await
+    }
+}
+
+/// Retrains the spam filter from the moderated comments.
+pub async fn spam_retrain() -> Result<SpamTraining, ApiError> {
+    send_json("POST", "/api/spam/retrain", &()).await
 }
 
 /// Applies a staff action to one comment; returns it as it is now.

@@ -70,6 +70,11 @@ pub fn App() -> impl IntoView {
                     <Route path=StaticSegment("login") view=pages::staff::LoginPage ssr=SsrMode::Async/>
                     <Route path=StaticSegment("moderation") view=pages::staff::QueuePage ssr=SsrMode::Async/>
                     <Route
+                        path=(StaticSegment("moderation"), StaticSegment("spam"))
+                        view=pages::spam::SpamPage
+                        ssr=SsrMode::Async
+                    />
+                    <Route
                         path=(StaticSegment("moderation"), StaticSegment("audit"))
                         view=pages::staff::AuditPage
                         ssr=SsrMode::Async

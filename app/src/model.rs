@@ -510,3 +510,62 @@ pub struct SignIn {
     pub username: String,
     pub password: String,
 }
+
+/// Outcome counts for one label taken as positive, summed over the folds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confusion {
+    pub tp: u64,
+    pub fp: u64,
+    #[serde(rename = "fn")]
+    pub fn_: u64,
+    pub tn: u64,
+}
+
+/// Precision, recall and F1 for one label (averaged over the folds).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LabelMetrics {
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+    pub confusion: Confusion,
+}
+
+/// A spam filter's cross-validated quality.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SpamMetrics {
+    pub spam: LabelMetrics,
+    pub ham: LabelMetrics,
+    pub folds: usize,
+    pub n: usize,
+    pub threshold: f64,
+}
+
+/// One training of the spam filter.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SpamTraining {
+    /// RFC 3339.
+    pub trained_at: String,
+    pub source: String,
+    pub metrics: Option<SpamMetrics>,
+    pub spam_count: i64,
+    pub ham_count: i64,
+}
+
+/// Moderated comments usable as training data, per label.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpamCounts {
+    pub spam: i64,
+    pub ham: i64,
+}
+
+/// `GET /api/spam`: the filter in use, its metrics and history.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SpamStatus {
+    pub trained_at: Option<String>,
+    pub source: Option<String>,
+    pub metrics: Option<SpamMetrics>,
+    pub threshold: f64,
+    pub counts: SpamCounts,
+    /// Newest first.
+    pub history: Vec<SpamTraining>,
+}

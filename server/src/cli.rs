@@ -48,6 +48,32 @@ pub enum Command {
     /// Manage API keys for programmatic staff access.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Train, evaluate and run the spam filter.
+    #[command(subcommand)]
+    Spam(SpamCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SpamCommand {
+    /// Cross-validate a filter trained on a labelled CSV (label,author,text) and print the
+    /// metrics as JSON.
+    Eval {
+        #[arg(long)]
+        csv: PathBuf,
+        #[arg(long, default_value_t = 3)]
+        folds: usize,
+    },
+    /// Retrain the stored filter from a labelled CSV, or from the moderated comments in the
+    /// database when no CSV is given.
+    Train {
+        #[arg(long)]
+        csv: Option<PathBuf>,
+    },
+    /// Score each row (author,text) of a CSV with the stored filter; prints `label,score`.
+    Classify {
+        #[arg(long)]
+        csv: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -136,6 +162,7 @@ pub async fn run() -> Result<()> {
         Command::Key(KeyCommand::Create { user, name }) => {
             key_create(&cli.common, &user, &name).await
         }
+        Command::Spam(cmd) => spam(&cli.common, cmd).await,
     }
 }
 
@@ -279,4 +306,103 @@ async fn shutdown_signal() {
         _ = term => {},
     }
     tracing::info!("shutting down: finishing requests in flight");
+}
+
+fn open_csv(path: &PathBuf) -> Result<std::io::BufReader<std::fs::File>> {
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    Ok(std::io::BufReader::new(file))
+}
+
+fn read_labelled(path: &PathBuf) -> Result<Vec<crate::spam::Sample>> {
+    crate::spam::read_samples(open_csv(path)?).with_context(|| format!("{}", path.display()))
+}
+
+async fn spam(common: &Common, cmd: SpamCommand) -> Result<()> {
+    use crate::spam::service::SpamFilter;
+    let config = load_config(common.config.as_ref())?;
+    match cmd {
+        SpamCommand::Eval { csv, folds } => {
+            if folds < 2 {
+                bail!("--folds must be at least 2");
+            }
+            let samples = read_labelled(&csv)?;
+            let cv = crate::spam::CvOptions {
+                folds,
+                threshold: config.spam.threshold,
+                ..Default::default()
+            };
+            let eval =
+                crate::spam::cross_validate(&samples, &crate::spam::Options::default(), &cv)?;
+            println!("{}", serde_json::to_string(&eval)?);
+        }
+        SpamCommand::Train { csv } => {
+            let samples = match &csv {
+                Some(path) => Some((read_labelled(path)?, format!("CSV {}", path.display()))),
+                None => None,
+            };
+            let store = Store::open(&common.database)
+                .await
+                .with_context(|| format!("cannot open database {}", common.database))?;
+            let filter = SpamFilter::load_or_train(
+                &store,
+                config.spam.threshold,
+                config.spam.bundled_corpus,
+            )
+            .await?;
+            let bar = indicatif::ProgressBar::new(4);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} training [{bar:30}] {pos}/{len} {msg}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            let steps = [
+                "reading samples",
+                "training and cross-validating",
+                "training and cross-validating",
+                "storing the model",
+                "done",
+            ];
+            let training = filter
+                .retrain(&store, samples, |step, _of| {
+                    bar.set_position(step);
+                    bar.set_message(steps[step as usize % steps.len()]);
+                })
+                .await?;
+            bar.finish_and_clear();
+            println!(
+                "trained on {} spam and {} ham ({})",
+                training.spam_count, training.ham_count, training.source
+            );
+            if let Some(m) = training.metrics {
+                println!(
+                    "3-fold cross-validation: spam P {:.3} R {:.3} F1 {:.3}; ham P {:.3} R {:.3} F1 {:.3}",
+                    m.spam.precision,
+                    m.spam.recall,
+                    m.spam.f1,
+                    m.ham.precision,
+                    m.ham.recall,
+                    m.ham.f1
+                );
+            }
+        }
+        SpamCommand::Classify { csv } => {
+            let input = open_csv(&csv)?;
+            let store = Store::open(&common.database)
+                .await
+                .with_context(|| format!("cannot open database {}", common.database))?;
+            let filter = SpamFilter::load_or_train(
+                &store,
+                config.spam.threshold,
+                config.spam.bundled_corpus,
+            )
+            .await?;
+            let model = filter.current();
+            let out = std::io::BufWriter::new(std::io::stdout().lock());
+            crate::spam::classify_csv(&model, input, out, config.spam.threshold)
+                .with_context(|| format!("{}", csv.display()))?;
+        }
+    }
+    Ok(())
 }

@@ -130,11 +130,17 @@ impl Default for SmtpConfig {
 pub struct SpamConfig {
     /// P(spam) at or above: held as spam.
     pub threshold: f64,
+    /// Train on the corpus shipped in the binary as well as the site's own decisions, so
+    /// the filter works from the first comment.
+    pub bundled_corpus: bool,
 }
 
 impl Default for SpamConfig {
     fn default() -> Self {
-        SpamConfig { threshold: 0.9 }
+        SpamConfig {
+            threshold: 0.9,
+            bundled_corpus: true,
+        }
     }
 }
 

@@ -2,7 +2,8 @@
 
 use crate::comment::{self, NewComment, Viewer, to_public};
 use crate::config::{Config, ConfigError};
-use crate::moderation::{Candidate, Moderator, Registry, Verdict, email::Mailer};
+use crate::moderation::{Candidate, Registry, Verdict, email::Mailer};
+use crate::spam::service::{SpamFilter, SpamModerator};
 use crate::store::{CommentRow, NewCommentRow, Store, StoreError, ThreadRow, ThreadSpec, now_ms};
 use crate::token::{FormSigner, TokenError, random_token};
 use app::model::{
@@ -44,15 +45,8 @@ pub struct Engine {
     post_limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
     /// Which moderators run for which thread kind.
     pub registry: Registry,
-}
-
-/// The spam filter's place in the pipeline until a model is trained: it holds nothing.
-pub struct UntrainedSpamFilter;
-
-impl Moderator for UntrainedSpamFilter {
-    fn name(&self) -> &str {
-        "spam"
-    }
+    /// The Naive Bayes filter (also the pipeline's "spam" moderator).
+    pub spam: Arc<SpamFilter>,
 }
 
 /// Checks a thread key: 1 to 200 characters of letters, digits, `-`, `_`, `.` or `~`.
@@ -75,13 +69,25 @@ impl Engine {
         let mailer = Mailer::new(&config.smtp, &config.moderation.notify_emails)
             .map_err(|e| ConfigError::Invalid(format!("moderation.notify_emails / smtp: {e}")))?
             .map(Arc::new);
-        let registry = Registry::from_config(&config, Arc::new(UntrainedSpamFilter), mailer)?;
+        let spam = Arc::new(
+            SpamFilter::load_or_train(&store, config.spam.threshold, config.spam.bundled_corpus)
+                .await
+                .map_err(|e| EngineError::Invalid(e.to_string()))?,
+        );
+        let registry = Registry::from_config(
+            &config,
+            Arc::new(SpamModerator {
+                filter: spam.clone(),
+            }),
+            mailer,
+        )?;
         Ok(Engine {
             store,
             config: Arc::new(config),
             signer: FormSigner::new(secret.as_bytes()),
             post_limiter,
             registry,
+            spam,
         })
     }
 
@@ -426,10 +432,19 @@ impl Engine {
         viewer: &Viewer,
     ) -> Result<Vec<Comment>, EngineError> {
         let actor = viewer.name().unwrap_or("staff");
-        let (_changes, missing) = self
+        let (changes, missing) = self
             .store
             .set_status(ids, action.target().as_str(), actor, action.as_str())
             .await?;
+        // The filter learns from each decision at once. The decision itself is committed,
+        // so a failure here is logged, not reported as a failed action.
+        let decisions: Vec<(String, CommentRow)> = changes
+            .iter()
+            .map(|c| (c.before.clone(), c.comment.clone()))
+            .collect();
+        if let Err(e) = self.spam.apply_decisions(&self.store, &decisions).await {
+            tracing::error!(error = %e, "spam filter could not learn from a decision");
+        }
         if !missing.is_empty() {
             return Err(EngineError::NotFound);
         }

@@ -8,5 +8,6 @@ pub mod demo;
 pub mod engine;
 pub mod http;
 pub mod moderation;
+pub mod spam;
 pub mod store;
 pub mod token;

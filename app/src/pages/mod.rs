@@ -1,6 +1,7 @@
 //! Routed pages.
 
 pub mod home;
+pub mod spam;
 pub mod staff;
 pub mod thread;
 

@@ -106,6 +106,7 @@ pub fn SessionLinks() -> impl IntoView {
                         <nav class="session">
                             {v.staff.then(|| view! {
                                 <a href="/moderation" rel="external">"Moderation"</a>
+                                <a href="/moderation/spam" rel="external">"Spam filter"</a>
                                 <a href="/moderation/audit" rel="external">"Audit log"</a>
                             })}
                             <span class="who">{name}</span>
@@ -153,7 +154,7 @@ pub fn QueuePage() -> impl IntoView {
 }
 
 #[component]
-fn StaffOnly() -> impl IntoView {
+pub fn StaffOnly() -> impl IntoView {
     view! {
         <section class="staff-only">
             <h1>"Staff only"</h1>

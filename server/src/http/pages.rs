@@ -59,6 +59,17 @@ impl Backend for RequestBackend {
             .map_err(api_error)
     }
 
+    async fn spam_status(&self) -> Result<app::model::SpamStatus, ApiError> {
+        if !self.viewer.is_staff() {
+            return Err(ApiError::Forbidden);
+        }
+        self.engine
+            .spam
+            .status(&self.engine.store)
+            .await
+            .map_err(|e| api_error(EngineError::Invalid(e.to_string())))
+    }
+
     async fn audit(&self, page: i64) -> Result<AuditResponse, ApiError> {
         if !self.viewer.is_staff() {
             return Err(ApiError::Forbidden);

@@ -25,6 +25,45 @@ pub fn router() -> Router<AppState> {
         .route("/moderation/audit", get(audit))
         .route("/moderation/bulk", post(bulk))
         .route("/comments/{id}/moderate", post(moderate))
+        .route("/spam", get(spam_status))
+        .route("/spam/retrain", post(spam_retrain))
+}
+
+async fn spam_status(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    session: Session,
+) -> Result<Json<app::model::SpamStatus>, ApiError> {
+    staff(&state, &headers, &session).await?;
+    state
+        .engine
+        .spam
+        .status(&state.engine.store)
+        .await
+        .map(Json)
+        .map_err(|e| crate::engine::EngineError::Invalid(e.to_string()).into())
+}
+
+async fn spam_retrain(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    session: Session,
+) -> Result<Json<app::model::SpamTraining>, ApiError> {
+    let v = staff(&state, &headers, &session).await?;
+    let training = state
+        .engine
+        .spam
+        .retrain(&state.engine.store, None, |_, _| {})
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "spam retrain failed");
+            ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "retraining failed".into(),
+            )
+        })?;
+    tracing::info!(by = v.name().unwrap_or(""), source = %training.source, "spam filter retrained");
+    Ok(Json(training))
 }
 
 fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {

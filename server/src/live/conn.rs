@@ -19,7 +19,6 @@ use axum::extract::ws::Message;
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use std::collections::HashMap;
 use std::pin::pin;
 use std::sync::Arc;
 use std::task::Poll;
@@ -77,18 +76,66 @@ enum Sub {
 
 /// The connection's subscriptions; leaves every room when dropped, even if the connection's
 /// future is cancelled.
+///
+/// A small vector rather than a map: a connection has a handful of rooms (at most
+/// [`super::Limits::max_subscriptions`]), one entry costs 72 bytes instead of a hash table's
+/// minimum of four, and a frame's room is found by pointer (frames share the room key).
 struct Subs {
     inner: Arc<Inner>,
     peer_id: u64,
-    map: HashMap<Arc<str>, Sub>,
+    list: Vec<(Arc<str>, Sub)>,
 }
 
 impl Subs {
+    fn position(&self, room: &str) -> Option<usize> {
+        self.list.iter().position(|(k, _)| &**k == room)
+    }
+
+    /// The subscription a frame belongs to.
+    fn for_frame(&mut self, room: &Arc<str>) -> Option<&mut Sub> {
+        let i = match self.list.iter().position(|(k, _)| Arc::ptr_eq(k, room)) {
+            Some(i) => Some(i),
+            None => self.position(room),
+        }?;
+        Some(&mut self.list[i].1)
+    }
+
+    fn get_mut(&mut self, room: &str) -> Option<&mut Sub> {
+        let i = self.position(room)?;
+        Some(&mut self.list[i].1)
+    }
+
+    /// The shared key of a room this connection is subscribed to.
+    fn key(&self, room: &str) -> Option<Arc<str>> {
+        self.position(room).map(|i| self.list[i].0.clone())
+    }
+
+    fn insert(&mut self, room: Arc<str>, sub: Sub) {
+        match self.position(&room) {
+            Some(i) => self.list[i].1 = sub,
+            None => self.list.push((room, sub)),
+        }
+    }
+
+    /// Forgets a subscription and leaves its room; false if there was none.
+    fn remove(&mut self, room: &str) -> bool {
+        let Some(i) = self.position(room) else {
+            return false;
+        };
+        let (key, _) = self.list.swap_remove(i);
+        self.inner.leave(&key, self.peer_id);
+        true
+    }
+
+    fn len(&self) -> usize {
+        self.list.len()
+    }
+
     fn leave_all(&mut self) {
-        for room in self.map.keys() {
+        for (room, _) in &self.list {
             self.inner.leave(room, self.peer_id);
         }
-        self.map.clear();
+        self.list = Vec::new();
     }
 }
 
@@ -367,7 +414,7 @@ pub(crate) async fn serve<S, R, E>(
         subs: Subs {
             inner: inner.clone(),
             peer_id: peer.id,
-            map: HashMap::new(),
+            list: Vec::new(),
         },
         bucket: Bucket::new(inner.limits.max_messages_per_minute, now),
         next_ping: now + inner.limits.heartbeat,
@@ -427,6 +474,10 @@ where
                     }
                 }
                 done = next_replay(&mut self.replays) => {
+                    if self.replays.as_ref().is_some_and(FuturesUnordered::is_empty) {
+                        // Most connections subscribe once: do not keep the set around.
+                        self.replays = None;
+                    }
                     if let Err(end) = Box::pin(self.on_replayed(done)).await {
                         return end;
                     }
@@ -461,7 +512,7 @@ where
         if !limits.idle_timeout.is_zero() && now >= self.last_seen + limits.idle_timeout {
             return Err(End::Idle);
         }
-        for sub in self.subs.map.values_mut() {
+        for (_, sub) in &mut self.subs.list {
             if let Sub::Live { replayed, at, .. } = sub
                 && !replayed.is_empty()
                 && now.duration_since(*at) >= DEDUPE_WINDOW
@@ -505,7 +556,7 @@ where
     /// Whether a queued frame goes out now; buffers it while its room is replaying.
     fn admit(&mut self, frame: &Arc<Frame>) -> bool {
         let cap = self.inner.limits.send_queue.max(1);
-        match self.subs.map.get_mut(&*frame.room) {
+        match self.subs.for_frame(&frame.room) {
             // Unsubscribed after the frame was queued.
             None => false,
             Some(Sub::Pending { buffer, .. }) => {
@@ -600,9 +651,7 @@ where
             ClientMessage::Ping => self.send(ServerMessage::Pong.to_message()).await,
             ClientMessage::Subscribe { thread, since } => self.subscribe(thread, since).await,
             ClientMessage::Unsubscribe { thread } => {
-                if self.subs.map.remove(thread.as_str()).is_some() {
-                    self.inner.leave(&thread, self.peer.id);
-                }
+                self.subs.remove(&thread);
                 let msg = ServerMessage::Unsubscribed { thread: &thread };
                 self.send(msg.to_message()).await
             }
@@ -619,18 +668,14 @@ where
                 )
                 .await;
         }
-        let existing = self
-            .subs
-            .map
-            .get_key_value(thread.as_str())
-            .map(|(k, _)| k.clone());
+        let existing = self.subs.key(&thread);
         let room = match existing {
             // Subscribing again (e.g. with a newer `since`) keeps the room membership, so no
             // live event can slip through between the two.
             Some(room) => room,
             None => {
                 let max = self.inner.limits.max_subscriptions;
-                if max != 0 && self.subs.map.len() >= max as usize {
+                if max != 0 && self.subs.len() >= max as usize {
                     return Err(End::Violation(
                         error_code::TOO_MANY_SUBSCRIPTIONS,
                         format!("At most {max} subscriptions per connection."),
@@ -642,7 +687,7 @@ where
         };
         self.next_token += 1;
         let token = self.next_token;
-        self.subs.map.insert(
+        self.subs.insert(
             room.clone(),
             Sub::Pending {
                 token,
@@ -669,7 +714,7 @@ where
             token,
             since,
             buffer,
-        }) = self.subs.map.get_mut(&done.room)
+        }) = self.subs.get_mut(&done.room)
         else {
             // Unsubscribed meanwhile.
             return Ok(());
@@ -684,8 +729,7 @@ where
         let fetched = match done.result {
             Ok(f) => f,
             Err(e) => {
-                self.subs.map.remove(&room);
-                self.inner.leave(&room, self.peer.id);
+                self.subs.remove(&room);
                 tracing::warn!(room = %room, error = %e, "live catch-up failed");
                 return self
                     .send_error(
@@ -729,7 +773,7 @@ where
             Some(since) if !reset => since,
             _ => i64::MIN,
         };
-        self.subs.map.insert(
+        self.subs.insert(
             room,
             Sub::Live {
                 floor,

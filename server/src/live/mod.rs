@@ -35,13 +35,18 @@ pub mod close_code {
     pub const POLICY: u16 = 1008;
 }
 
-/// Per-connection and per-IP limits. A count limit of 0 and a zero duration turn that limit
-/// off (useful for load tests, never in production).
+/// Per-connection and per-IP limits (see `docs/live.md`).
+///
+/// 0 turns off `max_connections_per_ip`, `max_messages_per_minute`, `max_subscriptions` and
+/// `max_message_bytes`, and a zero duration turns off `heartbeat`, `idle_timeout` and
+/// `write_timeout` (for load tests, not production). `send_queue` is at least 1;
+/// `max_replay = 0` replays nothing (every `since` gets `reset`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Open connections per client IP (per /64 for IPv6), enforced by [`Hub::try_admit`].
     pub max_connections_per_ip: u32,
-    /// Client messages per connection per minute (a token bucket: bursts up to this many).
+    /// Client frames (text, binary, ping) per connection per minute; a token bucket, so
+    /// bursts up to this many.
     pub max_messages_per_minute: u32,
     /// Rooms one connection may be subscribed to at once.
     pub max_subscriptions: u32,

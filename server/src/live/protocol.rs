@@ -16,12 +16,17 @@ pub const MAX_THREAD_KEY_BYTES: usize = 512;
 pub enum ClientMessage {
     /// Start receiving a room's events; with `since`, first replay those after it.
     Subscribe {
+        /// A thread key, or [`crate::live::MODERATION_ROOM`] (staff only).
         thread: String,
+        /// The newest event id the client has; events after it are replayed.
         #[serde(default)]
         since: Option<i64>,
     },
     /// Stop receiving a room's events.
-    Unsubscribe { thread: String },
+    Unsubscribe {
+        /// The room to leave.
+        thread: String,
+    },
     /// Application-level ping (browsers cannot send WebSocket pings): answered by `pong`.
     Ping,
 }
@@ -49,28 +54,45 @@ impl ClientMessage {
 #[derive(Clone, Debug, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage<'a> {
-    /// One event; `thread` is `None` (JSON null) and `id` 0 only for system notifications,
-    /// which are not stored and must not be used as a catch-up cursor.
+    /// One event of a subscribed room.
     Event {
+        /// The event id; 0 only for system notifications, which are not stored and must
+        /// not be used as a catch-up cursor.
         id: i64,
+        /// The room; `None` (JSON null) only for system notifications.
         thread: Option<&'a str>,
+        /// The payload for this viewer's role.
         event: &'a Value,
     },
-    /// The subscription is live; `last_id` is a valid `since` for a later reconnect.
-    Subscribed { thread: &'a str, last_id: i64 },
+    /// The subscription is live.
+    Subscribed {
+        /// The room.
+        thread: &'a str,
+        /// The room's newest event id (0 when none): a valid `since` for a later reconnect.
+        last_id: i64,
+    },
     /// The subscription is gone.
-    Unsubscribed { thread: &'a str },
-    /// Something went wrong; `thread` names the room concerned, if any.
+    Unsubscribed {
+        /// The room.
+        thread: &'a str,
+    },
+    /// Something went wrong.
     Error {
+        /// One of [`error_code`].
         code: &'a str,
+        /// A sentence for people.
         message: &'a str,
+        /// The room concerned, if any.
         #[serde(skip_serializing_if = "Option::is_none")]
         thread: Option<&'a str>,
     },
     /// The answer to a client `ping`.
     Pong,
     /// `since` cannot be replayed: refetch the thread, then carry on with live events.
-    Reset { thread: &'a str },
+    Reset {
+        /// The room to refetch.
+        thread: &'a str,
+    },
 }
 
 impl ServerMessage<'_> {

@@ -284,6 +284,7 @@ mod tests {
         )
         .unwrap();
         let r = Registry::from_config(&config, Arc::new(builtin::NullModerator), None).unwrap();
+        // The spam slot is filled by the caller (here a null moderator named "none").
         assert_eq!(
             r.pipeline("post").names(),
             [

@@ -34,6 +34,7 @@ mod csv_io;
 mod eval;
 mod model;
 mod scorer;
+pub mod service;
 pub mod tokenize;
 
 use serde::{Deserialize, Serialize};

@@ -75,7 +75,14 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(Config::default()).await
 }
 
-pub async fn spawn_app_with(config: Config) -> TestApp {
+/// Other tests start with an empty spam filter, so their comments are judged only by the
+/// moderators under test; the spam tests train on the shipped corpus.
+pub async fn spawn_app_with(mut config: Config) -> TestApp {
+    config.spam.bundled_corpus = false;
+    spawn_app_with_spam(config).await
+}
+
+pub async fn spawn_app_with_spam(config: Config) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let database_url = fresh_database_url(dir.path()).await;
     let store = Store::open(&database_url).await.expect("open store");
