@@ -121,6 +121,10 @@ pub struct ThreadResponse {
     /// Top-level comments not yet loaded after this page.
     #[serde(default)]
     pub remaining_top_level: i64,
+    /// The thread's newest live event when this was read: subscribe with it as `since`
+    /// and nothing between the read and the live stream is missed.
+    #[serde(default)]
+    pub last_event_id: i64,
     pub form_settings: FormSettings,
 }
 

@@ -275,12 +275,37 @@ async fn serve(common: &Common, args: ServeArgs) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.addr))?;
     tracing::info!(addr = %args.addr, database = %common.database, "Moderato is listening");
+    // Housekeeping: forget spent form nonces and live events past the retention window.
+    let housekeeping = {
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+            loop {
+                tick.tick().await;
+                let now = crate::store::now_ms();
+                if let Err(e) = engine.store.purge_nonces(now).await {
+                    tracing::warn!(error = %e, "purging form nonces failed");
+                }
+                let retention = engine.config.live.retention_hours as i64 * 3_600_000;
+                if let Err(e) = crate::events::prune(&engine.store, now - retention).await {
+                    tracing::warn!(error = %e, "pruning live events failed");
+                }
+            }
+        })
+    };
+    let hub = engine.hub.clone();
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown_signal())
+    .with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        // WebSocket tasks are not tracked by axum: tell them and give them time to close.
+        hub.shutdown("The server is restarting; reconnecting shortly.");
+        hub.wait_closed(std::time::Duration::from_secs(5)).await;
+    })
     .await?;
+    housekeeping.abort();
     engine.store.pool.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -174,6 +174,8 @@ pub struct LiveConfig {
     pub max_messages_per_minute: u32,
     pub max_subscriptions: u32,
     pub max_message_bytes: usize,
+    /// How long live events are kept for reconnecting clients to catch up.
+    pub retention_hours: u32,
 }
 
 impl Default for LiveConfig {
@@ -183,6 +185,7 @@ impl Default for LiveConfig {
             max_messages_per_minute: 100,
             max_subscriptions: 50,
             max_message_bytes: 4096,
+            retention_hours: 72,
         }
     }
 }

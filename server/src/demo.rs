@@ -68,7 +68,10 @@ pub async fn seed(engine: &Engine) -> Result<bool, EngineError> {
             ip: None,
             created_at: start + 60_000 * i as i64,
         };
-        let c = engine.store.insert_comment(&row, None).await?;
+        let (c, _events) = engine
+            .store
+            .insert_comment(&row, None, &thread.key, None)
+            .await?;
         stored.push((c.id, c.path, c.depth));
     }
     Ok(true)

@@ -47,6 +47,19 @@ pub struct Engine {
     pub registry: Registry,
     /// The Naive Bayes filter (also the pipeline's "spam" moderator).
     pub spam: Arc<SpamFilter>,
+    /// Live updates: events are published here after their change commits.
+    pub hub: crate::live::Hub,
+}
+
+/// The hub's limits from `[live]`.
+pub fn live_limits(c: &crate::config::LiveConfig) -> crate::live::Limits {
+    crate::live::Limits {
+        max_connections_per_ip: c.max_connections_per_ip,
+        max_messages_per_minute: c.max_messages_per_minute,
+        max_subscriptions: c.max_subscriptions,
+        max_message_bytes: c.max_message_bytes,
+        ..crate::live::Limits::default()
+    }
 }
 
 /// Checks a thread key: 1 to 200 characters of letters, digits, `-`, `_`, `.` or `~`.
@@ -81,6 +94,12 @@ impl Engine {
             }),
             mailer,
         )?;
+        let hub = crate::live::Hub::new(
+            live_limits(&config.live),
+            Arc::new(crate::events::DbEventSource {
+                store: store.clone(),
+            }),
+        );
         Ok(Engine {
             store,
             config: Arc::new(config),
@@ -88,6 +107,7 @@ impl Engine {
             post_limiter,
             registry,
             spam,
+            hub,
         })
     }
 
@@ -178,6 +198,9 @@ impl Engine {
         viewer: &Viewer,
     ) -> Result<ThreadResponse, EngineError> {
         let thread = self.find_thread(key).await?;
+        // Read before the comments: an event in between is then both on the page and
+        // replayed, and the client drops the duplicate by id; never neither.
+        let last_event_id = crate::events::last_id(&self.store, &thread.key).await?;
         let published_only = !viewer.is_staff();
         let after = after.unwrap_or("");
         let (top_limit, max_comments) = if paged {
@@ -216,6 +239,7 @@ impl Engine {
         };
         let count = self.store.published_count(thread.id).await?;
         Ok(ThreadResponse {
+            last_event_id,
             thread: self.thread_info(&thread, count),
             comments,
             threaded: true,
@@ -265,6 +289,7 @@ impl Engine {
         req: &PostComment,
         viewer: &Viewer,
         ip: Option<IpAddr>,
+        author_token: Option<&str>,
     ) -> Result<PostOutcome, EngineError> {
         let action = if req.preview {
             PostAction::Preview
@@ -404,10 +429,21 @@ impl Engine {
         };
         let stored = match self
             .store
-            .insert_comment(&row, Some((&token.nonce, token.expires_at)))
+            .insert_comment(
+                &row,
+                Some((&token.nonce, token.expires_at)),
+                &thread.key,
+                author_token,
+            )
             .await
         {
-            Ok(r) => r,
+            Ok((r, events)) => {
+                // Only now, after the commit, may anyone hear of it.
+                for e in events {
+                    self.hub.publish(e);
+                }
+                r
+            }
             // Two requests raced with one token: the loser sees what a reuse sees.
             Err(e) if e.is_unique_violation() => {
                 return Ok(fail(400, "form", TokenError::Reused.to_string()));
@@ -432,10 +468,13 @@ impl Engine {
         viewer: &Viewer,
     ) -> Result<Vec<Comment>, EngineError> {
         let actor = viewer.name().unwrap_or("staff");
-        let (changes, missing) = self
+        let (changes, missing, events) = self
             .store
             .set_status(ids, action.target().as_str(), actor, action.as_str())
             .await?;
+        for e in events {
+            self.hub.publish(e);
+        }
         // The filter learns from each decision at once. The decision itself is committed,
         // so a failure here is logged, not reported as a failed action.
         let decisions: Vec<(String, CommentRow)> = changes

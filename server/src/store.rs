@@ -410,11 +410,16 @@ impl Store {
 
     /// Stores a comment and spends its form token's nonce, in one transaction: either both
     /// happen or neither. A nonce already spent fails with a unique violation.
+    ///
+    /// The comment's live events (see [`crate::events`]) are written in the same transaction
+    /// and returned, to be published only after the commit.
     pub async fn insert_comment(
         &self,
         new: &NewCommentRow,
         nonce: Option<(&str, i64)>,
-    ) -> Result<CommentRow, StoreError> {
+        thread_key: &str,
+        author_token: Option<&str>,
+    ) -> Result<(CommentRow, Vec<crate::live::Event>), StoreError> {
         let mut tx = self.pool.begin().await?;
         if let Some((nonce, expires_at)) = nonce {
             // A write first, so SQLite takes the write lock at once (no deferred upgrade).
@@ -467,8 +472,13 @@ impl Store {
         .bind(id)
         .fetch_one(&mut *tx)
         .await?;
+        let mut pending = crate::events::comment_posted(&row, thread_key, author_token);
+        pending.push(crate::events::stats(
+            &crate::events::counts_in(&mut tx).await?,
+        ));
+        let events = crate::events::write(&mut tx, pending).await?;
         tx.commit().await?;
-        Ok(row)
+        Ok((row, events))
     }
 
     /// Forgets spent nonces whose tokens have expired anyway.
@@ -676,11 +686,12 @@ impl Store {
         status: &str,
         actor: &str,
         action: &str,
-    ) -> Result<(Vec<StatusChange>, Vec<i64>), StoreError> {
+    ) -> Result<(Vec<StatusChange>, Vec<i64>, Vec<crate::live::Event>), StoreError> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         let mut changes = Vec::new();
         let mut missing = Vec::new();
+        let mut pending = Vec::new();
         for &id in ids {
             // The UPDATE comes first so SQLite takes the write lock at once.
             let updated = sqlx::query("UPDATE comments SET updated_at = updated_at WHERE id = $1")
@@ -723,13 +734,24 @@ impl Store {
             let mut after = before.clone();
             after.status = status.to_owned();
             after.updated_at = now;
+            let key: String = sqlx::query_scalar("SELECT key FROM threads WHERE id = $1")
+                .bind(after.thread_id)
+                .fetch_one(&mut *tx)
+                .await?;
+            pending.extend(crate::events::status_changed(&before.status, &after, &key));
             changes.push(StatusChange {
                 before: before.status,
                 comment: after,
             });
         }
+        if !changes.is_empty() {
+            pending.push(crate::events::stats(
+                &crate::events::counts_in(&mut tx).await?,
+            ));
+        }
+        let events = crate::events::write(&mut tx, pending).await?;
         tx.commit().await?;
-        Ok((changes, missing))
+        Ok((changes, missing, events))
     }
 
     /// The moderation queue: comments in `statuses` (all when empty), newest first.

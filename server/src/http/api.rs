@@ -162,6 +162,7 @@ async fn post_comment(
     };
     let limit = state.engine.config.limits.max_body_bytes;
     let ip = client_ip(&req);
+    let headers = req.headers().clone();
     let form = is_form_encoded(req.headers());
     let declared = req
         .headers()
@@ -206,14 +207,57 @@ async fn post_comment(
         Err((status, msg)) if form => return form_redirect(&key, None, Some(&msg), status),
         Err((status, msg)) => return bad_request(&key, status, &msg),
     };
-    let outcome = match state.engine.post(&key, &post, &viewer, ip).await {
+    // The author token lets this browser see its own held comment on the live socket.
+    let (author, new_author) = match cookie(&headers, AUTHOR_COOKIE) {
+        Some(t) => (t, false),
+        None => (crate::token::random_token(18), true),
+    };
+    let outcome = match state
+        .engine
+        .post(&key, &post, &viewer, ip, Some(&author))
+        .await
+    {
         Ok(o) => o,
         Err(e) => return ApiError::from(e).into_response(),
     };
+    let mut resp = respond(&key, form, outcome);
+    if new_author && (resp.status().is_success() || resp.status().is_redirection()) {
+        let value = format!(
+            "{AUTHOR_COOKIE}={author}; Path=/; HttpOnly; SameSite=Lax; Max-Age=31536000{}",
+            if state.engine.config.site.public_url.starts_with("https://") {
+                "; Secure"
+            } else {
+                ""
+            }
+        );
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            resp.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    resp
+}
+
+/// The cookie naming a browser as the author of its comments (for live updates).
+pub const AUTHOR_COOKIE: &str = "moderato_author";
+
+/// A cookie's value from the request headers.
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_owned())
+        .filter(|v| !v.is_empty() && v.len() <= 64)
+}
+
+fn respond(key: &str, form: bool, outcome: PostOutcome) -> Response {
     if form {
         let message = outcome.response.errors.values().next().map(String::as_str);
         let status = StatusCode::from_u16(outcome.status).unwrap_or(StatusCode::OK);
-        return form_redirect(&key, outcome.response.comment_id, message, status);
+        return form_redirect(key, outcome.response.comment_id, message, status);
     }
     json_outcome(outcome)
 }

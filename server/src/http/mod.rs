@@ -3,6 +3,7 @@
 pub mod api;
 pub mod pages;
 pub mod staff;
+pub mod ws;
 
 use crate::auth::DbSessionStore;
 use crate::comment::Viewer;
@@ -69,6 +70,7 @@ pub fn router(engine: Arc<Engine>, leptos_options: LeptosOptions) -> Router {
     };
     Router::new()
         .route("/health", get(health))
+        .route("/ws", get(ws::ws))
         .nest("/api", api::router().merge(staff::router()))
         .leptos_routes_with_handler(routes, get(pages::render))
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(

@@ -63,6 +63,19 @@ async fn spam_retrain(
             )
         })?;
     tracing::info!(by = v.name().unwrap_or(""), source = %training.source, "spam filter retrained");
+    let store = &state.engine.store;
+    let written = async {
+        let mut tx = store.pool.begin().await?;
+        let events =
+            crate::events::write(&mut tx, vec![crate::events::filter_retrained(&training)]).await?;
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>(events)
+    }
+    .await;
+    match written {
+        Ok(events) => events.into_iter().for_each(|e| state.engine.hub.publish(e)),
+        Err(e) => tracing::error!(error = %e, "could not record the retrain event"),
+    }
     Ok(Json(training))
 }
 

@@ -1,0 +1,56 @@
+//! `GET /ws`: the live WebSocket (protocol in docs/live.md and the README).
+
+use super::api::{AUTHOR_COOKIE, cookie};
+use super::{AppState, origin_is_own};
+use crate::live::Identity;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use std::net::SocketAddr;
+use tower_sessions::Session;
+
+/// Upgrades to the live socket after checking where the page came from and who is asking.
+pub async fn ws(
+    State(state): State<AppState>,
+    connect: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    session: Session,
+    up: WebSocketUpgrade,
+) -> Response {
+    // The identity comes from cookies, which a browser sends even when another site opens
+    // the socket: refuse foreign pages before upgrading (cross-site WebSocket hijacking).
+    if !origin_is_own(&headers) {
+        return (StatusCode::FORBIDDEN, "cross-site WebSocket refused").into_response();
+    }
+    let viewer = match super::viewer(&state, &headers, &session).await {
+        Ok(v) => v,
+        Err(e) => return e.into_response(),
+    };
+    let ip = connect
+        .map(|axum::Extension(ConnectInfo(a))| a.ip())
+        .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+    let identity = Identity {
+        staff: viewer.is_staff(),
+        author_tokens: cookie(&headers, AUTHOR_COOKIE).into_iter().collect(),
+        ip,
+    };
+    let hub = state.engine.hub.clone();
+    let max = hub.limits().max_message_bytes;
+    // Small buffers keep an idle connection near 5 KiB (docs/live.md has the figures).
+    let mut up = up
+        .read_buffer_size(2048)
+        .write_buffer_size(0)
+        .max_write_buffer_size(64 * 1024);
+    if max > 0 {
+        up = up.max_message_size(max * 2).max_frame_size(max * 2);
+    }
+    match hub.try_admit(ip) {
+        Some(admission) => up.on_upgrade(move |socket| async move {
+            let (sink, stream) = socket.split();
+            hub.serve(sink, stream, identity, admission).await
+        }),
+        None => up.on_upgrade(move |socket| async move { hub.refuse(socket).await }),
+    }
+}
