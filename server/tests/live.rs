@@ -1,0 +1,404 @@
+//! Live updates end to end: a real server on a loopback port, real WebSocket clients.
+
+mod common;
+
+use axum::http::StatusCode;
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use server::config::Config;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+struct Live {
+    app: TestApp,
+    addr: SocketAddr,
+}
+
+async fn serve(config: Config) -> Live {
+    let app = spawn_app_with(config).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = app.router.clone();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    Live { app, addr }
+}
+
+impl Live {
+    async fn connect_with(&self, headers: &[(&str, &str)]) -> Result<Ws, tungstenite::Error> {
+        let mut req = format!("ws://{}/ws", self.addr)
+            .into_client_request()
+            .unwrap();
+        for (k, v) in headers {
+            req.headers_mut().insert(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        tokio_tungstenite::connect_async(req)
+            .await
+            .map(|(ws, _)| ws)
+    }
+
+    async fn connect(&self) -> Ws {
+        self.connect_with(&[]).await.expect("connect")
+    }
+}
+
+async fn send(ws: &mut Ws, v: Value) {
+    ws.send(tungstenite::Message::Text(v.to_string().into()))
+        .await
+        .unwrap();
+}
+
+/// The next JSON message, skipping pings; panics after a few seconds.
+async fn next(ws: &mut Ws) -> Value {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("a message within 5 s")
+            .expect("socket open")
+            .expect("no error");
+        match msg {
+            tungstenite::Message::Text(t) => return serde_json::from_str(&t).unwrap(),
+            tungstenite::Message::Close(c) => {
+                return json!({"type": "closed", "code": c.map(|c| u16::from(c.code))});
+            }
+            _ => continue,
+        }
+    }
+}
+
+/// Nothing arrives for a while.
+async fn silent(ws: &mut Ws) {
+    if let Ok(Some(Ok(tungstenite::Message::Text(t)))) =
+        tokio::time::timeout(Duration::from_millis(400), ws.next()).await
+    {
+        panic!("unexpected message: {t}");
+    }
+}
+
+async fn subscribe(ws: &mut Ws, thread: &str, since: Option<i64>) -> Vec<Value> {
+    let mut msg = json!({"type": "subscribe", "thread": thread});
+    if let Some(s) = since {
+        msg["since"] = json!(s);
+    }
+    send(ws, msg).await;
+    let mut before = Vec::new();
+    loop {
+        let m = next(ws).await;
+        if m["type"] == "subscribed" {
+            return before;
+        }
+        before.push(m);
+    }
+}
+
+#[tokio::test]
+async fn a_post_reaches_every_subscriber_as_an_event() {
+    let live = serve(Config::default()).await;
+    live.app.thread("t").await;
+    let mut a = live.connect().await;
+    let mut b = live.connect().await;
+    subscribe(&mut a, "t", None).await;
+    subscribe(&mut b, "t", None).await;
+    let id = live.app.publish("t", "Ann", "Live *hello*", None).await;
+    for ws in [&mut a, &mut b] {
+        let m = next(ws).await;
+        assert_eq!(m["type"], "event");
+        assert_eq!(m["thread"], "t");
+        assert!(m["id"].as_i64().unwrap() > 0);
+        assert_eq!(m["event"]["kind"], "comment_posted");
+        assert_eq!(m["event"]["comment"]["id"], id);
+        assert_eq!(
+            m["event"]["comment"]["body_html"],
+            "<p>Live <em>hello</em></p>\n"
+        );
+        assert!(m["event"]["comment"].get("status").is_none());
+    }
+}
+
+#[tokio::test]
+async fn a_held_comment_reaches_staff_but_not_readers_and_approval_reaches_readers() {
+    let live = serve(Config::parse("[moderation]\npre_moderation = \"all\"\n").unwrap()).await;
+    live.app.thread("t").await;
+    let cookie = live.app.sign_in_as("mod", true).await;
+    let mut staff = live.connect_with(&[("cookie", &cookie)]).await.unwrap();
+    let mut reader = live.connect().await;
+    subscribe(&mut staff, "t", None).await;
+    subscribe(&mut staff, "moderation", None).await;
+    subscribe(&mut reader, "t", None).await;
+
+    let r = live
+        .app
+        .post_comment(
+            "t",
+            json!({"name": "Ann", "email": "ann@x.org", "body": "secret until approved"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    let id = r.json()["comment_id"].as_i64().unwrap();
+
+    let mut staff_kinds = Vec::new();
+    for _ in 0..3 {
+        let m = next(&mut staff).await;
+        staff_kinds.push(m["event"]["kind"].as_str().unwrap().to_owned());
+        if m["event"]["kind"] == "comment_posted" {
+            assert_eq!(m["event"]["comment"]["status"], "held");
+            assert_eq!(m["event"]["comment"]["moderation"]["flagged"], true);
+        }
+        if m["event"]["kind"] == "moderation_update" {
+            assert_eq!(m["event"]["in_queue"], true);
+            assert_eq!(m["event"]["moderator"], "pre_moderation");
+        }
+    }
+    staff_kinds.sort();
+    assert_eq!(
+        staff_kinds,
+        ["comment_posted", "moderation_update", "stats_update"]
+    );
+    silent(&mut reader).await; // nothing of the held comment reaches a reader
+
+    let r = live
+        .app
+        .send_with(
+            "POST",
+            &format!("/api/comments/{id}/moderate"),
+            &[("cookie", &cookie)],
+            Some(&json!({"action": "approve"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let m = next(&mut reader).await;
+    assert_eq!(m["event"]["kind"], "comment_status_changed");
+    assert_eq!(m["event"]["visible"], true);
+    assert_eq!(
+        m["event"]["comment"]["body_html"],
+        "<p>secret until approved</p>\n"
+    );
+    assert!(!m.to_string().contains("ann@x.org"));
+
+    // Removal makes it disappear for readers.
+    live.app
+        .send_with(
+            "POST",
+            &format!("/api/comments/{id}/moderate"),
+            &[("cookie", &cookie)],
+            Some(&json!({"action": "remove"})),
+        )
+        .await;
+    let m = next(&mut reader).await;
+    assert_eq!(m["event"]["visible"], false);
+    assert_eq!(m["event"]["comment_id"], id);
+    assert!(m["event"].get("comment").is_none());
+}
+
+#[tokio::test]
+async fn the_author_sees_their_own_held_comment_as_awaiting_moderation() {
+    let live = serve(Config::parse("[moderation]\npre_moderation = \"all\"\n").unwrap()).await;
+    live.app.thread("t").await;
+    // The first post sets the author cookie.
+    let token = live.app.token("t").await;
+    let r = live
+        .app
+        .post_json(
+            "/api/threads/t/comments",
+            &json!({"name": "Ann", "body": "first", "form_token": token}),
+        )
+        .await;
+    let set = r
+        .headers
+        .get("set-cookie")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let author = set.split(';').next().unwrap().to_owned();
+    assert!(author.starts_with("moderato_author="), "{set}");
+
+    let mut mine = live.connect_with(&[("cookie", &author)]).await.unwrap();
+    let mut other = live.connect().await;
+    subscribe(&mut mine, "t", None).await;
+    subscribe(&mut other, "t", None).await;
+    let token = live.app.token("t").await;
+    let r = live
+        .app
+        .send_with(
+            "POST",
+            "/api/threads/t/comments",
+            &[("cookie", &author)],
+            Some(&json!({"name": "Ann", "body": "second", "form_token": token})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    let m = next(&mut mine).await;
+    assert_eq!(m["event"]["kind"], "comment_posted");
+    assert_eq!(m["event"]["awaiting_moderation"], true);
+    assert!(m["event"]["comment"].get("status").is_none());
+    silent(&mut other).await;
+}
+
+#[tokio::test]
+async fn a_reconnect_with_since_replays_exactly_the_missed_events() {
+    let live = serve(Config::default()).await;
+    live.app.thread("t").await;
+    let mut ws = live.connect().await;
+    subscribe(&mut ws, "t", None).await;
+    live.app.publish("t", "A", "one", None).await;
+    let seen = next(&mut ws).await["id"].as_i64().unwrap();
+    drop(ws);
+
+    let missed = [
+        live.app.publish("t", "A", "two", None).await,
+        live.app.publish("t", "A", "three", None).await,
+    ];
+    let mut ws = live.connect().await;
+    let replayed = subscribe(&mut ws, "t", Some(seen)).await;
+    let ids: Vec<i64> = replayed
+        .iter()
+        .map(|m| m["event"]["comment"]["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, missed, "exactly the missed comments, in order");
+    let event_ids: Vec<i64> = replayed.iter().map(|m| m["id"].as_i64().unwrap()).collect();
+    assert_eq!(event_ids, [seen + 1, seen + 2]);
+    // Then live, with no duplicate.
+    let four = live.app.publish("t", "A", "four", None).await;
+    let m = next(&mut ws).await;
+    assert_eq!(m["event"]["comment"]["id"], four);
+    assert_eq!(m["id"], seen + 3);
+
+    // A cursor the server cannot replay gets reset.
+    let mut ws = live.connect().await;
+    send(
+        &mut ws,
+        json!({"type": "subscribe", "thread": "t", "since": 999_999}),
+    )
+    .await;
+    assert_eq!(next(&mut ws).await["type"], "reset");
+}
+
+#[tokio::test]
+async fn the_page_gives_the_cursor_to_subscribe_from() {
+    let live = serve(Config::default()).await;
+    live.app.thread("t").await;
+    live.app.publish("t", "A", "before", None).await;
+    let page = live.app.get("/api/threads/t/page").await.json();
+    let since = page["data"]["last_event_id"].as_i64().unwrap();
+    assert!(since > 0);
+    let after = live.app.publish("t", "A", "after the page", None).await;
+    let mut ws = live.connect().await;
+    let replayed = subscribe(&mut ws, "t", Some(since)).await;
+    assert_eq!(replayed.len(), 1);
+    assert_eq!(replayed[0]["event"]["comment"]["id"], after);
+}
+
+#[tokio::test]
+async fn a_foreign_origin_is_refused() {
+    let live = serve(Config::default()).await;
+    let host = live.addr.to_string();
+    let err = live
+        .connect_with(&[("origin", "https://evil.example"), ("host", &host)])
+        .await
+        .err()
+        .expect("refused");
+    match err {
+        tungstenite::Error::Http(resp) => assert_eq!(resp.status(), StatusCode::FORBIDDEN),
+        other => panic!("{other:?}"),
+    }
+    let own = format!("http://{host}");
+    assert!(
+        live.connect_with(&[("origin", &own), ("host", &host)])
+            .await
+            .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn readers_cannot_watch_the_moderation_room() {
+    let live = serve(Config::default()).await;
+    let mut ws = live.connect().await;
+    send(
+        &mut ws,
+        json!({"type": "subscribe", "thread": "moderation"}),
+    )
+    .await;
+    let m = next(&mut ws).await;
+    assert_eq!(m["type"], "error");
+    assert_eq!(m["code"], "forbidden");
+}
+
+#[tokio::test]
+async fn the_limits_hold() {
+    let live = serve(
+        Config::parse(
+            "[live]\nmax_subscriptions = 2\nmax_message_bytes = 200\nmax_messages_per_minute = 5\n",
+        )
+        .unwrap(),
+    )
+    .await;
+    // Subscriptions.
+    let mut ws = live.connect().await;
+    subscribe(&mut ws, "a", None).await;
+    subscribe(&mut ws, "b", None).await;
+    send(&mut ws, json!({"type": "subscribe", "thread": "c"})).await;
+    assert_eq!(next(&mut ws).await["code"], "too_many_subscriptions");
+    assert_eq!(next(&mut ws).await["code"], 1008);
+    // Message size.
+    let mut ws = live.connect().await;
+    send(
+        &mut ws,
+        json!({"type": "subscribe", "thread": "x".repeat(300)}),
+    )
+    .await;
+    assert_eq!(next(&mut ws).await["code"], "message_too_large");
+    assert_eq!(next(&mut ws).await["code"], 1008);
+    // Messages per minute.
+    let mut ws = live.connect().await;
+    let mut codes = Vec::new();
+    for _ in 0..6 {
+        // The server may close as soon as the limit is passed; later sends can fail.
+        let _ = ws
+            .send(tungstenite::Message::Text(
+                json!({"type": "ping"}).to_string().into(),
+            ))
+            .await;
+    }
+    for _ in 0..7 {
+        let m = next(&mut ws).await;
+        codes.push(m["type"].as_str().unwrap().to_owned());
+        if m["type"] == "closed" {
+            assert_eq!(m["code"], 1008);
+            break;
+        }
+        if m["type"] == "error" {
+            assert_eq!(m["code"], "rate_limited");
+        }
+    }
+    assert_eq!(
+        codes.iter().filter(|c| *c == "pong").count(),
+        5,
+        "{codes:?}"
+    );
+    assert!(codes.contains(&"error".to_owned()), "{codes:?}");
+}
+
+#[tokio::test]
+async fn connections_per_ip_are_limited() {
+    let live = serve(Config::parse("[live]\nmax_connections_per_ip = 2\n").unwrap()).await;
+    let _one = live.connect().await;
+    let _two = live.connect().await;
+    let mut three = live.connect().await;
+    assert_eq!(next(&mut three).await["code"], "too_many_connections");
+    assert_eq!(next(&mut three).await["code"], 1008);
+}
