@@ -133,6 +133,9 @@ pub struct SpamConfig {
     /// Train on the corpus shipped in the binary as well as the site's own decisions, so
     /// the filter works from the first comment.
     pub bundled_corpus: bool,
+    /// Comments with fewer words than this are not judged: two or three words are too little
+    /// evidence, and short replies ("A reply", "Great post!") were the false positives seen.
+    pub min_words: usize,
 }
 
 impl Default for SpamConfig {
@@ -140,6 +143,7 @@ impl Default for SpamConfig {
         SpamConfig {
             threshold: 0.9,
             bundled_corpus: true,
+            min_words: 5,
         }
     }
 }

@@ -91,6 +91,7 @@ impl Engine {
             &config,
             Arc::new(SpamModerator {
                 filter: spam.clone(),
+                min_words: config.spam.min_words,
             }),
             mailer,
         )?;

@@ -19,6 +19,8 @@ struct Node {
     /// Staff only: where the comment stands, updated in place by staff actions.
     status: ArcRwSignal<Option<Status>>,
     moderation: ArcRwSignal<Option<ModerationFlag>>,
+    /// Taken down while this page was open (readers): hidden in place.
+    gone: ArcRwSignal<bool>,
     children: ArcRwSignal<Vec<CommentId>>,
 }
 
@@ -44,6 +46,14 @@ pub struct ThreadState {
     pub draft: Draft,
     /// The viewer is staff: flags and moderation buttons show.
     pub staff: bool,
+    /// The newest live event this page reflects (the catch-up cursor).
+    pub cursor: StoredValue<i64>,
+    /// The live socket is connected.
+    pub live: RwSignal<bool>,
+    /// Comments that arrived live and were not yet looked at, oldest first.
+    pub unseen: RwSignal<Vec<CommentId>>,
+    /// Comments that arrived live, marked until the next reload.
+    pub fresh: RwSignal<Vec<CommentId>>,
 }
 
 impl ThreadState {
@@ -68,6 +78,10 @@ impl ThreadState {
             comment_count: RwSignal::new(data.thread.comment_count),
             draft: Draft::new(),
             staff,
+            cursor: StoredValue::new(data.last_event_id),
+            live: RwSignal::new(false),
+            unseen: RwSignal::new(Vec::new()),
+            fresh: RwSignal::new(Vec::new()),
         };
         state.insert_all(data.comments);
         state
@@ -93,6 +107,7 @@ impl ThreadState {
                     Node {
                         status: ArcRwSignal::new(c.status),
                         moderation: ArcRwSignal::new(c.moderation.clone()),
+                        gone: ArcRwSignal::new(false),
                         comment: c,
                         children: ArcRwSignal::new(Vec::new()),
                     },
@@ -128,6 +143,30 @@ impl ThreadState {
         if let Some(node) = self.node(comment.id) {
             node.status.set(comment.status);
             node.moderation.set(comment.moderation.clone());
+            node.gone.set(false);
+        }
+    }
+
+    /// Shows a comment that became public, or adds it if this page never had it.
+    pub fn reveal(&self, comment: Comment) -> bool {
+        match self.node(comment.id) {
+            Some(node) => {
+                let was_gone = node.gone.get_untracked();
+                node.gone.set(false);
+                node.status.set(comment.status);
+                was_gone
+            }
+            None => self.insert(comment),
+        }
+    }
+
+    /// Hides a comment that was taken down (for readers).
+    pub fn hide(&self, id: CommentId) {
+        if let Some(node) = self.node(id)
+            && !node.gone.get_untracked()
+        {
+            node.gone.set(true);
+            self.comment_count.update(|n| *n = (*n - 1).max(0));
         }
     }
 
@@ -175,6 +214,7 @@ pub fn CommentNode(id: CommentId) -> impl IntoView {
         comment,
         status,
         moderation,
+        gone,
         children,
     }) = state.node(id)
     else {
@@ -226,6 +266,8 @@ pub fn CommentNode(id: CommentId) -> impl IntoView {
             class:highlight=move || state.highlighted.get() == Some(id)
             class:collapsed=move || collapsed.get()
             class:moderated=flagged
+            class:gone=move || gone.get()
+            class:fresh=move || state.fresh.with(|f| f.contains(&id))
         >
             <header class="comment-meta">
                 <button
@@ -243,6 +285,13 @@ pub fn CommentNode(id: CommentId) -> impl IntoView {
                 <a class="permalink" href=format!("#c{id}")>
                     <time datetime=comment.created_at.clone()>{shown_date}</time>
                 </a>
+                {
+                    let own_status = status.clone();
+                    move || {
+                        (!state.staff && own_status.get() == Some(Status::Held))
+                            .then(|| view! { <span class="awaiting">"(awaiting moderation)"</span> })
+                    }
+                }
                 {state.staff.then(|| view! { <ModerationBar id status moderation/> })}
             </header>
             <div class="comment-body" class:hidden=move || collapsed.get()>

@@ -2,6 +2,7 @@
 
 use crate::api;
 use crate::components::form::ThreadFormSlot;
+use crate::components::live::LiveStatus;
 use crate::components::tree::{CommentTree, ThreadState};
 use crate::model::{ApiError, ThreadPage as PageData};
 use leptos::prelude::*;
@@ -64,7 +65,10 @@ fn ThreadView(data: PageData) -> impl IntoView {
         <Title text=format!("{title} · Moderato")/>
         <section class="thread" data-thread=state.key.get_value()>
             <h1>{title}</h1>
-            <p class="comment-count">{count_label}</p>
+            <p class="thread-meta">
+                <span class="comment-count">{count_label}</span>
+                <LiveStatus/>
+            </p>
             {error.map(|e| view! { <p class="field-error banner" role="alert">{e}</p> })}
             <CommentTree/>
             <ShowMore/>

@@ -350,6 +350,8 @@ pub async fn moderated_samples(store: &Store) -> Result<Vec<Sample>, StoreError>
 /// the threshold, recording the score.
 pub struct SpamModerator {
     pub filter: Arc<SpamFilter>,
+    /// Shorter comments (in words) are not judged.
+    pub min_words: usize,
 }
 
 #[async_trait::async_trait]
@@ -365,6 +367,9 @@ impl Moderator for SpamModerator {
             None => n.name.clone(),
         };
         let text = format!("{}\n{}", n.title.as_deref().unwrap_or(""), n.body);
+        if super::tokenize::count_words("", &text) < self.min_words {
+            return Ok(None);
+        }
         let p = self.filter.score(&author, &text);
         Ok((p >= self.filter.threshold).then(|| Hold {
             reason: format!("Spam filter: P(spam) = {p:.3}"),
