@@ -40,7 +40,7 @@ async fn seed(engine: &Engine) -> i64 {
         rng = rng
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
-        let top = id <= TOP_LEVEL || (rng >> 33) % 5 == 0;
+        let top = id <= TOP_LEVEL || (rng >> 33).is_multiple_of(5);
         let (parent, path, depth) = if top || paths.is_empty() {
             (None, path_segment(id), 0)
         } else {

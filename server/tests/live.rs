@@ -310,8 +310,7 @@ async fn a_foreign_origin_is_refused() {
     let err = live
         .connect_with(&[("origin", "https://evil.example"), ("host", &host)])
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     match err {
         tungstenite::Error::Http(resp) => assert_eq!(resp.status(), StatusCode::FORBIDDEN),
         other => panic!("{other:?}"),
