@@ -143,7 +143,8 @@ fn accept(state: ThreadState, resp: PostResponse) {
     }
 }
 
-fn scroll_to(id: crate::model::CommentId) {
+/// Scrolls a comment into the middle of the view, once the tree has rendered it.
+pub fn scroll_to(id: crate::model::CommentId) {
     #[cfg(feature = "hydrate")]
     leptos::task::spawn_local(async move {
         // Let the tree render the new node first.

@@ -135,19 +135,9 @@ fn refetch(state: ThreadState) {
 pub fn jump_to_unseen(state: ThreadState) {
     let first = state.unseen.with_untracked(|u| u.first().copied());
     state.unseen.set(Vec::new());
-    #[cfg(feature = "hydrate")]
-    if let Some(id) = first
-        && let Some(el) = web_sys::window()
-            .and_then(|w| w.document())
-            .and_then(|d| d.get_element_by_id(&format!("c{id}")))
-    {
-        let opts = web_sys::ScrollIntoViewOptions::new();
-        opts.set_behavior(web_sys::ScrollBehavior::Smooth);
-        opts.set_block(web_sys::ScrollLogicalPosition::Center);
-        el.scroll_into_view_with_scroll_into_view_options(&opts);
+    if let Some(id) = first {
+        crate::components::form::scroll_to(id);
     }
-    #[cfg(not(feature = "hydrate"))]
-    let _ = first;
 }
 
 #[cfg(feature = "hydrate")]
