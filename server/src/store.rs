@@ -129,7 +129,7 @@ pub struct AuditRow {
     pub detail: Option<String>,
 }
 
-/// A status change that happened (or `None` from [`Store::set_status`] when nothing changed).
+/// A status change made by [`Store::set_status`]: the status before, and the comment after.
 #[derive(Clone, Debug)]
 pub struct StatusChange {
     pub before: String,
