@@ -76,7 +76,8 @@ pub fn api_key_hash(key: &str) -> String {
         .collect()
 }
 
-fn viewer_of(user: UserRow) -> Viewer {
+/// The viewer a signed-in user is.
+pub fn viewer_of(user: UserRow) -> Viewer {
     if user.is_staff != 0 {
         Viewer::Staff {
             id: user.id,

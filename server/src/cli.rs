@@ -343,8 +343,24 @@ fn read_labelled(path: &PathBuf) -> Result<Vec<crate::spam::Sample>> {
     crate::spam::read_samples(open_csv(path)?).with_context(|| format!("{}", path.display()))
 }
 
+/// The database and the spam filter stored in it (trained on first use).
+async fn open_filter(
+    common: &Common,
+    config: &Config,
+) -> Result<(Store, crate::spam::service::SpamFilter)> {
+    let store = Store::open(&common.database)
+        .await
+        .with_context(|| format!("cannot open database {}", common.database))?;
+    let filter = crate::spam::service::SpamFilter::load_or_train(
+        &store,
+        config.spam.threshold,
+        config.spam.bundled_corpus,
+    )
+    .await?;
+    Ok((store, filter))
+}
+
 async fn spam(common: &Common, cmd: SpamCommand) -> Result<()> {
-    use crate::spam::service::SpamFilter;
     let config = load_config(common.config.as_ref())?;
     match cmd {
         SpamCommand::Eval { csv, folds } => {
@@ -366,15 +382,7 @@ async fn spam(common: &Common, cmd: SpamCommand) -> Result<()> {
                 Some(path) => Some((read_labelled(path)?, format!("CSV {}", path.display()))),
                 None => None,
             };
-            let store = Store::open(&common.database)
-                .await
-                .with_context(|| format!("cannot open database {}", common.database))?;
-            let filter = SpamFilter::load_or_train(
-                &store,
-                config.spam.threshold,
-                config.spam.bundled_corpus,
-            )
-            .await?;
+            let (store, filter) = open_filter(common, &config).await?;
             let bar = indicatif::ProgressBar::new(4);
             bar.set_style(
                 indicatif::ProgressStyle::with_template(
@@ -414,15 +422,7 @@ async fn spam(common: &Common, cmd: SpamCommand) -> Result<()> {
         }
         SpamCommand::Classify { csv } => {
             let input = open_csv(&csv)?;
-            let store = Store::open(&common.database)
-                .await
-                .with_context(|| format!("cannot open database {}", common.database))?;
-            let filter = SpamFilter::load_or_train(
-                &store,
-                config.spam.threshold,
-                config.spam.bundled_corpus,
-            )
-            .await?;
+            let (_store, filter) = open_filter(common, &config).await?;
             let model = filter.current();
             let out = std::io::BufWriter::new(std::io::stdout().lock());
             crate::spam::classify_csv(&model, input, out, config.spam.threshold)

@@ -211,18 +211,7 @@ async fn sign_in_inner(
         .insert(crate::auth::USER_ID_KEY, user.id)
         .await
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let v = if user.is_staff != 0 {
-        Viewer::Staff {
-            id: user.id,
-            name: user.username,
-        }
-    } else {
-        Viewer::User {
-            id: user.id,
-            name: user.username,
-        }
-    };
-    Ok(Json(info(&v)).into_response())
+    Ok(Json(info(&crate::auth::viewer_of(user))).into_response())
 }
 
 async fn sign_out(
