@@ -57,8 +57,9 @@ if cargo leptos build --release 2>&1 | tee "$logs/leptos-build.log" | grep -E '^
 auto_create_threads = true
 
 [limits]
-# The browser tests post faster than a person; the limit itself has an HTTP test.
+# The browser tests post and sign in faster than a person; the limits have HTTP tests.
 posts_per_minute = 0
+sign_ins_per_minute = 60
 TOML
   # The staff account the moderation stories sign in with.
   MODERATO_PASSWORD=e2e-staff-password target/release/moderato user add e2e-staff --staff \

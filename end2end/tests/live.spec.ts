@@ -14,7 +14,9 @@ async function openLive(browser: Browser, path: string): Promise<Page> {
 
 async function signedInStaff(browser: Browser): Promise<Page> {
   const page = await (await browser.newContext()).newPage();
-  await page.goto("/login");
+  // Hydrated first: typing into the server-rendered form before the wasm takes over would
+  // be reset by hydration.
+  await gotoHydrated(page, "/login");
   await page.getByLabel("User name").fill(STAFF_USER);
   await page.getByLabel("Password").fill(STAFF_PASSWORD);
   await page.getByRole("button", { name: "Sign in" }).click();

@@ -9,7 +9,9 @@ const LINKY = "See [a](https://a.example) [b](https://b.example) [c](https://c.e
 async function staffPage(browser: Browser): Promise<Page> {
   const context = await browser.newContext();
   const page = await context.newPage();
-  await page.goto("/login");
+  // Hydrated first: typing into the server-rendered form before the wasm takes over would
+  // be reset by hydration.
+  await gotoHydrated(page, "/login");
   await page.getByLabel("User name").fill(STAFF_USER);
   await page.getByLabel("Password").fill(STAFF_PASSWORD);
   await page.getByRole("button", { name: "Sign in" }).click();
