@@ -56,6 +56,11 @@ if cargo leptos build --release 2>&1 | tee "$logs/leptos-build.log" | grep -E '^
 # Each browser test opens a thread of its own.
 auto_create_threads = true
 
+[moderation.kinds.post]
+# Threads of kind "post" (made by the browser tests with `moderato thread set`).
+enable_field = true
+moderate_after_days = 7
+
 [limits]
 # The browser tests post and sign in faster than a person; the limits have HTTP tests.
 posts_per_minute = 0
@@ -69,7 +74,9 @@ TOML
     > "$logs/e2e-server.log" 2>&1 &
   server_pid=$!
   (cd end2end && MODERATO_URL="http://127.0.0.1:$port" MODERATO_STAFF_USER=e2e-staff \
-    MODERATO_STAFF_PASSWORD=e2e-staff-password npx playwright test) 2>&1 | tee "$logs/playwright.log"
+    MODERATO_STAFF_PASSWORD=e2e-staff-password MODERATO_BIN="$root/target/release/moderato" \
+    MODERATO_DATABASE_URL="sqlite://$work/e2e.db" MODERATO_CONFIG="$work/moderato.toml" \
+    npx playwright test) 2>&1 | tee "$logs/playwright.log"
   [ "${PIPESTATUS[0]}" = 0 ] || steps_failed+=("Playwright")
   kill "$server_pid" 2>/dev/null
   wait "$server_pid" 2>/dev/null

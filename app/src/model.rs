@@ -93,6 +93,9 @@ pub struct ThreadInfo {
     pub kind: String,
     /// False when the thread or the whole site has comments switched off.
     pub comments_open: bool,
+    /// Why comments are closed, as the moderator that closed them says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_reason: Option<String>,
     /// Published comments.
     pub comment_count: i64,
 }

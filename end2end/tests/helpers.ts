@@ -26,3 +26,19 @@ export async function fillForm(page: Page, name: string, body: string): Promise<
   await form.getByLabel("Name").fill(name);
   await form.locator("textarea[name=body]").fill(body);
 }
+
+/** Runs the `moderato` command line against the test server's database. */
+export function moderato(...args: string[]): string {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const { execFileSync } = require("node:child_process") as typeof import("node:child_process");
+  const bin = process.env.MODERATO_BIN ?? "../target/release/moderato";
+  return execFileSync(bin, args, {
+    env: { ...process.env, DATABASE_URL: process.env.MODERATO_DATABASE_URL ?? "sqlite://moderato.db" },
+    encoding: "utf8",
+  });
+}
+
+/** An RFC 3339 time `days` days ago. */
+export function daysAgo(days: number): string {
+  return new Date(Date.now() - days * 86_400_000).toISOString();
+}

@@ -1,5 +1,5 @@
 import { expect, test, type Browser, type Page } from "@playwright/test";
-import { fillForm, freshThread, gotoHydrated } from "./helpers";
+import { daysAgo, fillForm, freshThread, gotoHydrated, moderato } from "./helpers";
 
 const STAFF_USER = process.env.MODERATO_STAFF_USER ?? "e2e-staff";
 const STAFF_PASSWORD = process.env.MODERATO_STAFF_PASSWORD ?? "e2e-staff-password";
@@ -25,8 +25,11 @@ test("a held comment is flagged for staff, approved in place, then readers see i
   await gotoHydrated(page, `/t/${key}`);
   await fillForm(page, "Linker", LINKY);
   await page.getByRole("button", { name: "Post comment" }).click();
-  // The author is told, and nothing appears for readers.
+  // The author is told, and sees it marked as awaiting moderation; a reload (the public
+  // page) does not show it.
   await expect(page.locator(".notice")).toContainText("awaits moderation");
+  await expect(page.locator("article.comment .awaiting")).toHaveText("(awaiting moderation)");
+  await page.reload();
   await expect(page.locator("article.comment")).toHaveCount(0);
 
   const staff = await staffPage(browser);
@@ -90,4 +93,55 @@ test("the queue lists held comments newest first and bulk actions apply", async 
 test("the queue is for staff only", async ({ page }) => {
   await page.goto("/moderation");
   await expect(page.locator("h1")).toHaveText("Staff only");
+});
+
+test("a comment on a thread past moderate_after is held; staff approve it inline; the reader sees it", async ({ page, browser }) => {
+  const key = freshThread("old-post");
+  moderato("thread", "set", key, "--kind", "post", "--title", "Last month's post", "--published-at", daysAgo(10));
+
+  await gotoHydrated(page, `/t/${key}`);
+  await fillForm(page, "Late Reader", "I only just found this post, thanks for writing it.");
+  await page.getByRole("button", { name: "Post comment" }).click();
+  await expect(page.locator(".notice")).toContainText("awaits moderation");
+  // The author's own page shows it as awaiting moderation; nobody else sees it.
+  const mine = page.locator("article.comment").filter({ hasText: "Late Reader" });
+  await expect(mine.locator(".awaiting")).toHaveText("(awaiting moderation)");
+
+  const other = await (await browser.newContext()).newPage();
+  await gotoHydrated(other, `/t/${key}`);
+  await expect(other.locator("article.comment")).toHaveCount(0);
+
+  const staff = await staffPage(browser);
+  await gotoHydrated(staff, `/t/${key}`);
+  const held = staff.locator("article.comment").filter({ hasText: "Late Reader" });
+  await expect(held.locator(".mod-flag")).toContainText("(moderated) held: The thread is more than 7 days old");
+  await held.locator("button[data-action=approve]").click();
+  await expect(held.locator(".mod-flag")).toHaveCount(0);
+
+  // The other reader sees it appear (live), and after a reload too.
+  await expect(other.locator("article.comment").filter({ hasText: "Late Reader" })).toBeVisible();
+  await other.reload();
+  await expect(other.locator("article.comment").filter({ hasText: "Late Reader" })).toHaveCount(1);
+  await staff.context().close();
+  await other.context().close();
+});
+
+test("a comment on a disabled thread is refused and the reason is shown", async ({ page }) => {
+  const key = freshThread("disabled");
+  moderato("thread", "set", key, "--kind", "post", "--title", "Soon closed");
+  await gotoHydrated(page, `/t/${key}`);
+  await fillForm(page, "Too Late", "Writing while the thread gets closed.");
+  // Staff switch comments off while the form is open.
+  moderato("thread", "set", key, "--comments-enabled", "false");
+  await page.getByRole("button", { name: "Post comment" }).click();
+  await expect(page.locator("#comment-form .field-error[data-field=__all__]")).toHaveText(
+    "Comments are disabled for this thread.",
+  );
+  await expect(page.locator("#comment-form textarea[name=body]")).toHaveValue("Writing while the thread gets closed.");
+  await expect(page.locator("article.comment")).toHaveCount(0);
+
+  // A fresh load says so instead of showing a form.
+  await page.reload();
+  await expect(page.locator(".closed-notice")).toHaveText("Comments are disabled for this thread.");
+  await expect(page.locator("#comment-form")).toHaveCount(0);
 });

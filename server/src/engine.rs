@@ -171,6 +171,7 @@ impl Engine {
             title: t.title.clone(),
             kind: t.kind.clone(),
             comments_open: self.closed_reason(t).is_none(),
+            closed_reason: self.closed_reason(t).map(|(_, reason)| reason),
             comment_count: count,
         }
     }

@@ -174,7 +174,7 @@ async fn a_closed_thread_page_says_so_and_has_no_form() {
     })
     .await;
     let page = app.get("/t/t").await;
-    assert!(page.text.contains("Comments are closed."));
+    assert!(page.text.contains("Comments are disabled for this thread."));
     assert!(!page.text.contains("<form"));
 }
 

@@ -131,11 +131,12 @@ fn accept(state: ThreadState, resp: PostResponse) {
         draft.notice.set(None);
     }
     state.reply_to.set(None);
-    // A held comment is not public: only staff see it in the tree.
-    if let Some(comment) = resp
-        .comment
-        .filter(|_| !resp.awaiting_moderation || state.staff)
-    {
+    // A held comment is not public, but its author sees it in place, marked as awaiting
+    // moderation (a reader's copy carries no status, so mark it here).
+    if let Some(mut comment) = resp.comment {
+        if resp.awaiting_moderation && comment.status.is_none() {
+            comment.status = Some(crate::model::Status::Held);
+        }
         let id = comment.id;
         state.insert(comment);
         state.highlighted.set(Some(id));
@@ -390,7 +391,13 @@ pub fn ThreadFormSlot() -> impl IntoView {
         }}
         <Show
             when=move || state.open.get()
-            fallback=|| view! { <p class="closed-notice">"Comments are closed."</p> }
+            fallback=move || {
+                let reason = state
+                    .closed_reason
+                    .get_value()
+                    .unwrap_or_else(|| "Comments are closed.".to_owned());
+                view! { <p class="closed-notice">{reason}</p> }
+            }
         >
             <Show when=move || state.reply_to.get().is_none()>
                 <CommentForm/>

@@ -37,6 +37,8 @@ pub struct ThreadState {
     pub highlighted: RwSignal<Option<CommentId>>,
     pub settings: StoredValue<FormSettings>,
     pub open: RwSignal<bool>,
+    /// Why comments are closed, when they are.
+    pub closed_reason: StoredValue<Option<String>>,
     pub token: RwSignal<Option<FormToken>>,
     /// Cursor of the next page, when there is one.
     pub next: RwSignal<Option<String>>,
@@ -72,6 +74,7 @@ impl ThreadState {
             highlighted: RwSignal::new(None),
             settings: StoredValue::new(data.form_settings.clone()),
             open: RwSignal::new(data.thread.comments_open),
+            closed_reason: StoredValue::new(data.thread.closed_reason.clone()),
             token: RwSignal::new(token),
             next: RwSignal::new(data.next.clone()),
             remaining_top_level: RwSignal::new(data.remaining_top_level),
