@@ -33,7 +33,7 @@ test("a reader sees another reader's comment appear without a reload", async ({ 
   await fillForm(poster, "Poster", "Hello from the other tab");
   await poster.getByRole("button", { name: "Post comment" }).click();
 
-  const arrived = watcher.locator("article.comment").filter({ hasText: "Hello from the other tab" });
+  const arrived = watcher.locator(".comment-tree article.comment").filter({ hasText: "Hello from the other tab" });
   await expect(arrived).toHaveCount(1);
   await expect(arrived).toHaveClass(/fresh/);
   await expect(watcher.locator(".comment-count")).toContainText("1 comment");
@@ -56,13 +56,13 @@ test("staff approve a held comment and the reader sees it appear; removal makes 
   expect(res.status()).toBe(202);
 
   await gotoHydrated(staff, `/t/${key}`);
-  const held = staff.locator("article.comment").filter({ hasText: "Held Author" });
+  const held = staff.locator(".comment-tree article.comment").filter({ hasText: "Held Author" });
   await expect(held.locator(".mod-flag")).toContainText("held");
   // Nothing reached the reader yet.
-  await expect(reader.locator("article.comment")).toHaveCount(0);
+  await expect(reader.locator(".comment-tree article.comment")).toHaveCount(0);
 
   await held.locator("button[data-action=approve]").click();
-  const shown = reader.locator("article.comment").filter({ hasText: "Held Author" });
+  const shown = reader.locator(".comment-tree article.comment").filter({ hasText: "Held Author" });
   await expect(shown).toHaveCount(1);
   await expect(shown).toBeVisible();
 
@@ -83,7 +83,7 @@ test("staff see new held comments arrive flagged, live", async ({ browser, reque
   await request.post(`/api/threads/${key}/comments`, {
     data: { name: "Linker", body: LINKY, form_token: token },
   });
-  const held = staff.locator("article.comment").filter({ hasText: "Linker" });
+  const held = staff.locator(".comment-tree article.comment").filter({ hasText: "Linker" });
   await expect(held.locator(".mod-flag")).toContainText("(moderated) held: Too many links");
   await staff.context().close();
 });

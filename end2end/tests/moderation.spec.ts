@@ -30,11 +30,11 @@ test("a held comment is flagged for staff, approved in place, then readers see i
   await expect(page.locator(".notice")).toContainText("awaits moderation");
   await expect(page.locator("article.comment .awaiting")).toHaveText("(awaiting moderation)");
   await page.reload();
-  await expect(page.locator("article.comment")).toHaveCount(0);
+  await expect(page.locator(".comment-tree article.comment")).toHaveCount(0);
 
   const staff = await staffPage(browser);
   await gotoHydrated(staff, `/t/${key}`);
-  const held = staff.locator("article.comment").filter({ hasText: "Linker" });
+  const held = staff.locator(".comment-tree article.comment").filter({ hasText: "Linker" });
   await expect(held).toHaveClass(/moderated/);
   await expect(held.locator(".mod-flag")).toContainText("(moderated) held: Too many links (4 > 3).");
   await held.locator("button[data-action=approve]").click();
@@ -44,13 +44,13 @@ test("a held comment is flagged for staff, approved in place, then readers see i
 
   // The reader now sees it (a reload here; live updates arrive with the WebSocket issue).
   await page.reload();
-  await expect(page.locator("article.comment").filter({ hasText: "Linker" })).toHaveCount(1);
+  await expect(page.locator(".comment-tree article.comment").filter({ hasText: "Linker" })).toHaveCount(1);
 
   // Staff remove it; it is gone for readers.
   await held.locator("button[data-action=remove]").click();
   await expect(held.locator(".mod-flag")).toContainText("(moderated) removed");
   await page.reload();
-  await expect(page.locator("article.comment")).toHaveCount(0);
+  await expect(page.locator(".comment-tree article.comment")).toHaveCount(0);
   await staff.context().close();
 });
 
@@ -85,7 +85,7 @@ test("the queue lists held comments newest first and bulk actions apply", async 
 
   // Readers never see the held or spam comments, nor the staff tools.
   await gotoHydrated(page, `/t/${key}`);
-  await expect(page.locator("article.comment")).toHaveCount(0);
+  await expect(page.locator(".comment-tree article.comment")).toHaveCount(0);
   await expect(page.locator(".mod-bar")).toHaveCount(0);
   await staff.context().close();
 });
@@ -104,24 +104,24 @@ test("a comment on a thread past moderate_after is held; staff approve it inline
   await page.getByRole("button", { name: "Post comment" }).click();
   await expect(page.locator(".notice")).toContainText("awaits moderation");
   // The author's own page shows it as awaiting moderation; nobody else sees it.
-  const mine = page.locator("article.comment").filter({ hasText: "Late Reader" });
+  const mine = page.locator(".comment-tree article.comment").filter({ hasText: "Late Reader" });
   await expect(mine.locator(".awaiting")).toHaveText("(awaiting moderation)");
 
   const other = await (await browser.newContext()).newPage();
   await gotoHydrated(other, `/t/${key}`);
-  await expect(other.locator("article.comment")).toHaveCount(0);
+  await expect(other.locator(".comment-tree article.comment")).toHaveCount(0);
 
   const staff = await staffPage(browser);
   await gotoHydrated(staff, `/t/${key}`);
-  const held = staff.locator("article.comment").filter({ hasText: "Late Reader" });
+  const held = staff.locator(".comment-tree article.comment").filter({ hasText: "Late Reader" });
   await expect(held.locator(".mod-flag")).toContainText("(moderated) held: The thread is more than 7 days old");
   await held.locator("button[data-action=approve]").click();
   await expect(held.locator(".mod-flag")).toHaveCount(0);
 
   // The other reader sees it appear (live), and after a reload too.
-  await expect(other.locator("article.comment").filter({ hasText: "Late Reader" })).toBeVisible();
+  await expect(other.locator(".comment-tree article.comment").filter({ hasText: "Late Reader" })).toBeVisible();
   await other.reload();
-  await expect(other.locator("article.comment").filter({ hasText: "Late Reader" })).toHaveCount(1);
+  await expect(other.locator(".comment-tree article.comment").filter({ hasText: "Late Reader" })).toHaveCount(1);
   await staff.context().close();
   await other.context().close();
 });
@@ -138,7 +138,7 @@ test("a comment on a disabled thread is refused and the reason is shown", async 
     "Comments are disabled for this thread.",
   );
   await expect(page.locator("#comment-form textarea[name=body]")).toHaveValue("Writing while the thread gets closed.");
-  await expect(page.locator("article.comment")).toHaveCount(0);
+  await expect(page.locator(".comment-tree article.comment")).toHaveCount(0);
 
   // A fresh load says so instead of showing a form.
   await page.reload();

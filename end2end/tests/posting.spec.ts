@@ -10,7 +10,7 @@ test("a top-level comment appears without a reload, in view and highlighted", as
   await fillForm(page, "Rita", "My **first** comment");
   await page.getByRole("button", { name: "Post comment" }).click();
 
-  const posted = page.locator("article.comment").filter({ hasText: "My first comment" });
+  const posted = page.locator(".comment-tree article.comment").filter({ hasText: "My first comment" });
   await expect(posted).toHaveCount(1);
   await expect(posted).toHaveClass(/highlight/);
   await expect(posted).toBeInViewport();
@@ -24,11 +24,11 @@ test("a top-level comment appears without a reload, in view and highlighted", as
   // A second comment works too: the single-use form token was renewed.
   await page.locator("#comment-form textarea[name=body]").fill("And a second one");
   await page.getByRole("button", { name: "Post comment" }).click();
-  await expect(page.locator("article.comment").filter({ hasText: "And a second one" })).toHaveCount(1);
+  await expect(page.locator(".comment-tree article.comment").filter({ hasText: "And a second one" })).toHaveCount(1);
 
   // A reload shows both, from the server.
   await page.reload();
-  await expect(page.locator("article.comment")).toHaveCount(2);
+  await expect(page.locator(".comment-tree article.comment")).toHaveCount(2);
 });
 
 test("a reply to a reply is posted inline and lands under it", async ({ page, request }) => {
@@ -88,7 +88,8 @@ test("the live preview matches the posted rendering", async ({ page }) => {
   const previewHtml = visible(await preview.innerHTML());
 
   await page.getByRole("button", { name: "Post comment" }).click();
-  const posted = page.locator("article.comment").filter({ hasText: "Some markdown" });
+  // In the tree (the preview pane renders a comment too).
+  const posted = page.locator(".comment-tree article.comment").filter({ hasText: "Some markdown" });
   await expect(posted).toHaveCount(1);
   expect(visible(await posted.locator(".comment-text").innerHTML())).toBe(previewHtml);
   await expect(posted.locator(".comment-text a")).toHaveAttribute("rel", "nofollow ugc noopener noreferrer");
@@ -105,7 +106,7 @@ test("an XSS attempt in the body renders as harmless text", async ({ page }) => 
   await fillForm(page, "<b>Mallory</b>", attack);
   await page.getByRole("button", { name: "Post comment" }).click();
 
-  const posted = page.locator("article.comment").first();
+  const posted = page.locator(".comment-tree article.comment").first();
   await expect(posted.locator(".comment-text")).toContainText("<script>window.__pwned = 1</script>");
   await expect(posted.locator(".author")).toHaveText("<b>Mallory</b>");
   await expect(posted.locator("script, img, b")).toHaveCount(0);
@@ -130,13 +131,13 @@ test("a validation error shows beside its field and the text is kept", async ({ 
   const urlField = page.locator("#comment-form .field").filter({ has: page.locator("#f-url") });
   await expect(urlField.locator(".field-error")).toContainText("http:// or https://");
   await expect(page.locator("#comment-form textarea[name=body]")).toHaveValue("Text I do not want to lose");
-  await expect(page.locator("article.comment")).toHaveCount(0);
+  await expect(page.locator(".comment-tree article.comment")).toHaveCount(0);
 
   // Fixing the fields posts the same text.
   await page.locator("#comment-form").getByLabel("Name").fill("Quinn");
   await page.locator("#comment-form").getByLabel("Website").fill("https://quinn.example");
   await page.getByRole("button", { name: "Post comment" }).click();
-  const posted = page.locator("article.comment");
+  const posted = page.locator(".comment-tree article.comment");
   await expect(posted).toHaveCount(1);
   await expect(posted.locator("a.author")).toHaveAttribute("href", "https://quinn.example/");
   await expect(page.locator(".field-error")).toHaveCount(0);

@@ -10,7 +10,7 @@ test("the welcome thread is rendered on the server before any script runs", asyn
   // With the wasm blocked, the browser still shows the whole tree.
   await page.route("**/*.wasm", (route) => route.abort());
   await page.goto("/t/welcome");
-  await expect(page.locator("article.comment")).toHaveCount(7);
+  await expect(page.locator(".comment-tree article.comment")).toHaveCount(7);
   await expect(page.locator("#c2 .comment-text").first()).toHaveText("Nice. Can I reply to a reply?");
   await expect(page.locator("body")).not.toHaveAttribute("data-hydrated", "true");
 });

@@ -123,6 +123,8 @@ fn accept(state: ThreadState, resp: PostResponse) {
     draft.body.set(String::new());
     draft.title.set(String::new());
     draft.preview.set(String::new());
+    // A preview still in flight belongs to the text just posted: make it stale.
+    draft.preview_generation.update(|g| *g += 1);
     if resp.awaiting_moderation {
         draft.notice.set(Some(
             "Thank you: your comment awaits moderation and will appear once approved.".into(),
