@@ -166,12 +166,14 @@ impl Engine {
     }
 
     fn thread_info(&self, t: &ThreadRow, count: i64) -> ThreadInfo {
+        // Asked once: the answer decides both fields (and a misconfiguration is logged once).
+        let closed_reason = self.closed_reason(t).map(|(_, reason)| reason);
         ThreadInfo {
             key: t.key.clone(),
             title: t.title.clone(),
             kind: t.kind.clone(),
-            comments_open: self.closed_reason(t).is_none(),
-            closed_reason: self.closed_reason(t).map(|(_, reason)| reason),
+            comments_open: closed_reason.is_none(),
+            closed_reason,
             comment_count: count,
         }
     }
