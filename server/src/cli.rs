@@ -421,11 +421,12 @@ async fn spam(common: &Common, cmd: SpamCommand) -> Result<()> {
             }
         }
         SpamCommand::Classify { csv } => {
-            let input = open_csv(&csv)?;
+            // Fail on a missing file before touching the database.
+            std::fs::metadata(&csv).with_context(|| format!("cannot open {}", csv.display()))?;
             let (_store, filter) = open_filter(common, &config).await?;
             let model = filter.current();
             let out = std::io::BufWriter::new(std::io::stdout().lock());
-            crate::spam::classify_csv(&model, input, out, config.spam.threshold)
+            crate::spam::classify_csv_file(&model, &csv, out, config.spam.threshold)
                 .with_context(|| format!("{}", csv.display()))?;
         }
     }

@@ -2,6 +2,7 @@
 
 use std::io::{Read, Write};
 
+use super::csv_fast;
 use super::model::Model;
 use super::{Comment, Label, Sample};
 
@@ -52,6 +53,24 @@ struct Columns {
 }
 
 impl Columns {
+    /// Looks the columns up in the header row (case-insensitive, trimmed,
+    /// ignoring a byte-order mark).
+    fn find(headers: &csv::StringRecord) -> Columns {
+        let find = |name: &str| {
+            headers.iter().position(|h| {
+                h.trim()
+                    .trim_start_matches('\u{feff}')
+                    .eq_ignore_ascii_case(name)
+            })
+        };
+        Columns {
+            label: find("label"),
+            author: find("author"),
+            text: find("text"),
+            header: headers.iter().collect::<Vec<_>>().join(","),
+        }
+    }
+
     fn require(&self, column: &'static str, at: Option<usize>) -> Result<usize, CsvError> {
         at.ok_or_else(|| CsvError::MissingColumn {
             column,
@@ -77,20 +96,8 @@ where
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(true)
         .from_reader(bytes);
-    let headers = rdr.headers().map_err(|e| convert(e, bytes))?.clone();
-    let find = |name: &str| {
-        headers.iter().position(|h| {
-            h.trim()
-                .trim_start_matches('\u{feff}')
-                .eq_ignore_ascii_case(name)
-        })
-    };
-    let cols = Columns {
-        label: find("label"),
-        author: find("author"),
-        text: find("text"),
-        header: headers.iter().collect::<Vec<_>>().join(","),
-    };
+    let headers = rdr.headers().map_err(|e| convert(e, bytes))?;
+    let cols = Columns::find(headers);
     let mut record = csv::StringRecord::new();
     let mut last = None;
     loop {
@@ -208,19 +215,19 @@ pub fn read_comments<R: Read>(reader: R) -> Result<Vec<Comment>, CsvError> {
     Ok(out)
 }
 
+const HEADER: &[u8] = b"label,score\n";
+
 /// Writes `label,score` CSV: a header, then one line per score in order, the
-/// label being `spam` when the score is at or above `threshold`.
+/// label being `spam` when the score is at or above `threshold` and the score
+/// rounded to six decimals.
 pub fn write_scores<W: Write>(writer: W, scores: &[f64], threshold: f64) -> Result<(), CsvError> {
-    let mut w = std::io::BufWriter::new(writer);
-    w.write_all(b"label,score\n")?;
+    let mut out = Vec::with_capacity(12 + scores.len() * 16);
+    out.extend_from_slice(HEADER);
     for &p in scores {
-        let label = if p >= threshold {
-            Label::Spam
-        } else {
-            Label::Ham
-        };
-        writeln!(w, "{label},{p:.6}")?;
+        csv_fast::push_score(&mut out, p, threshold);
     }
+    let mut w = writer;
+    w.write_all(&out)?;
     w.flush()?;
     Ok(())
 }
@@ -267,18 +274,106 @@ impl Batch {
 
 /// `spam classify`: reads comments from `input` (as [`read_comments`]),
 /// scores them and writes `label,score` CSV to `output`, one row per input
-/// row in order. Returns the number of rows written.
-///
-/// Parsing runs on its own thread, one batch ahead of the scoring, which
-/// uses all cores; nothing is written unless the whole input parses.
+/// row in order. Returns the number of rows written. Nothing is written
+/// unless the whole input parses.
 pub fn classify_csv<R: Read, W: Write>(
     model: &Model,
     input: R,
     output: W,
     threshold: f64,
 ) -> Result<usize, CsvError> {
-    let bytes = read_all(input)?;
-    let bytes = bytes.as_slice();
+    classify_csv_bytes(model, &read_all(input)?, output, threshold)
+}
+
+/// [`classify_csv`] on a file, mapped into memory rather than read: a large
+/// file is then never copied, and its pages are brought in by the cores
+/// that parse them.
+pub fn classify_csv_file<W: Write>(
+    model: &Model,
+    path: &std::path::Path,
+    output: W,
+    threshold: f64,
+) -> Result<usize, CsvError> {
+    let file = std::fs::File::open(path)?;
+    if file.metadata()?.len() == 0 {
+        // An empty file cannot be mapped; it has no header either.
+        return classify_csv_bytes(model, &[], output, threshold);
+    }
+    // SAFETY: the map is only read, and lives until the function returns.
+    // Another process truncating the file meanwhile would fault this one
+    // (SIGBUS); `spam classify` is a batch command run on files at rest.
+    let map = unsafe { memmap2::Mmap::map(&file)? };
+    classify_csv_bytes(model, &map, output, threshold)
+}
+
+/// [`classify_csv`] on input already in memory.
+///
+/// Well-formed input is parsed, scored and formatted on all cores
+/// ([`csv_fast`]); anything else (including every error) goes through the
+/// csv crate, so the output and the error messages are the same either way.
+pub fn classify_csv_bytes<W: Write>(
+    model: &Model,
+    bytes: &[u8],
+    output: W,
+    threshold: f64,
+) -> Result<usize, CsvError> {
+    classify_bytes_with(model, bytes, output, threshold, csv_fast::PIECE)
+}
+
+fn classify_bytes_with<W: Write>(
+    model: &Model,
+    bytes: &[u8],
+    mut output: W,
+    threshold: f64,
+    piece: usize,
+) -> Result<usize, CsvError> {
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_reader(bytes);
+    if let Ok(headers) = rdr.headers() {
+        let cols = Columns::find(headers);
+        let width = headers.len();
+        let body = usize::try_from(rdr.position().byte())
+            .ok()
+            .and_then(|start| body_after_header(bytes, start));
+        if let (Some(text), Some(body)) = (cols.text, body) {
+            let layout = csv_fast::Layout {
+                width,
+                author: cols.author,
+                text,
+            };
+            let scored = csv_fast::classify(model.scorer(), body, &layout, threshold, piece);
+            if let Some((buffers, rows)) = scored {
+                output.write_all(HEADER)?;
+                for buffer in buffers {
+                    output.write_all(&buffer)?;
+                }
+                output.flush()?;
+                return Ok(rows);
+            }
+        }
+    }
+    classify_exact(model, bytes, output, threshold)
+}
+
+/// The input after a header row that the csv crate says ends at `start`.
+fn body_after_header(bytes: &[u8], start: usize) -> Option<&[u8]> {
+    let body = bytes.get(start..)?;
+    // After a CRLF header, the csv crate's position is between CR and LF.
+    match body.first() {
+        Some(b'\n') if start > 0 && bytes[start - 1] == b'\r' => body.get(1..),
+        _ => Some(body),
+    }
+}
+
+/// `spam classify` through the csv crate: parsing runs on its own thread,
+/// one batch ahead of the scoring, which uses all cores.
+fn classify_exact<W: Write>(
+    model: &Model,
+    bytes: &[u8],
+    output: W,
+    threshold: f64,
+) -> Result<usize, CsvError> {
     let mut scores = Vec::new();
     std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(2);
@@ -468,6 +563,122 @@ mod tests {
         let mut want = Vec::new();
         write_scores(&mut want, &expected, 0.5).expect("write");
         assert_eq!(out, want);
+    }
+
+    /// The parallel path must read every input exactly as the csv crate does:
+    /// random documents built from the bytes that matter to CSV (quotes,
+    /// separators, CR, LF, multi-byte and invalid UTF-8), cut into tiny
+    /// pieces, give the same output or the same error through both.
+    #[test]
+    fn parallel_path_matches_the_csv_crate() {
+        let train = "label,author,text\nspam,x,buy cheap pills\nham,y,thanks nice post\n";
+        let model = Model::train(
+            &read_samples(train.as_bytes()).expect("train"),
+            &Options::default(),
+        );
+        const ATOMS: [&[u8]; 14] = [
+            b"cheap",
+            b"pills",
+            b"nice post",
+            b" ",
+            b",",
+            b"\n",
+            b"\r\n",
+            b"\"",
+            b"\"\"",
+            b"\r",
+            "caf\u{e9}".as_bytes(),
+            b"\xff",
+            b"Thanks",
+            b"",
+        ];
+        let mut seed = 0x5EED_u64;
+        let mut next = move |n: usize| {
+            seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let z = (seed ^ (seed >> 31)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            ((z ^ (z >> 29)) % n as u64) as usize
+        };
+        let mut fast_hits = 0;
+        for round in 0..3000 {
+            let mut doc: Vec<u8> = if round % 2 == 0 {
+                b"author,text\n".to_vec()
+            } else {
+                b"text,label,author\r\n".to_vec()
+            };
+            // Half the documents are strict CSV, the rest have flaws.
+            let dirty = next(2) == 0;
+            for _ in 0..next(12) {
+                for f in 0..2 + round % 2 {
+                    if f > 0 {
+                        doc.push(b',');
+                    }
+                    // Mostly well-formed fields, sometimes raw atoms.
+                    let quoted = next(3) == 0;
+                    if quoted {
+                        doc.push(b'"');
+                    }
+                    for _ in 0..next(6) {
+                        let atom = ATOMS[next(ATOMS.len())];
+                        let clean = !matches!(
+                            atom,
+                            b"," | b"\n" | b"\r\n" | b"\"" | b"\"\"" | b"\r" | b"\xff"
+                        );
+                        if atom == b"\xff" && !dirty {
+                            continue;
+                        }
+                        if quoted && atom == b"\"" {
+                            doc.extend_from_slice(b"\"\"");
+                        } else if quoted || clean || (dirty && next(8) == 0) {
+                            doc.extend_from_slice(atom);
+                        }
+                    }
+                    if quoted && (!dirty || next(40) > 0) {
+                        doc.push(b'"');
+                    }
+                }
+                doc.extend_from_slice(if round % 2 == 0 { b"\n" } else { b"\r\n" });
+            }
+            if dirty && next(4) == 0 {
+                doc.pop();
+            }
+            let piece = 1 + next(40);
+            let mut fast = Vec::new();
+            let got = classify_bytes_with(&model, &doc, &mut fast, 0.5, piece);
+            let mut exact = Vec::new();
+            let want = classify_exact(&model, &doc, &mut exact, 0.5);
+            let shown = String::from_utf8_lossy(&doc);
+            match (got, want) {
+                (Ok(a), Ok(b)) => {
+                    assert_eq!(a, b, "{shown:?}");
+                    assert_eq!(fast, exact, "{shown:?}");
+                }
+                (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "{shown:?}"),
+                (a, b) => panic!("{shown:?}: parallel {a:?}, csv crate {b:?}"),
+            }
+            let layout_ok = csv_fast_accepts(&doc, piece);
+            fast_hits += usize::from(layout_ok);
+        }
+        // The generator must exercise the parallel path, not only the fallback.
+        assert!(fast_hits > 1400, "parallel path taken {fast_hits} times");
+    }
+
+    /// Whether the parallel path (rather than the fallback) handles `doc`.
+    fn csv_fast_accepts(doc: &[u8], piece: usize) -> bool {
+        let mut rdr = csv::ReaderBuilder::new().from_reader(doc);
+        let Ok(headers) = rdr.headers() else {
+            return false;
+        };
+        let cols = Columns::find(headers);
+        let layout = csv_fast::Layout {
+            width: headers.len(),
+            author: cols.author,
+            text: cols.text.unwrap_or(0),
+        };
+        let Some(body) = body_after_header(doc, rdr.position().byte() as usize) else {
+            return false;
+        };
+        let model = Model::new(&Options::default());
+        csv_fast::classify(model.scorer(), body, &layout, 0.5, piece).is_some()
     }
 
     #[test]

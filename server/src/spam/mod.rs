@@ -30,6 +30,7 @@
 //! assert_eq!(Model::from_json(&json).ok(), Some(model));
 //! ```
 
+mod csv_fast;
 mod csv_io;
 mod eval;
 mod model;
@@ -39,7 +40,10 @@ pub mod tokenize;
 
 use serde::{Deserialize, Serialize};
 
-pub use csv_io::{CsvError, classify_csv, read_comments, read_samples, write_scores};
+pub use csv_io::{
+    CsvError, classify_csv, classify_csv_bytes, classify_csv_file, read_comments, read_samples,
+    write_scores,
+};
 pub use eval::{
     Confusion, CvOptions, Evaluation, LabelMetrics, cross_validate, out_of_fold_scores,
     stratified_folds,

@@ -273,7 +273,7 @@ impl Model {
             .collect()
     }
 
-    fn scorer(&self) -> &Scorer {
+    pub(crate) fn scorer(&self) -> &Scorer {
         self.scorer.0.get_or_init(|| Arc::new(Scorer::build(self)))
     }
 
