@@ -18,7 +18,7 @@ use std::cell::RefCell;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use super::model::Model;
-use super::tokenize::{Features, TokenBuf, for_each_token};
+use super::tokenize::{Features, Sink, TokenBuf, for_each_token};
 
 /// Multiplier from the wyhash/rapidhash family; any odd 64-bit constant with
 /// well-spread bits does.
@@ -46,19 +46,54 @@ fn load4(b: &[u8], at: usize) -> u64 {
     u64::from(u32::from_le_bytes(w))
 }
 
+/// Lowercases the ASCII letters among eight bytes, all below 0x80 (so the
+/// per-byte additions never carry into the next byte): bytes in `A..=Z` get
+/// bit 5 set, which is exactly `to_ascii_lowercase`.
+#[inline(always)]
+fn lower8(w: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let at_least_a = w.wrapping_add(ONES * u64::from(0x80 - b'A')) & HIGH;
+    let past_z = w.wrapping_add(ONES * u64::from(0x80 - b'Z' - 1)) & HIGH;
+    w | ((at_least_a & !past_z) >> 2)
+}
+
+#[inline(always)]
+fn word8<const LOWER: bool>(b: &[u8], at: usize) -> u64 {
+    if LOWER {
+        lower8(load8(b, at))
+    } else {
+        load8(b, at)
+    }
+}
+
+#[inline(always)]
+fn word4<const LOWER: bool>(b: &[u8], at: usize) -> u64 {
+    if LOWER {
+        lower8(load4(b, at))
+    } else {
+        load4(b, at)
+    }
+}
+
+#[inline(always)]
+fn byte<const LOWER: bool>(b: u8) -> u64 {
+    u64::from(if LOWER { b.to_ascii_lowercase() } else { b })
+}
+
 /// Encodes a key of at most 16 bytes in two words with fixed-size
 /// (possibly overlapping) loads, so no variable-length copy is needed.
 /// Together with the length, the encoding is unique.
-#[inline]
-fn short_key(b: &[u8]) -> [u64; 2] {
+#[inline(always)]
+fn short_key<const LOWER: bool>(b: &[u8]) -> [u64; 2] {
     let n = b.len();
     if n >= 8 {
-        [load8(b, 0), load8(b, n - 8)]
+        [word8::<LOWER>(b, 0), word8::<LOWER>(b, n - 8)]
     } else if n >= 4 {
-        [load4(b, 0) | (load4(b, n - 4) << 32), 0]
+        [word4::<LOWER>(b, 0) | (word4::<LOWER>(b, n - 4) << 32), 0]
     } else if n > 0 {
         [
-            u64::from(b[0]) | (u64::from(b[n / 2]) << 8) | (u64::from(b[n - 1]) << 16),
+            byte::<LOWER>(b[0]) | (byte::<LOWER>(b[n / 2]) << 8) | (byte::<LOWER>(b[n - 1]) << 16),
             0,
         ]
     } else {
@@ -66,25 +101,37 @@ fn short_key(b: &[u8]) -> [u64; 2] {
     }
 }
 
-/// Fast non-cryptographic hash of a token with a seed.
-#[inline]
-pub(crate) fn hash_seeded(bytes: &[u8], seed: u64) -> u64 {
+/// The hash of `bytes`, or with `LOWER` of their ASCII lowercase form (then
+/// `bytes` must be all ASCII), which is the same as lowercasing first.
+#[inline(always)]
+fn hash_with<const LOWER: bool>(bytes: &[u8], seed: u64) -> u64 {
     let n = bytes.len();
     if n <= 16 {
-        let [a, b] = short_key(bytes);
+        let [a, b] = short_key::<LOWER>(bytes);
         // The length goes into the other factor: keys of different lengths
         // may share words (`short_key` reuses bytes), never the multiplier.
         return fold_mul(a ^ seed ^ K2, b ^ K ^ (n as u64).wrapping_mul(K3));
     }
     let mut h = seed ^ K2 ^ (n as u64);
-    let mut chunks = bytes.chunks_exact(8);
-    for c in &mut chunks {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(c);
-        h = fold_mul(h ^ u64::from_le_bytes(w), K);
+    let mut at = 0;
+    while at + 8 <= n {
+        h = fold_mul(h ^ word8::<LOWER>(bytes, at), K);
+        at += 8;
     }
     // The last (overlapping) word covers the tail without a partial copy.
-    fold_mul(h ^ load8(bytes, n - 8), K2)
+    fold_mul(h ^ word8::<LOWER>(bytes, n - 8), K2)
+}
+
+/// Fast non-cryptographic hash of a token with a seed.
+#[inline]
+pub(crate) fn hash_seeded(bytes: &[u8], seed: u64) -> u64 {
+    hash_with::<false>(bytes, seed)
+}
+
+/// `hash_seeded` of the lowercase form of an all-ASCII word.
+#[inline]
+fn hash_lowercased(ascii: &[u8], seed: u64) -> u64 {
+    hash_with::<true>(ascii, seed)
 }
 
 /// `hash_seeded` with the default seed, for hash maps of tokens.
@@ -112,6 +159,26 @@ impl Hasher for TokenHasher {
 
 /// Builder for hash maps keyed by tokens.
 pub(crate) type TokenHash = BuildHasherDefault<TokenHasher>;
+
+/// Collects the seeded hashes of a comment's tokens.
+struct HashSink<'a> {
+    hashes: &'a mut Vec<u64>,
+    seed: u64,
+}
+
+impl Sink for HashSink<'_> {
+    #[inline(always)]
+    fn token(&mut self, t: &str) {
+        self.hashes
+            .push(nonzero(hash_seeded(t.as_bytes(), self.seed)));
+    }
+
+    #[inline(always)]
+    fn ascii_word(&mut self, raw: &str, _upper: bool, _buf: &mut String) {
+        self.hashes
+            .push(nonzero(hash_lowercased(raw.as_bytes(), self.seed)));
+    }
+}
 
 /// Per-thread scratch space, reused across comments.
 #[derive(Default)]
@@ -230,9 +297,13 @@ impl Scorer {
         } = scratch;
         hashes.clear();
         let seed = self.seed;
-        for_each_token(author, text, &self.features, tokens, &mut |t: &str| {
-            hashes.push(nonzero(hash_seeded(t.as_bytes(), seed)));
-        });
+        for_each_token(
+            author,
+            text,
+            &self.features,
+            tokens,
+            &mut HashSink { hashes, seed },
+        );
         // Tokenizing first and looking up afterwards keeps this loop tight,
         // so the CPU overlaps the table's cache misses across tokens.
         let mut sum = 0.0f64;
@@ -332,6 +403,44 @@ mod tests {
         let hashes: std::collections::HashSet<u64> =
             tokens.iter().map(|t| hash_bytes(t.as_bytes())).collect();
         assert_eq!(hashes.len(), tokens.len());
+    }
+
+    #[test]
+    fn hashing_lowercased_equals_lowercasing_first() {
+        let words = [
+            "",
+            "a",
+            "Z",
+            "Ab",
+            "ABC",
+            "aBcD",
+            "Hello",
+            "WORLD42",
+            "Mixed_Case_",
+            "ABCDEFGH",
+            "abcdefghIJ",
+            "Sixteen_Chars_OK",
+            "A_Much_Longer_Word_Than_Sixteen",
+            "@[`{",
+            "ZzAa09_",
+        ];
+        for w in words {
+            for seed in [0, K, 12345] {
+                assert_eq!(
+                    hash_lowercased(w.as_bytes(), seed),
+                    hash_seeded(w.to_ascii_lowercase().as_bytes(), seed),
+                    "{w:?}"
+                );
+            }
+        }
+        // Every ASCII byte in every position of the loads.
+        for b in 0u8..0x80 {
+            let w: Vec<u8> = (0..19).map(|k| if k % 3 == 0 { b } else { b'Q' }).collect();
+            for n in 0..=w.len() {
+                let lower = w[..n].to_ascii_lowercase();
+                assert_eq!(hash_lowercased(&w[..n], 7), hash_seeded(&lower, 7));
+            }
+        }
     }
 
     #[test]

@@ -140,6 +140,34 @@ fn block_at(b: &[u8], at: usize) -> u64 {
     }
 }
 
+/// Receives the tokens of a comment. Any `FnMut(&str)` is one.
+pub(crate) trait Sink {
+    /// One token, already lowercased.
+    fn token(&mut self, t: &str);
+
+    /// An all-ASCII word as written, which has uppercase letters if `upper`;
+    /// the token is its lowercase form. The scorer overrides this to hash the
+    /// word lowercased on the fly, without copying it or branching on case.
+    #[inline(always)]
+    fn ascii_word(&mut self, raw: &str, upper: bool, buf: &mut String) {
+        if upper {
+            buf.clear();
+            buf.push_str(raw);
+            buf.make_ascii_lowercase();
+            self.token(buf);
+        } else {
+            self.token(raw);
+        }
+    }
+}
+
+impl<F: FnMut(&str)> Sink for F {
+    #[inline(always)]
+    fn token(&mut self, t: &str) {
+        self(t)
+    }
+}
+
 /// Reusable buffers so tokenizing does not allocate per token.
 #[derive(Default)]
 pub(crate) struct TokenBuf {
@@ -302,26 +330,26 @@ struct Shape {
 
 /// Calls `emit` for every token of a comment: author words, text words, then
 /// the feature tokens enabled in `features`.
-pub(crate) fn for_each_token<F: FnMut(&str)>(
+pub(crate) fn for_each_token<S: Sink>(
     author: &str,
     text: &str,
     features: &Features,
     buf: &mut TokenBuf,
-    emit: &mut F,
+    emit: &mut S,
 ) {
     if features.links || features.domains || features.symbols {
-        tokens_with::<true, F>(author, text, features, buf, emit);
+        tokens_with::<true, S>(author, text, features, buf, emit);
     } else {
-        tokens_with::<false, F>(author, text, features, buf, emit);
+        tokens_with::<false, S>(author, text, features, buf, emit);
     }
 }
 
-fn tokens_with<const SHAPE: bool, F: FnMut(&str)>(
+fn tokens_with<const SHAPE: bool, S: Sink>(
     author: &str,
     text: &str,
     features: &Features,
     buf: &mut TokenBuf,
-    emit: &mut F,
+    emit: &mut S,
 ) {
     let TokenBuf {
         word,
@@ -335,7 +363,7 @@ fn tokens_with<const SHAPE: bool, F: FnMut(&str)>(
             feature.clear();
             feature.push_str("a#");
             feature.push_str(w);
-            emit(feature);
+            emit.token(feature);
         });
     } else {
         scan_words::<SHAPE, _>(author, word, shape, emit);
@@ -344,9 +372,9 @@ fn tokens_with<const SHAPE: bool, F: FnMut(&str)>(
     shape.link_hosts.clear();
     if features.numbers {
         scan_words::<SHAPE, _>(text, word, shape, &mut |w: &str| {
-            emit(w);
+            emit.token(w);
             if w.bytes().all(|b| b.is_ascii_digit()) {
-                emit(match w.len() {
+                emit.token(match w.len() {
                     0..=3 => "#num:2",
                     4..=5 => "#num:4",
                     6..=9 => "#num:6",
@@ -362,11 +390,11 @@ fn tokens_with<const SHAPE: bool, F: FnMut(&str)>(
             feature.clear();
             feature.push_str("#dom:");
             feature.push_str(host);
-            emit(feature);
+            emit.token(feature);
         });
     }
     if features.links {
-        emit(match shape.link_hosts.len() {
+        emit.token(match shape.link_hosts.len() {
             0 => "#links:0",
             1 => "#links:1",
             2..=3 => "#links:2",
@@ -374,12 +402,12 @@ fn tokens_with<const SHAPE: bool, F: FnMut(&str)>(
         });
     }
     if features.symbols {
-        emit(match shape.currency {
+        emit.token(match shape.currency {
             0 => "#cur:0",
             1 => "#cur:1",
             _ => "#cur:2",
         });
-        emit(match shape.bangs {
+        emit.token(match shape.bangs {
             0 => "#bang:0",
             1..=2 => "#bang:1",
             _ => "#bang:3",
@@ -391,7 +419,7 @@ fn tokens_with<const SHAPE: bool, F: FnMut(&str)>(
         let (upper, letters) = (upper + u, letters + l);
         if letters >= 8 {
             // Integer percent keeps bucket edges exact on every platform.
-            emit(match upper * 100 / letters {
+            emit.token(match upper * 100 / letters {
                 0..=4 => "#caps:0",
                 5..=14 => "#caps:1",
                 15..=34 => "#caps:2",
@@ -432,11 +460,11 @@ fn below(k: u32) -> u64 {
 /// scans, so a byte costs a few instructions whatever the word lengths.
 /// Blocks holding non-ASCII bytes, and the last few bytes, go one character
 /// at a time.
-fn scan_words<const SHAPE: bool, F: FnMut(&str)>(
+fn scan_words<const SHAPE: bool, S: Sink>(
     s: &str,
     buf: &mut String,
     shape: &mut Shape,
-    emit: &mut F,
+    emit: &mut S,
 ) {
     const NONE: usize = usize::MAX;
     let bytes = s.as_bytes();
@@ -464,7 +492,7 @@ fn scan_words<const SHAPE: bool, F: FnMut(&str)>(
                     }
                     let k = stop.trailing_zeros();
                     upper |= up & below(k) != 0;
-                    ascii_word::<SHAPE, F>(s, start, i + (k / 8) as usize, upper, buf, shape, emit);
+                    ascii_word::<SHAPE, S>(s, start, i + (k / 8) as usize, upper, buf, shape, emit);
                     start = NONE;
                     words &= !below(k);
                 }
@@ -480,7 +508,7 @@ fn scan_words<const SHAPE: bool, F: FnMut(&str)>(
                     let e = rest.trailing_zeros();
                     let word_upper = up & !below(k) & below(e) != 0;
                     let (from, to) = (i + (k / 8) as usize, i + (e / 8) as usize);
-                    ascii_word::<SHAPE, F>(s, from, to, word_upper, buf, shape, emit);
+                    ascii_word::<SHAPE, S>(s, from, to, word_upper, buf, shape, emit);
                     words &= !below(e);
                 }
                 i += 8;
@@ -499,7 +527,7 @@ fn scan_words<const SHAPE: bool, F: FnMut(&str)>(
                 upper |= c & UPPER != 0;
             } else {
                 if start != NONE {
-                    ascii_word::<SHAPE, F>(s, start, i, upper, buf, shape, emit);
+                    ascii_word::<SHAPE, S>(s, start, i, upper, buf, shape, emit);
                     start = NONE;
                 }
                 if SHAPE {
@@ -519,7 +547,7 @@ fn scan_words<const SHAPE: bool, F: FnMut(&str)>(
             continue;
         }
         if start != NONE {
-            ascii_word::<SHAPE, F>(s, start, i, upper, buf, shape, emit);
+            ascii_word::<SHAPE, S>(s, start, i, upper, buf, shape, emit);
             start = NONE;
         }
         if SHAPE && matches!(ch, '£' | '€' | '¥') {
@@ -528,34 +556,27 @@ fn scan_words<const SHAPE: bool, F: FnMut(&str)>(
         i += ch.len_utf8();
     }
     if start != NONE {
-        ascii_word::<SHAPE, F>(s, start, n, upper, buf, shape, emit);
+        ascii_word::<SHAPE, S>(s, start, n, upper, buf, shape, emit);
     }
 }
 
 /// Emits the all-ASCII word `s[start..end]` if it is long enough, copying it
 /// only when it needs lowercasing.
 #[inline(always)]
-fn ascii_word<const SHAPE: bool, F: FnMut(&str)>(
+fn ascii_word<const SHAPE: bool, S: Sink>(
     s: &str,
     start: usize,
     end: usize,
     upper: bool,
     buf: &mut String,
     shape: &mut Shape,
-    emit: &mut F,
+    emit: &mut S,
 ) {
     let len = end - start;
     if len < 2 {
         return;
     }
-    if upper {
-        buf.clear();
-        buf.push_str(&s[start..end]);
-        buf.make_ascii_lowercase();
-        emit(buf);
-    } else {
-        emit(&s[start..end]);
-    }
+    emit.ascii_word(&s[start..end], upper, buf);
     let bytes = s.as_bytes();
     if SHAPE
         && len == 3
@@ -569,13 +590,7 @@ fn ascii_word<const SHAPE: bool, F: FnMut(&str)>(
 
 /// Finishes a word that contains non-ASCII characters: `s[from..at]` is its
 /// ASCII start and `at` the first non-ASCII letter. Returns where it ends.
-fn mixed_word<F: FnMut(&str)>(
-    s: &str,
-    from: usize,
-    at: usize,
-    buf: &mut String,
-    emit: &mut F,
-) -> usize {
+fn mixed_word<S: Sink>(s: &str, from: usize, at: usize, buf: &mut String, emit: &mut S) -> usize {
     buf.clear();
     buf.push_str(&s[from..at]);
     buf.make_ascii_lowercase();
@@ -596,7 +611,7 @@ fn mixed_word<F: FnMut(&str)>(
         end += ch.len_utf8();
     }
     if chars >= 2 {
-        emit(buf);
+        emit.token(buf);
     }
     end
 }
