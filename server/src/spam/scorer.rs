@@ -3,16 +3,20 @@
 //! Classification only needs, per token, the log-likelihood ratio
 //! `ln P(t|spam) - ln P(t|ham)`. Computing two logarithms per token would cap
 //! throughput far below the goal, so the ratios are computed once per model
-//! state and stored in an open-addressing table: an array of 64-bit token
-//! hashes probed linearly, and beside it an array of `f32` weights.
+//! state and stored in an open-addressing table probed linearly, whose 8-byte
+//! slots hold a token's tag and its `f32` weight side by side, so that a
+//! lookup touches one cache line.
 //!
-//! Tokens are identified by their 64-bit hash alone. Known tokens never
-//! collide: the table is rebuilt with another hash seed if two would. An
-//! unknown token matches a known one with probability about V / 2^64 (5e-15
-//! for a 100,000-token vocabulary), and even then only borrows that token's
-//! weight, which a spammer could get by writing the token itself. Storing and
-//! comparing the token text instead would make the table several times larger
-//! and cost another cache miss per token.
+//! A token is identified by its 64-bit hash alone: the low bits choose its
+//! home slot, the high 32 bits are the tag stored there. Known tokens never
+//! shadow each other: the table is rebuilt with another hash seed if two
+//! with the same tag would meet on one probe path. An unknown token matches a
+//! known one only if it lands on the probe path of a token with its tag,
+//! about one in 2^32 per slot probed (a few in ten billion tokens), and even
+//! then only borrows that token's weight, which a spammer could get by
+//! writing the token itself. Storing and comparing the token text instead
+//! would make the table several times larger and cost another cache miss per
+//! token.
 
 use std::cell::RefCell;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -198,12 +202,7 @@ thread_local! {
 /// Immutable per-token weights for one model state.
 #[derive(Clone)]
 pub(crate) struct Scorer {
-    /// Token hashes by slot; 0 marks an empty slot (real hashes are mapped
-    /// away from 0). Kept apart from the weights so the array probed on
-    /// every lookup is half the size and stays in the per-core cache longer.
-    hashes: Vec<u64>,
-    /// Weight of the token in the same slot.
-    weights: Vec<f32>,
+    slots: Vec<Slot>,
     mask: usize,
     seed: u64,
     /// `ln prior(spam) - ln prior(ham)`.
@@ -217,35 +216,53 @@ fn nonzero(h: u64) -> u64 {
     h.max(1)
 }
 
+/// One table slot: a token's tag (0 marks an empty slot) and its weight.
+#[derive(Clone, Copy, Default)]
+#[repr(C, align(8))]
+struct Slot {
+    tag: u32,
+    weight: f32,
+}
+
+/// The tag stored for a hash: its high half, mapped away from 0.
+#[inline(always)]
+fn tag_of(hash: u64) -> u32 {
+    ((hash >> 32) as u32).max(1)
+}
+
 /// Places `(token, weight)` entries in a table of `capacity` slots (a power
 /// of two, larger than the entry count) with the first seed under which no
-/// two tokens share a hash. Returns the hashes, weights and that seed.
-fn fill_table<H>(entries: &[(&str, f64)], capacity: usize, hash: H) -> (Vec<u64>, Vec<f32>, u64)
+/// token's probe path crosses another token with its tag. Returns the slots
+/// and that seed.
+fn fill_table<H>(entries: &[(&str, f64)], capacity: usize, hash: H) -> (Vec<Slot>, u64)
 where
     H: Fn(&[u8], u64) -> u64,
 {
     let mask = capacity - 1;
-    let mut hashes = vec![0u64; capacity];
-    let mut weights = vec![0f32; capacity];
+    let mut slots = vec![Slot::default(); capacity];
     let mut seed = 0u64;
     'seeds: loop {
         for &(token, weight) in entries {
-            let h = nonzero(hash(token.as_bytes(), seed));
+            let h = hash(token.as_bytes(), seed);
+            let tag = tag_of(h);
             let mut i = (h as usize) & mask;
-            while hashes[i] != 0 {
-                if hashes[i] == h {
-                    // Two known tokens share a hash (odds ~V²/2^65): start
-                    // over with another seed.
+            // Slots before an entry's own are never emptied, so checking the
+            // path of each newcomer covers every pair of tokens.
+            while slots[i].tag != 0 {
+                if slots[i].tag == tag {
+                    // Odds about V * probe length / 2^32: start over.
                     seed = seed.wrapping_add(K);
-                    hashes.fill(0);
+                    slots.fill(Slot::default());
                     continue 'seeds;
                 }
                 i = (i + 1) & mask;
             }
-            hashes[i] = h;
-            weights[i] = weight as f32;
+            slots[i] = Slot {
+                tag,
+                weight: weight as f32,
+            };
         }
-        return (hashes, weights, seed);
+        return (slots, seed);
     }
 }
 
@@ -257,13 +274,12 @@ impl Scorer {
         let capacity = (vocab + vocab / 2 + 1).next_power_of_two().max(16);
         let mask = capacity - 1;
         let entries: Vec<(&str, f64)> = model.log_ratios().collect();
-        let (hashes, weights, seed) = fill_table(&entries, capacity, hash_seeded);
+        let (slots, seed) = fill_table(&entries, capacity, hash_seeded);
         let [spam_docs, ham_docs] = model.doc_counts();
         // Laplace-smoothed priors keep an untrained or one-sided model finite.
         let bias = ((spam_docs as f64 + 1.0) / (ham_docs as f64 + 1.0)).ln();
         Scorer {
-            hashes,
-            weights,
+            slots,
             mask,
             seed,
             bias,
@@ -272,17 +288,18 @@ impl Scorer {
         }
     }
 
-    /// Slot index of a token hash, or `None` if the model never saw it.
+    /// Weight of a token hash, 0 if the model never saw it.
     #[inline(always)]
-    fn find(&self, hash: u64) -> Option<usize> {
+    fn weight(&self, hash: u64) -> f32 {
+        let tag = tag_of(hash);
         let mut i = (hash as usize) & self.mask;
         loop {
-            let h = self.hashes[i];
-            if h == hash {
-                return Some(i);
+            let slot = self.slots[i];
+            if slot.tag == tag {
+                return slot.weight;
             }
-            if h == 0 {
-                return None;
+            if slot.tag == 0 {
+                return 0.0;
             }
             i = (i + 1) & self.mask;
         }
@@ -324,9 +341,7 @@ impl Scorer {
                     }
                     if s == 0 {
                         seen[j] = h;
-                        if let Some(i) = self.find(h) {
-                            sum += f64::from(self.weights[i]);
-                        }
+                        sum += f64::from(self.weight(h));
                         break;
                     }
                     j = (j + 1) & mask;
@@ -334,9 +349,7 @@ impl Scorer {
             }
         } else {
             for &h in hashes.iter() {
-                if let Some(i) = self.find(h) {
-                    sum += f64::from(self.weights[i]);
-                }
+                sum += f64::from(self.weight(h));
             }
         }
         // Don't let one huge comment pin megabytes in every worker thread.
@@ -449,17 +462,26 @@ mod tests {
         let hash = |b: &[u8], seed: u64| {
             if seed == 0 { 7 } else { hash_seeded(b, seed) }
         };
-        let (hashes, weights, seed) = fill_table(&[("a", 1.0), ("b", 2.0)], 16, hash);
+        let (slots, seed) = fill_table(&[("a", 1.0), ("b", 2.0)], 16, hash);
         assert_ne!(seed, 0);
-        let mut found: Vec<f32> = hashes
+        let mut found: Vec<f32> = slots
             .iter()
-            .zip(&weights)
-            .filter(|&(&h, _)| h != 0)
-            .map(|(_, &w)| w)
+            .filter(|s| s.tag != 0)
+            .map(|s| s.weight)
             .collect();
         found.sort_by(f32::total_cmp);
         assert_eq!(found, [1.0, 2.0]);
-        assert!(hashes.contains(&nonzero(hash_seeded(b"a", seed))));
+        let scorer = Scorer {
+            slots,
+            mask: 15,
+            seed,
+            bias: 0.0,
+            binary: true,
+            features: Features::NONE,
+        };
+        assert_eq!(scorer.weight(hash_seeded(b"a", seed)), 1.0);
+        assert_eq!(scorer.weight(hash_seeded(b"b", seed)), 2.0);
+        assert_eq!(scorer.weight(hash_seeded(b"c", seed)), 0.0);
     }
 
     #[test]
