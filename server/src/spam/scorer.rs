@@ -43,13 +43,6 @@ fn load8(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(w)
 }
 
-#[inline]
-fn load4(b: &[u8], at: usize) -> u64 {
-    let mut w = [0u8; 4];
-    w.copy_from_slice(&b[at..at + 4]);
-    u64::from(u32::from_le_bytes(w))
-}
-
 /// Lowercases the ASCII letters among eight bytes, all below 0x80 (so the
 /// per-byte additions never carry into the next byte): bytes in `A..=Z` get
 /// bit 5 set, which is exactly `to_ascii_lowercase`.
@@ -71,38 +64,33 @@ fn word8<const LOWER: bool>(b: &[u8], at: usize) -> u64 {
     }
 }
 
+/// The low `n` bytes (`n <= 8`) of a little-endian word.
 #[inline(always)]
-fn word4<const LOWER: bool>(b: &[u8], at: usize) -> u64 {
+fn low_bytes(n: usize) -> u64 {
+    ((1u128 << (8 * n)) - 1) as u64
+}
+
+/// The key of a token of `n <= 16` bytes: its bytes zero-padded to two
+/// words. `window` starts with the token and has at least 16 bytes; the
+/// bytes after the token are masked off before lowercasing, so they may be
+/// anything. Loading and masking whole words costs no branch on the length,
+/// which varies from word to word and would be mispredicted.
+#[inline(always)]
+fn short_key<const LOWER: bool>(window: &[u8], n: usize) -> [u64; 2] {
+    let lo = load8(window, 0) & low_bytes(n.min(8));
+    let hi = load8(window, 8) & low_bytes(n.saturating_sub(8));
     if LOWER {
-        lower8(load4(b, at))
+        [lower8(lo), lower8(hi)]
     } else {
-        load4(b, at)
+        [lo, hi]
     }
 }
 
 #[inline(always)]
-fn byte<const LOWER: bool>(b: u8) -> u64 {
-    u64::from(if LOWER { b.to_ascii_lowercase() } else { b })
-}
-
-/// Encodes a key of at most 16 bytes in two words with fixed-size
-/// (possibly overlapping) loads, so no variable-length copy is needed.
-/// Together with the length, the encoding is unique.
-#[inline(always)]
-fn short_key<const LOWER: bool>(b: &[u8]) -> [u64; 2] {
-    let n = b.len();
-    if n >= 8 {
-        [word8::<LOWER>(b, 0), word8::<LOWER>(b, n - 8)]
-    } else if n >= 4 {
-        [word4::<LOWER>(b, 0) | (word4::<LOWER>(b, n - 4) << 32), 0]
-    } else if n > 0 {
-        [
-            byte::<LOWER>(b[0]) | (byte::<LOWER>(b[n / 2]) << 8) | (byte::<LOWER>(b[n - 1]) << 16),
-            0,
-        ]
-    } else {
-        [0, 0]
-    }
+fn finish_short(key: [u64; 2], n: usize, seed: u64) -> u64 {
+    // The length goes into the other factor, so keys that differ only in
+    // trailing zero bytes differ in the hash.
+    fold_mul(key[0] ^ seed ^ K2, key[1] ^ K ^ (n as u64).wrapping_mul(K3))
 }
 
 /// The hash of `bytes`, or with `LOWER` of their ASCII lowercase form (then
@@ -111,10 +99,9 @@ fn short_key<const LOWER: bool>(b: &[u8]) -> [u64; 2] {
 fn hash_with<const LOWER: bool>(bytes: &[u8], seed: u64) -> u64 {
     let n = bytes.len();
     if n <= 16 {
-        let [a, b] = short_key::<LOWER>(bytes);
-        // The length goes into the other factor: keys of different lengths
-        // may share words (`short_key` reuses bytes), never the multiplier.
-        return fold_mul(a ^ seed ^ K2, b ^ K ^ (n as u64).wrapping_mul(K3));
+        let mut padded = [0u8; 16];
+        padded[..n].copy_from_slice(bytes);
+        return finish_short(short_key::<LOWER>(&padded, n), n, seed);
     }
     let mut h = seed ^ K2 ^ (n as u64);
     let mut at = 0;
@@ -126,6 +113,17 @@ fn hash_with<const LOWER: bool>(bytes: &[u8], seed: u64) -> u64 {
     fold_mul(h ^ word8::<LOWER>(bytes, n - 8), K2)
 }
 
+/// `hash_lowercased(&text[start..end])` for an all-ASCII word inside `text`,
+/// reading the short word in place when 16 bytes are there to load.
+#[inline(always)]
+fn hash_word_lowercased(text: &[u8], start: usize, end: usize, seed: u64) -> u64 {
+    let n = end - start;
+    match text.get(start..start + 16) {
+        Some(window) if n <= 16 => finish_short(short_key::<true>(window, n), n, seed),
+        _ => hash_with::<true>(&text[start..end], seed),
+    }
+}
+
 /// Fast non-cryptographic hash of a token with a seed.
 #[inline]
 pub(crate) fn hash_seeded(bytes: &[u8], seed: u64) -> u64 {
@@ -133,7 +131,7 @@ pub(crate) fn hash_seeded(bytes: &[u8], seed: u64) -> u64 {
 }
 
 /// `hash_seeded` of the lowercase form of an all-ASCII word.
-#[inline]
+#[cfg(test)]
 fn hash_lowercased(ascii: &[u8], seed: u64) -> u64 {
     hash_with::<true>(ascii, seed)
 }
@@ -178,9 +176,9 @@ impl Sink for HashSink<'_> {
     }
 
     #[inline(always)]
-    fn ascii_word(&mut self, raw: &str, _upper: bool, _buf: &mut String) {
-        self.hashes
-            .push(nonzero(hash_lowercased(raw.as_bytes(), self.seed)));
+    fn ascii_word(&mut self, s: &str, start: usize, end: usize, _upper: bool, _: &mut String) {
+        let hash = hash_word_lowercased(s.as_bytes(), start, end, self.seed);
+        self.hashes.push(nonzero(hash));
     }
 }
 
@@ -445,6 +443,20 @@ mod tests {
                     "{w:?}"
                 );
             }
+        }
+        // In place, with anything (also non-ASCII) after the word.
+        let text = "Hello, WORLD\u{e9}\u{e9}\u{e9}\u{e9} ab_CD Sixteen_Chars_OK\u{ff}\u{ff} x";
+        for (start, end) in [(0, 5), (7, 12), (22, 27), (28, 44), (0, 2), (45, 46)] {
+            let b = text.as_bytes();
+            if end > b.len() || !b[start..end].is_ascii() {
+                continue;
+            }
+            assert_eq!(
+                hash_word_lowercased(b, start, end, 3),
+                hash_seeded(b[start..end].to_ascii_lowercase().as_slice(), 3),
+                "{:?}",
+                &text[start..end]
+            );
         }
         // Every ASCII byte in every position of the loads.
         for b in 0u8..0x80 {

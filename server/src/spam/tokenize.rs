@@ -145,11 +145,13 @@ pub(crate) trait Sink {
     /// One token, already lowercased.
     fn token(&mut self, t: &str);
 
-    /// An all-ASCII word as written, which has uppercase letters if `upper`;
-    /// the token is its lowercase form. The scorer overrides this to hash the
-    /// word lowercased on the fly, without copying it or branching on case.
+    /// The all-ASCII word `s[start..end]` as written, which has uppercase
+    /// letters if `upper`; the token is its lowercase form. The scorer
+    /// overrides this to hash the word lowercased in place, without copying
+    /// it or branching on case.
     #[inline(always)]
-    fn ascii_word(&mut self, raw: &str, upper: bool, buf: &mut String) {
+    fn ascii_word(&mut self, s: &str, start: usize, end: usize, upper: bool, buf: &mut String) {
+        let raw = &s[start..end];
         if upper {
             buf.clear();
             buf.push_str(raw);
@@ -285,7 +287,7 @@ fn insert(arena: &mut String, entries: &mut Vec<Entry>, table: &mut Vec<u32>, t:
 /// Lowercased words of `text` as django-cast finds them (no feature tokens).
 pub fn words(text: &str) -> Vec<String> {
     let mut out = Vec::new();
-    scan_words::<false, _>(
+    scan_words::<false, false, _>(
         text,
         &mut String::new(),
         &mut Shape::default(),
@@ -313,8 +315,8 @@ pub fn tokens(author: &str, text: &str, features: &Features) -> Vec<String> {
 pub fn count_words(author: &str, text: &str) -> usize {
     let mut n = 0;
     let (mut buf, mut shape) = (String::new(), Shape::default());
-    scan_words::<false, _>(author, &mut buf, &mut shape, &mut |_: &str| n += 1);
-    scan_words::<false, _>(text, &mut buf, &mut shape, &mut |_: &str| n += 1);
+    scan_words::<false, false, _>(author, &mut buf, &mut shape, &mut |_: &str| n += 1);
+    scan_words::<false, false, _>(text, &mut buf, &mut shape, &mut |_: &str| n += 1);
     n
 }
 
@@ -337,14 +339,17 @@ pub(crate) fn for_each_token<S: Sink>(
     buf: &mut TokenBuf,
     emit: &mut S,
 ) {
-    if features.links || features.domains || features.symbols {
-        tokens_with::<true, S>(author, text, features, buf, emit);
-    } else {
-        tokens_with::<false, S>(author, text, features, buf, emit);
+    // Each combination is its own instance, so the scan does no work for
+    // features that are off.
+    match (features.links || features.domains, features.symbols) {
+        (true, true) => tokens_with::<true, true, S>(author, text, features, buf, emit),
+        (true, false) => tokens_with::<true, false, S>(author, text, features, buf, emit),
+        (false, true) => tokens_with::<false, true, S>(author, text, features, buf, emit),
+        (false, false) => tokens_with::<false, false, S>(author, text, features, buf, emit),
     }
 }
 
-fn tokens_with<const SHAPE: bool, S: Sink>(
+fn tokens_with<const LINKS: bool, const SYMBOLS: bool, S: Sink>(
     author: &str,
     text: &str,
     features: &Features,
@@ -359,19 +364,19 @@ fn tokens_with<const SHAPE: bool, S: Sink>(
     shape.bangs = 0;
     shape.currency = 0;
     if features.author_prefix {
-        scan_words::<SHAPE, _>(author, word, shape, &mut |w: &str| {
+        scan_words::<LINKS, SYMBOLS, _>(author, word, shape, &mut |w: &str| {
             feature.clear();
             feature.push_str("a#");
             feature.push_str(w);
             emit.token(feature);
         });
     } else {
-        scan_words::<SHAPE, _>(author, word, shape, emit);
+        scan_words::<LINKS, SYMBOLS, _>(author, word, shape, emit);
     }
     // Only links in the text count; the author's were scanned for symbols.
     shape.link_hosts.clear();
     if features.numbers {
-        scan_words::<SHAPE, _>(text, word, shape, &mut |w: &str| {
+        scan_words::<LINKS, SYMBOLS, _>(text, word, shape, &mut |w: &str| {
             emit.token(w);
             if w.bytes().all(|b| b.is_ascii_digit()) {
                 emit.token(match w.len() {
@@ -383,10 +388,10 @@ fn tokens_with<const SHAPE: bool, S: Sink>(
             }
         });
     } else {
-        scan_words::<SHAPE, _>(text, word, shape, emit);
+        scan_words::<LINKS, SYMBOLS, _>(text, word, shape, emit);
     }
     if features.domains {
-        link_domains(text, &shape.link_hosts, &mut |host: &str| {
+        link_domains(text, &mut shape.link_hosts, &mut |host: &str| {
             feature.clear();
             feature.push_str("#dom:");
             feature.push_str(host);
@@ -452,15 +457,15 @@ fn below(k: u32) -> u64 {
 }
 
 /// Finds the words of `s`, calling `emit` with each lowercased word. With
-/// `SHAPE`, also counts `!` and currency signs and records link hosts
-/// (`scheme://` and bare `www.`) in `shape`.
+/// `LINKS`, also records link hosts (`scheme://` and bare `www.`) in
+/// `shape`; with `SYMBOLS`, counts `!` and currency signs there.
 ///
 /// ASCII text is classified eight bytes at a time (each byte's class lands
 /// in its high bit), and every word inside such a block is found with bit
 /// scans, so a byte costs a few instructions whatever the word lengths.
 /// Blocks holding non-ASCII bytes, and the last few bytes, go one character
 /// at a time.
-fn scan_words<const SHAPE: bool, S: Sink>(
+fn scan_words<const LINKS: bool, const SYMBOLS: bool, S: Sink>(
     s: &str,
     buf: &mut String,
     shape: &mut Shape,
@@ -479,8 +484,8 @@ fn scan_words<const SHAPE: bool, S: Sink>(
             let x = block_at(bytes, i);
             if x & HIGH == 0 {
                 let (w, up) = word_mask(x);
-                if SHAPE {
-                    shape_block(bytes, i, x, shape);
+                if LINKS || SYMBOLS {
+                    shape_block::<LINKS, SYMBOLS>(s, i, x, shape);
                 }
                 let mut words = w;
                 if start != NONE {
@@ -492,7 +497,7 @@ fn scan_words<const SHAPE: bool, S: Sink>(
                     }
                     let k = stop.trailing_zeros();
                     upper |= up & below(k) != 0;
-                    ascii_word::<SHAPE, S>(s, start, i + (k / 8) as usize, upper, buf, shape, emit);
+                    ascii_word(s, start, i + (k / 8) as usize, upper, buf, emit);
                     start = NONE;
                     words &= !below(k);
                 }
@@ -508,7 +513,7 @@ fn scan_words<const SHAPE: bool, S: Sink>(
                     let e = rest.trailing_zeros();
                     let word_upper = up & !below(k) & below(e) != 0;
                     let (from, to) = (i + (k / 8) as usize, i + (e / 8) as usize);
-                    ascii_word::<SHAPE, S>(s, from, to, word_upper, buf, shape, emit);
+                    ascii_word(s, from, to, word_upper, buf, emit);
                     words &= !below(e);
                 }
                 i += 8;
@@ -527,11 +532,11 @@ fn scan_words<const SHAPE: bool, S: Sink>(
                 upper |= c & UPPER != 0;
             } else {
                 if start != NONE {
-                    ascii_word::<SHAPE, S>(s, start, i, upper, buf, shape, emit);
+                    ascii_word(s, start, i, upper, buf, emit);
                     start = NONE;
                 }
-                if SHAPE {
-                    shape_byte(bytes, i, shape);
+                if LINKS || SYMBOLS {
+                    shape_byte::<LINKS, SYMBOLS>(s, i, shape);
                 }
             }
             i += 1;
@@ -547,44 +552,32 @@ fn scan_words<const SHAPE: bool, S: Sink>(
             continue;
         }
         if start != NONE {
-            ascii_word::<SHAPE, S>(s, start, i, upper, buf, shape, emit);
+            ascii_word(s, start, i, upper, buf, emit);
             start = NONE;
         }
-        if SHAPE && matches!(ch, '£' | '€' | '¥') {
+        if SYMBOLS && matches!(ch, '£' | '€' | '¥') {
             shape.currency += 1;
         }
         i += ch.len_utf8();
     }
     if start != NONE {
-        ascii_word::<SHAPE, S>(s, start, n, upper, buf, shape, emit);
+        ascii_word(s, start, n, upper, buf, emit);
     }
 }
 
 /// Emits the all-ASCII word `s[start..end]` if it is long enough, copying it
 /// only when it needs lowercasing.
 #[inline(always)]
-fn ascii_word<const SHAPE: bool, S: Sink>(
+fn ascii_word<S: Sink>(
     s: &str,
     start: usize,
     end: usize,
     upper: bool,
     buf: &mut String,
-    shape: &mut Shape,
     emit: &mut S,
 ) {
-    let len = end - start;
-    if len < 2 {
-        return;
-    }
-    emit.ascii_word(&s[start..end], upper, buf);
-    let bytes = s.as_bytes();
-    if SHAPE
-        && len == 3
-        && bytes.get(end) == Some(&b'.')
-        && bytes[start..end].eq_ignore_ascii_case(b"www")
-        && !bytes[..start].ends_with(b"//")
-    {
-        shape.link_hosts.push(start);
+    if end - start >= 2 {
+        emit.ascii_word(s, start, end, upper, buf);
     }
 }
 
@@ -616,33 +609,51 @@ fn mixed_word<S: Sink>(s: &str, from: usize, at: usize, buf: &mut String, emit: 
     end
 }
 
-/// Shape bookkeeping for one non-word ASCII byte.
+/// Shape bookkeeping for one non-word ASCII byte at `at`.
 #[inline]
-fn shape_byte(bytes: &[u8], at: usize, shape: &mut Shape) {
-    match bytes[at] {
-        b'!' => shape.bangs += 1,
-        b'$' => shape.currency += 1,
-        b':' => note_scheme(bytes, at, shape),
+fn shape_byte<const LINKS: bool, const SYMBOLS: bool>(s: &str, at: usize, shape: &mut Shape) {
+    match s.as_bytes()[at] {
+        b'!' if SYMBOLS => shape.bangs += 1,
+        b'$' if SYMBOLS => shape.currency += 1,
+        b':' if LINKS => note_scheme(s.as_bytes(), at, shape),
+        b'.' if LINKS => note_www(s, at, shape),
         _ => {}
     }
 }
 
-/// Shape bookkeeping for eight non-word ASCII bytes `x` at `at`.
+/// Shape bookkeeping for eight ASCII bytes `x` at `at`.
 #[inline]
-fn shape_block(bytes: &[u8], at: usize, x: u64, shape: &mut Shape) {
+fn shape_block<const LINKS: bool, const SYMBOLS: bool>(
+    s: &str,
+    at: usize,
+    x: u64,
+    shape: &mut Shape,
+) {
     // These bytes are rare, so test before paying for a bit count.
-    let bangs = eq(x, b'!');
-    if bangs != 0 {
-        shape.bangs += bangs.count_ones();
+    if SYMBOLS {
+        let bangs = eq(x, b'!');
+        if bangs != 0 {
+            shape.bangs += bangs.count_ones();
+        }
+        let dollars = eq(x, b'$');
+        if dollars != 0 {
+            shape.currency += dollars.count_ones();
+        }
     }
-    let dollars = eq(x, b'$');
-    if dollars != 0 {
-        shape.currency += dollars.count_ones();
-    }
-    let mut colons = eq(x, b':');
-    while colons != 0 {
-        note_scheme(bytes, at + (colons.trailing_zeros() / 8) as usize, shape);
-        colons &= colons - 1;
+    if LINKS {
+        let colons = eq(x, b':');
+        let dots = eq(x, b'.');
+        let mut marks = colons | dots;
+        while marks != 0 {
+            let k = marks.trailing_zeros();
+            let pos = at + (k / 8) as usize;
+            if colons & (1 << k) != 0 {
+                note_scheme(s.as_bytes(), pos, shape);
+            } else {
+                note_www(s, pos, shape);
+            }
+            marks &= marks - 1;
+        }
     }
 }
 
@@ -654,12 +665,35 @@ fn note_scheme(bytes: &[u8], at: usize, shape: &mut Shape) {
     }
 }
 
+/// Records a link host start if the `.` at `at` ends the word `www` (in
+/// any case) that does not follow `//` (that host is already recorded).
+#[inline]
+fn note_www(s: &str, at: usize, shape: &mut Shape) {
+    let bytes = s.as_bytes();
+    let Some(start) = at.checked_sub(3) else {
+        return;
+    };
+    if !bytes[start..at].eq_ignore_ascii_case(b"www") || bytes[..start].ends_with(b"//") {
+        return;
+    }
+    // `www` must be a whole word: no word character right before it.
+    let joined = s[..start]
+        .chars()
+        .next_back()
+        .is_some_and(|c| c.is_alphanumeric() || c == '_');
+    if !joined {
+        shape.link_hosts.push(start);
+    }
+}
+
 /// Passes each link's registrable-looking domain (last two host labels,
 /// lowercased) to `host`.
-fn link_domains<F: FnMut(&str)>(text: &str, starts: &[usize], host: &mut F) {
+fn link_domains<F: FnMut(&str)>(text: &str, starts: &mut [usize], host: &mut F) {
+    // The scan may note hosts out of order within an eight-byte block.
+    starts.sort_unstable();
     let bytes = text.as_bytes();
     let mut lower = String::new();
-    for &start in starts {
+    for &start in starts.iter() {
         let mut end = start;
         while end < bytes.len()
             && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'-' || bytes[end] == b'.')
@@ -798,7 +832,7 @@ mod tests {
             let author = &text[..text.char_indices().nth(len / 3).map_or(0, |(p, _)| p)];
             let mut buf = TokenBuf::default();
             let mut got = Vec::new();
-            tokens_with::<true, _>(author, &text, &all, &mut buf, &mut |t: &str| {
+            tokens_with::<true, true, _>(author, &text, &all, &mut buf, &mut |t: &str| {
                 got.push(t.to_owned());
             });
             let (bangs, currency, links) = reference_shape(author, &text);
