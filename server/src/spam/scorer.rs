@@ -188,9 +188,11 @@ struct Scratch {
     tokens: TokenBuf,
     /// Token hashes of the comment being scored.
     hashes: Vec<u64>,
-    /// Token hashes already counted for this comment (binary mode), open
-    /// addressing with 0 as the empty marker.
-    seen: Vec<u64>,
+    /// Per model slot, the last comment (by `epoch`) that counted its token:
+    /// binary mode counts each known token once per comment, and checking a
+    /// stamp beside the lookup is cheaper than a per-comment set of hashes.
+    stamps: Vec<u32>,
+    epoch: u32,
 }
 
 thread_local! {
@@ -286,21 +288,27 @@ impl Scorer {
         }
     }
 
-    /// Weight of a token hash, 0 if the model never saw it.
+    /// Slot of a token hash, `None` if the model never saw it.
     #[inline(always)]
-    fn weight(&self, hash: u64) -> f32 {
+    fn find(&self, hash: u64) -> Option<usize> {
         let tag = tag_of(hash);
         let mut i = (hash as usize) & self.mask;
         loop {
             let slot = self.slots[i];
             if slot.tag == tag {
-                return slot.weight;
+                return Some(i);
             }
             if slot.tag == 0 {
-                return 0.0;
+                return None;
             }
             i = (i + 1) & self.mask;
         }
+    }
+
+    /// Weight of a token hash, 0 if the model never saw it.
+    #[inline(always)]
+    fn weight(&self, hash: u64) -> f32 {
+        self.find(hash).map_or(0.0, |i| self.slots[i].weight)
     }
 
     /// Log-odds `ln P(spam|comment) - ln P(ham|comment)`.
@@ -308,7 +316,8 @@ impl Scorer {
         let Scratch {
             tokens,
             hashes,
-            seen,
+            stamps,
+            epoch,
         } = scratch;
         hashes.clear();
         let seed = self.seed;
@@ -323,26 +332,21 @@ impl Scorer {
         // so the CPU overlaps the table's cache misses across tokens.
         let mut sum = 0.0f64;
         if self.binary {
-            // Drop repeats before the table lookups: long texts repeat most
-            // of their words, and each lookup may be a cache miss.
-            let size = (hashes.len() * 2).next_power_of_two().max(16);
-            seen.clear();
-            seen.resize(size, 0);
-            let mask = size - 1;
+            // Stamps from another model's table, or a wrapped epoch, would
+            // be stale: start from clean ones.
+            if stamps.len() != self.slots.len() || *epoch == u32::MAX {
+                stamps.clear();
+                stamps.resize(self.slots.len(), 0);
+                *epoch = 0;
+            }
+            *epoch += 1;
+            let now = *epoch;
             for &h in hashes.iter() {
-                // High bits first: the model table indexes with the low ones.
-                let mut j = h.rotate_left(24) as usize & mask;
-                loop {
-                    let s = seen[j];
-                    if s == h {
-                        break;
-                    }
-                    if s == 0 {
-                        seen[j] = h;
-                        sum += f64::from(self.weight(h));
-                        break;
-                    }
-                    j = (j + 1) & mask;
+                if let Some(i) = self.find(h) {
+                    // Branch-free: a repeat adds zero.
+                    let first = stamps[i] != now;
+                    stamps[i] = now;
+                    sum += f64::from(self.slots[i].weight) * f64::from(u8::from(first));
                 }
             }
         } else {
@@ -353,7 +357,6 @@ impl Scorer {
         // Don't let one huge comment pin megabytes in every worker thread.
         if hashes.capacity() > 1 << 20 {
             *hashes = Vec::new();
-            *seen = Vec::new();
         }
         self.bias + sum
     }
