@@ -44,7 +44,9 @@ pub(super) fn push_score(out: &mut Vec<u8>, p: f64, threshold: f64) {
     });
     // `{:.6}` through `fmt` costs more than scoring a short comment; a score
     // is in [0, 1], so six fixed digits are all there is to write.
-    let micros = (p.clamp(0.0, 1.0) * 1e6).round() as u32;
+    // Adding one half and truncating rounds a non-negative number like
+    // `round`, without the libm call.
+    let micros = (p.clamp(0.0, 1.0) * 1e6 + 0.5) as u32;
     if micros >= 1_000_000 {
         out.extend_from_slice(b",1.000000\n");
         return;
