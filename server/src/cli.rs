@@ -4,6 +4,7 @@ use crate::config::Config;
 use crate::engine::Engine;
 use crate::store::{Store, ThreadSpec};
 use anyhow::{Context, Result, bail};
+use axum::serve::ListenerExt;
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -273,7 +274,8 @@ async fn serve(common: &Common, args: ServeArgs) -> Result<()> {
     let app = crate::http::router(engine.clone(), crate::http::leptos_options(&site_root));
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
-        .with_context(|| format!("cannot listen on {}", args.addr))?;
+        .with_context(|| format!("cannot listen on {}", args.addr))?
+        .tap_io(crate::http::low_latency);
     tracing::info!(addr = %args.addr, database = %common.database, "Moderato is listening");
     // Housekeeping: forget spent form nonces and live events past the retention window.
     let housekeeping = {

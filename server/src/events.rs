@@ -139,7 +139,25 @@ pub fn filter_retrained(training: &app::model::SpamTraining) -> PendingEvent {
     }
 }
 
-/// Counts per status, read inside a transaction.
+/// Adds `delta` to the running count of comments with `status`, inside the transaction
+/// that inserts the comment or changes its status (see `counts_in`).
+pub async fn count_status(
+    tx: &mut sqlx::Transaction<'_, Any>,
+    status: &str,
+    delta: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO comment_counts (status, n) VALUES ($1, $2) \
+         ON CONFLICT (status) DO UPDATE SET n = comment_counts.n + $2",
+    )
+    .bind(status)
+    .bind(delta)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Counts per status (the running counts of `count_status`), read inside a transaction.
 pub async fn counts_in(
     tx: &mut sqlx::Transaction<'_, Any>,
 ) -> Result<Vec<(String, i64)>, sqlx::Error> {
@@ -149,12 +167,14 @@ pub async fn counts_in(
         n: i64,
     }
     Ok(
-        sqlx::query_as::<_, Row>("SELECT status, COUNT(*) AS n FROM comments GROUP BY status")
-            .fetch_all(&mut **tx)
-            .await?
-            .into_iter()
-            .map(|r| (r.status, r.n))
-            .collect(),
+        sqlx::query_as::<_, Row>(
+            "SELECT status, n FROM comment_counts WHERE n > 0 ORDER BY status",
+        )
+        .fetch_all(&mut **tx)
+        .await?
+        .into_iter()
+        .map(|r| (r.status, r.n))
+        .collect(),
     )
 }
 

@@ -466,6 +466,7 @@ impl Store {
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        crate::events::count_status(&mut tx, &new.status, 1).await?;
         let row = sqlx::query_as::<_, CommentRow>(&format!(
             "SELECT {COMMENT_COLUMNS} FROM comments WHERE id = $1"
         ))
@@ -718,6 +719,8 @@ impl Store {
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
+            crate::events::count_status(&mut tx, &before.status, -1).await?;
+            crate::events::count_status(&mut tx, status, 1).await?;
             sqlx::query(
                 "INSERT INTO audit_log (at, actor, action, comment_id, thread_id, status_before, \
                  status_after) VALUES ($1, $2, $3, $4, $5, $6, $7)",

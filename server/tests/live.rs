@@ -401,3 +401,52 @@ async fn connections_per_ip_are_limited() {
     assert_eq!(next(&mut three).await["code"], "too_many_connections");
     assert_eq!(next(&mut three).await["code"], 1008);
 }
+
+#[tokio::test]
+async fn stats_update_counts_follow_posts_and_moderation() {
+    let live = serve(Config::parse("[moderation]\npre_moderation = \"all\"\n").unwrap()).await;
+    live.app.thread("t").await;
+    let cookie = live.app.sign_in_as("mod", true).await;
+    let mut staff = live.connect_with(&[("cookie", &cookie)]).await.unwrap();
+    subscribe(&mut staff, "moderation", None).await;
+    let mut ids = Vec::new();
+    for body in ["one", "two", "three"] {
+        let r = live
+            .app
+            .post_comment("t", json!({"name": "Ann", "body": body}))
+            .await;
+        assert_eq!(r.status, StatusCode::ACCEPTED);
+        ids.push(r.json()["comment_id"].as_i64().unwrap());
+    }
+    for (id, action) in [(ids[0], "approve"), (ids[1], "spam"), (ids[1], "spam")] {
+        let r = live
+            .app
+            .send_with(
+                "POST",
+                &format!("/api/comments/{id}/moderate"),
+                &[("cookie", &cookie)],
+                Some(&json!({ "action": action })),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    // Three posts and two changes (the repeated "spam" changes nothing): five stats events,
+    // the last one counting one comment per status.
+    let mut stats = Vec::new();
+    while stats.len() < 5 {
+        let m = next(&mut staff).await;
+        if m["event"]["kind"] == "stats_update" {
+            stats.push(m["event"].clone());
+        }
+    }
+    assert_eq!(stats[2]["counts"], json!({"held": 3}));
+    assert_eq!(stats[2]["total"], 3);
+    let last = &stats[4];
+    assert_eq!(
+        last["counts"],
+        json!({"held": 1, "published": 1, "spam": 1})
+    );
+    assert_eq!(last["total"], 3);
+    assert!((last["rates"]["spam"].as_f64().unwrap() - 1.0 / 3.0).abs() < 1e-9);
+    silent(&mut staff).await;
+}

@@ -15,6 +15,7 @@ use axum::extract::ws::{Message as AxMessage, Utf8Bytes, WebSocket, WebSocketUpg
 use axum::extract::{ConnectInfo, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use clap::{Args, Parser, Subcommand};
 use futures_util::{SinkExt, StreamExt};
@@ -32,6 +33,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{Notify, Semaphore, broadcast, mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 type Res<T> = Result<T, Box<dyn Error + Send + Sync>>;
 
@@ -443,7 +445,11 @@ async fn connect(ep: &Endpoint, i: usize, per_ip: usize) -> Res<Ws> {
     };
     let stream = socket.connect(ep.addr).await?;
     stream.set_nodelay(true)?;
-    let (ws, _) = tokio_tungstenite::client_async(ep.url.as_str(), stream).await?;
+    // tungstenite's default 128 KiB read buffer is zeroed again for every read, which cost
+    // this client more CPU per delivery than the server spends; messages here are < 1 KiB.
+    let config = WebSocketConfig::default().read_buffer_size(4096);
+    let (ws, _) =
+        tokio_tungstenite::client_async_with_config(ep.url.as_str(), stream, Some(config)).await?;
     Ok(ws)
 }
 
@@ -455,6 +461,14 @@ struct Incoming<'a> {
     id: i64,
     #[serde(default)]
     code: Option<&'a str>,
+}
+
+/// The id of an event message as the server writes it (`{"type":"event","id":N,...`);
+/// `None` for anything else, which then gets a full parse.
+fn event_id(text: &str) -> Option<i64> {
+    let rest = text.strip_prefix(r#"{"type":"event","id":"#)?;
+    let digits = rest.find(|c: char| !c.is_ascii_digit())?;
+    rest[..digits].parse().ok().filter(|&id| id != 0)
 }
 
 async fn subscriber(
@@ -473,6 +487,16 @@ async fn subscriber(
             msg = ws.next() => match msg {
                 Some(Ok(Message::Text(t))) => {
                     let at = Instant::now();
+                    // Events are nearly every message: read their id without a JSON parse,
+                    // to keep this client's CPU per delivery small.
+                    if let Some(id) = event_id(t.as_str()) {
+                        if seen.insert(id) {
+                            tally.record(id, at);
+                        } else {
+                            tally.duplicates.fetch_add(1, Ordering::Relaxed);
+                        }
+                        continue;
+                    }
                     let Ok(m) = serde_json::from_str::<Incoming>(t.as_str()) else { continue };
                     match m.kind {
                         "event" if m.id != 0 => {
@@ -598,15 +622,20 @@ struct Figures {
     cpu_secs: Option<f64>,
 }
 
+/// The `p` quantile (0..=1) of `samples`, nearest rank.
+fn percentile(samples: &[f64], p: f64) -> Option<f64> {
+    if samples.is_empty() {
+        return None;
+    }
+    let mut v = samples.to_vec();
+    v.sort_by(f64::total_cmp);
+    let i = ((v.len() - 1) as f64 * p).round() as usize;
+    v.get(i).copied()
+}
+
 impl Figures {
     fn percentile(&self, p: f64) -> Option<f64> {
-        if self.latencies_ms.is_empty() {
-            return None;
-        }
-        let mut v = self.latencies_ms.clone();
-        v.sort_by(f64::total_cmp);
-        let i = ((v.len() - 1) as f64 * p).round() as usize;
-        v.get(i).copied()
+        percentile(&self.latencies_ms, p)
     }
 
     fn deliveries_per_sec(&self) -> Option<f64> {
@@ -704,33 +733,7 @@ async fn measure(
     fig.subscribers = crowd.connected;
     tally.expected.store(crowd.connected, Ordering::Release);
     let mut n = 0usize;
-    let mut misses = 0;
-    for round in 0..args.rounds {
-        let done = tally.completed_len();
-        n += 1;
-        let t0 = trigger.fire(n).await?;
-        if !tally.wait_complete(done + 1, wait).await {
-            eprintln!("{name}: round {round}: the event did not reach every subscriber in time");
-            misses += 1;
-            if misses == 3 {
-                eprintln!(
-                    "{name}: giving up on latency: are the comments held for moderation, or \
-                     published to another room?"
-                );
-                break;
-            }
-            continue;
-        }
-        misses = 0;
-        let reached = tally
-            .complete
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)[done]
-            .1;
-        fig.latencies_ms
-            .push(reached.saturating_duration_since(t0).as_secs_f64() * 1e3);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    fig.latencies_ms = latency_rounds(name, trigger, &tally, &mut n, args).await?;
 
     // 3. Sustained deliveries, with the loss check.
     let start = Instant::now();
@@ -778,6 +781,46 @@ async fn measure(
     fig.cpu_secs = cpu0.zip(cpu1).map(|(a, b)| b - a);
     crowd.close().await;
     Ok(fig)
+}
+
+/// `args.rounds` fan-out latency samples: one event each, timed from the trigger until the
+/// last subscriber has it.
+async fn latency_rounds(
+    name: &str,
+    trigger: &Trigger,
+    tally: &Tally,
+    n: &mut usize,
+    args: &LoadArgs,
+) -> Res<Vec<f64>> {
+    let wait = Duration::from_secs(args.timeout_secs);
+    let mut latencies = Vec::new();
+    let mut misses = 0;
+    for round in 0..args.rounds {
+        let done = tally.completed_len();
+        *n += 1;
+        let t0 = trigger.fire(*n).await?;
+        if !tally.wait_complete(done + 1, wait).await {
+            eprintln!("{name}: round {round}: the event did not reach every subscriber in time");
+            misses += 1;
+            if misses == 3 {
+                eprintln!(
+                    "{name}: giving up on latency: are the comments held for moderation, or \
+                     published to another room?"
+                );
+                break;
+            }
+            continue;
+        }
+        misses = 0;
+        let reached = tally
+            .complete
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)[done]
+            .1;
+        latencies.push(reached.saturating_duration_since(t0).as_secs_f64() * 1e3);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(latencies)
 }
 
 /// Starts this binary with `sub` and reads the address it listens on.
@@ -870,6 +913,8 @@ fn one() -> usize {
 async fn listen(addr: SocketAddr, app: Router) -> Res<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     println!("LISTENING {}", listener.local_addr()?);
+    // Both servers get the setting the real one has.
+    let listener = listener.tap_io(server::http::low_latency);
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

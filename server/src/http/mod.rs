@@ -50,6 +50,15 @@ pub fn leptos_options(site_root: &str) -> LeptosOptions {
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "moderato_session";
 
+/// Per accepted connection: turn Nagle's algorithm off. Live events are small writes that
+/// must leave at once; with Nagle on, an event sent while the previous one is not yet
+/// acknowledged waits for that ACK, which the browser may delay by up to 40 ms.
+pub fn low_latency(stream: &mut tokio::net::TcpStream) {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+    }
+}
+
 /// The whole application.
 pub fn router(engine: Arc<Engine>, leptos_options: LeptosOptions) -> Router {
     let routes = generate_route_list(app::App);
