@@ -155,3 +155,30 @@ test("without JavaScript the form posts and comes back to the thread", async ({ 
   await expect(page.locator("article.comment .comment-text")).toHaveText("Posted without scripts");
   await context.close();
 });
+
+test("text typed before the page is interactive survives hydration and is posted", async ({ page }) => {
+  const key = freshThread("early");
+  // Hold the wasm back until the reader has typed, as on a slow connection.
+  let release!: () => void;
+  const gate = new Promise<void>((resolve) => (release = resolve));
+  await page.route("**/*.wasm", async (route) => {
+    await gate;
+    await route.continue();
+  });
+  await page.goto(`/t/${key}`, { waitUntil: "domcontentloaded" });
+  const form = page.locator("#comment-form");
+  await form.getByLabel("Name").fill("Early Bird");
+  await form.locator("textarea[name=body]").fill("Typed before the *wasm* arrived");
+  await expect(page.locator("body")).not.toHaveAttribute("data-hydrated", "true");
+  release();
+  await expect(page.locator("body")).toHaveAttribute("data-hydrated", "true");
+
+  await expect(form.getByLabel("Name")).toHaveValue("Early Bird");
+  await expect(form.locator("textarea[name=body]")).toHaveValue("Typed before the *wasm* arrived");
+  await markDocument(page);
+  await page.getByRole("button", { name: "Post comment" }).click();
+  const posted = page.locator(".comment-tree article.comment").filter({ hasText: "Typed before the wasm arrived" });
+  await expect(posted).toHaveCount(1);
+  await expect(posted.locator(".author")).toHaveText("Early Bird");
+  await expectSameDocument(page);
+});

@@ -31,14 +31,18 @@ pub struct Draft {
 }
 
 impl Draft {
-    /// An empty draft.
-    pub fn new() -> Self {
+    /// A new draft for the thread `key`: empty, except in the browser, where it starts with
+    /// whatever the reader typed into this thread's server-rendered form before the page
+    /// became interactive. Hydration binds the fields to the draft, so starting empty would
+    /// wipe that text.
+    pub fn new(key: &str) -> Self {
+        let typed = typed_before_hydration(key);
         Draft {
-            name: RwSignal::new(String::new()),
-            email: RwSignal::new(String::new()),
-            url: RwSignal::new(String::new()),
-            title: RwSignal::new(String::new()),
-            body: RwSignal::new(String::new()),
+            name: RwSignal::new(typed.name),
+            email: RwSignal::new(typed.email),
+            url: RwSignal::new(typed.url),
+            title: RwSignal::new(typed.title),
+            body: RwSignal::new(typed.body),
             honeypot: RwSignal::new(String::new()),
             errors: RwSignal::new(BTreeMap::new()),
             preview: RwSignal::new(String::new()),
@@ -67,10 +71,53 @@ impl Draft {
     }
 }
 
-impl Default for Draft {
-    fn default() -> Self {
-        Self::new()
+/// The visible fields of a server-rendered form.
+#[derive(Default)]
+struct Typed {
+    name: String,
+    email: String,
+    url: String,
+    title: String,
+    body: String,
+}
+
+/// What the form for thread `key` holds in the page right now (nothing on the server, or
+/// when the page shows another thread's form, as during a client-side navigation).
+#[cfg(feature = "hydrate")]
+fn typed_before_hydration(key: &str) -> Typed {
+    use wasm_bindgen::JsCast;
+    let Some(doc) = web_sys::window().and_then(|w| w.document()) else {
+        return Typed::default();
+    };
+    let ours = doc
+        .get_element_by_id("comment-form")
+        .and_then(|f| f.get_attribute("data-thread"))
+        .is_some_and(|k| k == key);
+    if !ours {
+        return Typed::default();
     }
+    let input = |id: &str| {
+        doc.get_element_by_id(id)
+            .and_then(|e| e.dyn_into::<web_sys::HtmlInputElement>().ok())
+            .map(|e| e.value())
+            .unwrap_or_default()
+    };
+    Typed {
+        name: input("f-name"),
+        email: input("f-email"),
+        url: input("f-url"),
+        title: input("f-title"),
+        body: doc
+            .get_element_by_id("f-body")
+            .and_then(|e| e.dyn_into::<web_sys::HtmlTextAreaElement>().ok())
+            .map(|e| e.value())
+            .unwrap_or_default(),
+    }
+}
+
+#[cfg(not(feature = "hydrate"))]
+fn typed_before_hydration(_key: &str) -> Typed {
+    Typed::default()
 }
 
 /// Milliseconds of quiet typing before the preview is refreshed.
@@ -244,6 +291,7 @@ pub fn CommentForm() -> impl IntoView {
     view! {
         <form
             id="comment-form"
+            data-thread=state.key.get_value()
             class="comment-form"
             method="post"
             action=action

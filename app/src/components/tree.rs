@@ -79,7 +79,7 @@ impl ThreadState {
             next: RwSignal::new(data.next.clone()),
             remaining_top_level: RwSignal::new(data.remaining_top_level),
             comment_count: RwSignal::new(data.thread.comment_count),
-            draft: Draft::new(),
+            draft: Draft::new(&data.thread.key),
             staff,
             cursor: StoredValue::new(data.last_event_id),
             live: RwSignal::new(false),

@@ -770,8 +770,8 @@ async fn measure(
     tokio::time::sleep(Duration::from_millis(200)).await;
     let cpu1 = pid.and_then(cpu_seconds);
     let (seen, deliveries) = {
-        let from = u64::try_from(start.saturating_duration_since(tally.base).as_nanos())
-            .unwrap_or(0);
+        let from =
+            u64::try_from(start.saturating_duration_since(tally.base).as_nanos()).unwrap_or(0);
         let phase = tally.slots.iter().filter(|s| {
             let first = s.first_ns.load(Ordering::Relaxed);
             first != u64::MAX && first >= from
