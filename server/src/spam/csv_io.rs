@@ -303,6 +303,11 @@ pub fn classify_csv_file<W: Write>(
     // Another process truncating the file meanwhile would fault this one
     // (SIGBUS); `spam classify` is a batch command run on files at rest.
     let map = unsafe { memmap2::Mmap::map(&file)? };
+    // The cores read it from two places at once (one half each, to begin with), which the
+    // kernel's readahead does not guess for a file not yet in memory: ask for all of it.
+    if let Err(e) = map.advise(memmap2::Advice::WillNeed) {
+        tracing::debug!(error = %e, "madvise(WILLNEED) failed");
+    }
     classify_csv_bytes(model, &map, output, threshold)
 }
 
