@@ -295,9 +295,10 @@ pub fn classify_csv_file<W: Write>(
     threshold: f64,
 ) -> Result<usize, CsvError> {
     let file = std::fs::File::open(path)?;
-    if file.metadata()?.len() == 0 {
-        // An empty file cannot be mapped; it has no header either.
-        return classify_csv_bytes(model, &[], output, threshold);
+    let meta = file.metadata()?;
+    if !meta.is_file() || meta.len() == 0 {
+        // A pipe (`--csv /dev/stdin`) cannot be mapped, nor can an empty file.
+        return classify_csv(model, file, output, threshold);
     }
     // SAFETY: the map is only read, and lives until the function returns.
     // Another process truncating the file meanwhile would fault this one
@@ -684,6 +685,42 @@ mod tests {
         };
         let model = Model::new(&Options::default());
         csv_fast::classify(model.scorer(), body, &layout, 0.5, piece).is_some()
+    }
+
+    #[test]
+    fn classify_csv_file_reads_a_mapped_file_like_any_reader() {
+        let train = "label,author,text\nspam,x,buy cheap pills\nham,y,thanks nice post\n";
+        let model = Model::train(
+            &read_samples(train.as_bytes()).expect("train"),
+            &Options::default(),
+        );
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("in.csv");
+        std::fs::write(
+            &path,
+            "author,text\nq,cheap pills\nr,\"thanks, nice post\"\n",
+        )
+        .expect("write");
+        let mut mapped = Vec::new();
+        assert_eq!(
+            classify_csv_file(&model, &path, &mut mapped, 0.5).expect("file"),
+            2
+        );
+        let mut read = Vec::new();
+        let bytes = std::fs::read(&path).expect("read");
+        classify_csv(&model, bytes.as_slice(), &mut read, 0.5).expect("reader");
+        assert_eq!(mapped, read);
+        assert!(
+            String::from_utf8(mapped)
+                .expect("utf8")
+                .starts_with("label,score\nspam,")
+        );
+        let empty = dir.path().join("empty.csv");
+        std::fs::write(&empty, "").expect("write");
+        assert!(matches!(
+            classify_csv_file(&model, &empty, &mut Vec::new(), 0.5),
+            Err(CsvError::MissingColumn { column: "text", .. })
+        ));
     }
 
     #[test]
