@@ -924,6 +924,34 @@ mod tests {
     }
 
     #[test]
+    fn caps_buckets_have_exact_edges() {
+        let f = Features {
+            caps: true,
+            ..Features::NONE
+        };
+        // (uppercase letters, all letters, bucket): the integer percent 4 | 5, 14 | 15,
+        // 34 | 35, and 100/21 = 4.76 rounding down to 4.
+        for (upper, letters, want) in [
+            (0, 8, "#caps:0"),
+            (4, 100, "#caps:0"),
+            (5, 100, "#caps:1"),
+            (1, 21, "#caps:0"),
+            (1, 20, "#caps:1"),
+            (14, 100, "#caps:1"),
+            (15, 100, "#caps:2"),
+            (34, 100, "#caps:2"),
+            (35, 100, "#caps:3"),
+            (8, 8, "#caps:3"),
+        ] {
+            let text = "A".repeat(upper) + &"b".repeat(letters - upper);
+            let t = tokens("", &text, &f);
+            assert_eq!(t.last().map(String::as_str), Some(want), "{upper}/{letters}");
+        }
+        // Fewer than 8 letters: no caps token at all.
+        assert_eq!(tokens("", "ABCDEFG", &f), ["abcdefg"]);
+    }
+
+    #[test]
     fn count_words_counts_only_words() {
         // jane doe jane example org + hi great post
         assert_eq!(
