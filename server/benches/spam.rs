@@ -252,6 +252,17 @@ fn figures(corpora: &[(String, Vec<Sample>)]) {
     for (name, samples) in corpora {
         throughput(name, samples, 50_000_000);
         training(name, samples);
+        // The same texts at SMS length (at most 160 characters, no author): the fixed cost
+        // per row weighs most here.
+        let sms: Vec<Sample> = samples
+            .iter()
+            .map(|s| Sample {
+                label: s.label,
+                author: String::new(),
+                text: s.text.chars().take(160).collect(),
+            })
+            .collect();
+        throughput(&format!("{name} at SMS length"), &sms, 50_000_000);
     }
     if corpora.is_empty() {
         println!("no corpus CSV found: run spam-data/prepare.py for F1 figures");

@@ -945,7 +945,11 @@ mod tests {
         ] {
             let text = "A".repeat(upper) + &"b".repeat(letters - upper);
             let t = tokens("", &text, &f);
-            assert_eq!(t.last().map(String::as_str), Some(want), "{upper}/{letters}");
+            assert_eq!(
+                t.last().map(String::as_str),
+                Some(want),
+                "{upper}/{letters}"
+            );
         }
         // Fewer than 8 letters: no caps token at all.
         assert_eq!(tokens("", "ABCDEFG", &f), ["abcdefg"]);
