@@ -333,33 +333,36 @@ fn classify_bytes_with<W: Write>(
     threshold: f64,
     piece: usize,
 ) -> Result<usize, CsvError> {
-    let mut rdr = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .from_reader(bytes);
-    if let Ok(headers) = rdr.headers() {
-        let cols = Columns::find(headers);
-        let width = headers.len();
-        let body = usize::try_from(rdr.position().byte())
-            .ok()
-            .and_then(|start| body_after_header(bytes, start));
-        if let (Some(text), Some(body)) = (cols.text, body) {
-            let layout = csv_fast::Layout {
-                width,
-                author: cols.author,
-                text,
-            };
-            let scored = csv_fast::classify(model.scorer(), body, &layout, threshold, piece);
-            if let Some((buffers, rows)) = scored {
-                output.write_all(HEADER)?;
-                for buffer in buffers {
-                    output.write_all(&buffer)?;
-                }
-                output.flush()?;
-                return Ok(rows);
+    if let Some((layout, body)) = fast_layout(bytes) {
+        let scored = csv_fast::classify(model.scorer(), body, &layout, threshold, piece);
+        if let Some((buffers, rows)) = scored {
+            output.write_all(HEADER)?;
+            for buffer in buffers {
+                output.write_all(&buffer)?;
             }
+            output.flush()?;
+            return Ok(rows);
         }
     }
     classify_exact(model, bytes, output, threshold)
+}
+
+/// The columns the parallel path needs, read from the header by the csv crate, and the
+/// input after the header; `None` when the header is unreadable or has no `text` column
+/// (the csv crate then words the error).
+fn fast_layout(bytes: &[u8]) -> Option<(csv_fast::Layout, &[u8])> {
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_reader(bytes);
+    let headers = rdr.headers().ok()?;
+    let cols = Columns::find(headers);
+    let layout = csv_fast::Layout {
+        width: headers.len(),
+        author: cols.author,
+        text: cols.text?,
+    };
+    let start = usize::try_from(rdr.position().byte()).ok()?;
+    Some((layout, body_after_header(bytes, start)?))
 }
 
 /// The input after a header row that the csv crate says ends at `start`.
@@ -416,6 +419,15 @@ fn classify_exact<W: Write>(
 mod tests {
     use super::*;
     use crate::spam::Options;
+
+    /// A model that has seen one spam and one ham comment.
+    fn pills_model() -> Model {
+        let train = "label,author,text\nspam,x,buy cheap pills\nham,y,thanks nice post\n";
+        Model::train(
+            &read_samples(train.as_bytes()).expect("train"),
+            &Options::default(),
+        )
+    }
 
     #[test]
     fn reads_any_column_order_and_rfc4180_quoting() {
@@ -548,11 +560,7 @@ mod tests {
 
     #[test]
     fn classify_csv_keeps_order_across_batches() {
-        let train = "label,author,text\nspam,x,buy cheap pills\nham,y,thanks nice post\n";
-        let model = Model::train(
-            &read_samples(train.as_bytes()).expect("train"),
-            &Options::default(),
-        );
+        let model = pills_model();
         let mut input = String::from("text,author\n");
         for i in 0..(Batch::ROWS * 2 + 77) {
             let text = if i % 3 == 0 {
@@ -577,11 +585,7 @@ mod tests {
     /// pieces, give the same output or the same error through both.
     #[test]
     fn parallel_path_matches_the_csv_crate() {
-        let train = "label,author,text\nspam,x,buy cheap pills\nham,y,thanks nice post\n";
-        let model = Model::train(
-            &read_samples(train.as_bytes()).expect("train"),
-            &Options::default(),
-        );
+        let model = pills_model();
         const ATOMS: [&[u8]; 14] = [
             b"cheap",
             b"pills",
@@ -670,17 +674,7 @@ mod tests {
 
     /// Whether the parallel path (rather than the fallback) handles `doc`.
     fn csv_fast_accepts(doc: &[u8], piece: usize) -> bool {
-        let mut rdr = csv::ReaderBuilder::new().from_reader(doc);
-        let Ok(headers) = rdr.headers() else {
-            return false;
-        };
-        let cols = Columns::find(headers);
-        let layout = csv_fast::Layout {
-            width: headers.len(),
-            author: cols.author,
-            text: cols.text.unwrap_or(0),
-        };
-        let Some(body) = body_after_header(doc, rdr.position().byte() as usize) else {
+        let Some((layout, body)) = fast_layout(doc) else {
             return false;
         };
         let model = Model::new(&Options::default());
@@ -689,11 +683,7 @@ mod tests {
 
     #[test]
     fn classify_csv_file_reads_a_mapped_file_like_any_reader() {
-        let train = "label,author,text\nspam,x,buy cheap pills\nham,y,thanks nice post\n";
-        let model = Model::train(
-            &read_samples(train.as_bytes()).expect("train"),
-            &Options::default(),
-        );
+        let model = pills_model();
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("in.csv");
         std::fs::write(
