@@ -188,6 +188,10 @@ pub struct PostResponse {
     pub action: PostAction,
     /// Field name (or "form", "__all__") to message.
     pub errors: BTreeMap<String, String>,
+    /// On failure: one sentence for the whole answer (the same key every error answer of the
+    /// API has).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
     /// The rendered comment (or, for a preview, the rendered body).
     pub html: Option<String>,
     pub comment_id: Option<CommentId>,
@@ -211,6 +215,7 @@ impl PostResponse {
             success: false,
             action,
             errors: BTreeMap::new(),
+            error: None,
             html: None,
             comment_id: None,
             parent_id: None,
@@ -250,6 +255,28 @@ pub enum ApiError {
     Forbidden,
     #[error("{0}")]
     Other(String),
+}
+
+/// Where to go after signing in: `next` when it is a path on this site, else the queue.
+/// Refuses anything a browser could read as another host: `//host`, `/\\host`, and paths with
+/// whitespace or control characters (which URL parsers strip, turning `/\t/host` into
+/// `//host`). The server's no-JavaScript redirect and the login page both use this.
+pub fn safe_next(next: Option<&str>) -> String {
+    const DEFAULT: &str = "/moderation";
+    let Some(n) = next else {
+        return DEFAULT.to_owned();
+    };
+    let mut chars = n.chars();
+    let same_site = chars.next() == Some('/')
+        && !matches!(chars.next(), Some('/' | '\\'))
+        && !n
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '\\');
+    if same_site {
+        n.to_owned()
+    } else {
+        DEFAULT.to_owned()
+    }
 }
 
 /// Formats an RFC 3339 timestamp the way comments show it ("2026-11-21 14:05 UTC").
@@ -307,6 +334,25 @@ mod tests {
         let json = serde_json::to_string(&c).unwrap();
         assert!(!json.contains("status"), "{json}");
         assert!(!json.contains("moderation"), "{json}");
+    }
+
+    #[test]
+    fn only_same_site_paths_are_followed_after_sign_in() {
+        assert_eq!(safe_next(Some("/t/welcome?x=1")), "/t/welcome?x=1");
+        assert_eq!(safe_next(Some("/")), "/");
+        for bad in [
+            "//evil.example",
+            "/\\evil.example",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/ /evil.example",
+            "https://evil.example",
+            "evil.example",
+            "",
+        ] {
+            assert_eq!(safe_next(Some(bad)), "/moderation", "{bad:?}");
+        }
+        assert_eq!(safe_next(None), "/moderation");
     }
 
     #[test]

@@ -1,11 +1,10 @@
 //! Staff accounts: argon2id passwords, server-side sessions (tower-sessions over our store),
 //! API keys, and who a request comes from.
 
-use crate::comment::Viewer;
+use crate::comment::Audience;
 use crate::store::{Store, StoreError, UserRow, now_ms};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Argon2, password_hash::rand_core::OsRng};
-use axum::http::{HeaderMap, header};
 use sha2::{Digest, Sha256};
 use std::sync::OnceLock;
 use tower_sessions::session::{Id, Record};
@@ -43,7 +42,7 @@ fn dummy_hash() -> &'static str {
 }
 
 /// Checks credentials; the same work is done whether or not the user exists.
-pub async fn check_credentials(
+async fn check_credentials(
     store: &Store,
     username: &str,
     password: &str,
@@ -76,13 +75,87 @@ pub fn api_key_hash(key: &str) -> String {
         .collect()
 }
 
+/// Proof that the caller is staff. Its fields are private to this module, so outside it a
+/// `Staff` can only come from [`Viewer::staff`] of a viewer this module authenticated (or from
+/// [`Staff::operator`] for the command line): a use case that takes a `&Staff` cannot be
+/// reached by a handler that forgot to check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Staff {
+    id: i64,
+    name: String,
+}
+
+impl Staff {
+    /// The person at the server's console (the `moderato` CLI has the database anyway).
+    pub fn operator() -> Staff {
+        Staff {
+            id: 0,
+            name: "operator".into(),
+        }
+    }
+
+    /// The staff member's user name, as the audit log records it.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The user id (0 for the operator).
+    pub fn id(&self) -> i64 {
+        self.id
+    }
+}
+
+/// Who is looking: what a page or a comment shows depends on it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Viewer {
+    /// Anonymous.
+    Reader,
+    /// Signed in, not staff: sees what readers see.
+    User { id: i64, name: String },
+    /// Signed in staff.
+    Staff(Staff),
+}
+
+impl Viewer {
+    /// The staff proof, when the viewer is staff.
+    pub fn staff(&self) -> Option<&Staff> {
+        match self {
+            Viewer::Staff(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// True for staff.
+    pub fn is_staff(&self) -> bool {
+        matches!(self, Viewer::Staff(_))
+    }
+
+    /// The signed-in user's name.
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            Viewer::Reader => None,
+            Viewer::User { name, .. } => Some(name),
+            Viewer::Staff(s) => Some(&s.name),
+        }
+    }
+
+    /// What this viewer may see of a comment.
+    pub fn audience(&self) -> Audience {
+        if self.is_staff() {
+            Audience::Staff
+        } else {
+            Audience::Reader
+        }
+    }
+}
+
 /// The viewer a signed-in user is.
-pub fn viewer_of(user: UserRow) -> Viewer {
+fn viewer_of(user: UserRow) -> Viewer {
     if user.is_staff != 0 {
-        Viewer::Staff {
+        Viewer::Staff(Staff {
             id: user.id,
             name: user.username,
-        }
+        })
     } else {
         Viewer::User {
             id: user.id,
@@ -91,38 +164,59 @@ pub fn viewer_of(user: UserRow) -> Viewer {
     }
 }
 
+/// How a request says who it is: an API key, or the user id its session holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Credentials {
+    /// The `Authorization` header, when there is one.
+    pub authorization: Option<String>,
+    /// The signed-in user id from the session.
+    pub session_user: Option<i64>,
+}
+
+/// Why credentials were refused (a 401).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CredentialsError {
+    #[error("unsupported Authorization scheme (use Bearer)")]
+    Scheme,
+    #[error("unknown API key")]
+    UnknownKey,
+}
+
 /// Who sent a request: an API key in `Authorization: Bearer`, else the session's user.
 /// A bearer token that matches no key is an error rather than an anonymous request.
 pub async fn viewer(
     store: &Store,
-    headers: &HeaderMap,
-    session: Option<&tower_sessions::Session>,
-) -> Result<Result<Viewer, &'static str>, StoreError> {
-    if let Some(auth) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    {
+    creds: &Credentials,
+) -> Result<Result<Viewer, CredentialsError>, StoreError> {
+    if let Some(auth) = &creds.authorization {
         let Some(key) = auth.strip_prefix("Bearer ") else {
-            return Ok(Err("unsupported Authorization scheme (use Bearer)"));
+            return Ok(Err(CredentialsError::Scheme));
         };
         return Ok(
             match store.user_by_api_key(&api_key_hash(key.trim())).await? {
                 Some(user) => Ok(viewer_of(user)),
-                None => Err("unknown API key"),
+                None => Err(CredentialsError::UnknownKey),
             },
         );
     }
-    let Some(session) = session else {
-        return Ok(Ok(Viewer::Reader));
-    };
-    let id: Option<i64> = session.get(USER_ID_KEY).await.ok().flatten();
-    Ok(Ok(match id {
+    Ok(Ok(match creds.session_user {
         Some(id) => match store.user_by_id(id).await? {
             Some(user) => viewer_of(user),
             None => Viewer::Reader,
         },
         None => Viewer::Reader,
     }))
+}
+
+/// Checks credentials and returns the viewer they make, or `None`.
+pub async fn sign_in(
+    store: &Store,
+    username: &str,
+    password: &str,
+) -> Result<Option<(i64, Viewer)>, StoreError> {
+    Ok(check_credentials(store, username, password)
+        .await?
+        .map(|u| (u.id, viewer_of(u))))
 }
 
 /// tower-sessions records kept in our own database (SQLite or PostgreSQL alike).

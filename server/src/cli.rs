@@ -1,8 +1,8 @@
 //! The `moderato` command line.
 
+use crate::auth::Staff;
 use crate::config::Config;
-use crate::engine::Engine;
-use crate::store::{Store, ThreadSpec};
+use crate::engine::{Engine, ThreadSpec};
 use anyhow::{Context, Result, bail};
 use axum::serve::ListenerExt;
 use clap::{Args, Parser, Subcommand};
@@ -145,10 +145,9 @@ fn load_config(path: Option<&PathBuf>) -> Result<Config> {
 
 async fn open_engine(common: &Common) -> Result<Engine> {
     let config = load_config(common.config.as_ref())?;
-    let store = Store::open(&common.database)
+    Engine::open(&common.database, config)
         .await
-        .with_context(|| format!("cannot open database {}", common.database))?;
-    Ok(Engine::new(store, config).await?)
+        .with_context(|| format!("cannot open database {}", common.database))
 }
 
 /// Parses the command line and runs it.
@@ -179,24 +178,12 @@ fn read_password() -> Result<String> {
 }
 
 async fn user_add(common: &Common, name: &str, staff: bool) -> Result<()> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-        bail!("the user name must be 1 to 100 characters, without control characters");
-    }
     let password = read_password()?;
-    if password.chars().count() < 8 {
-        bail!("the password must be at least 8 characters (set MODERATO_PASSWORD or pipe it in)");
-    }
     let engine = open_engine(common).await?;
-    let hash = crate::auth::hash_password(&password);
-    let created = match engine.store.create_user(name, &hash, staff).await {
-        Ok(_) => true,
-        Err(e) if e.is_unique_violation() => {
-            engine.store.update_user(name, &hash, staff).await?;
-            false
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let created = engine
+        .add_user(&Staff::operator(), name, &password, staff)
+        .await?;
+    let name = name.trim();
     println!(
         "{} user {name}{}",
         if created { "created" } else { "updated" },
@@ -207,11 +194,9 @@ async fn user_add(common: &Common, name: &str, staff: bool) -> Result<()> {
 
 async fn key_create(common: &Common, user: &str, name: &str) -> Result<()> {
     let engine = open_engine(common).await?;
-    let Some(u) = engine.store.user_by_name(user).await? else {
-        bail!("no user {user:?} (create it with `moderato user add`)");
-    };
-    let (key, hash) = crate::auth::new_api_key();
-    engine.store.insert_api_key(name, &hash, u.id).await?;
+    let key = engine
+        .create_api_key(&Staff::operator(), user, name)
+        .await?;
     // The key itself is shown this once; only its hash is stored.
     println!("{key}");
     Ok(())
@@ -243,10 +228,9 @@ async fn thread_set(common: &Common, args: ThreadSetArgs) -> Result<()> {
         "thread {} (kind {}, comments {}): {}",
         t.key,
         t.kind,
-        if t.comments_enabled != 0 {
-            "enabled"
-        } else {
-            "disabled"
+        match &t.closed_reason {
+            None => "open".to_owned(),
+            Some(reason) => format!("closed: {reason}"),
         },
         t.title
     );
@@ -261,7 +245,7 @@ async fn serve(common: &Common, args: ServeArgs) -> Result<()> {
         )
         .init();
     let engine = Arc::new(open_engine(common).await?);
-    if args.demo && crate::demo::seed(&engine).await? {
+    if args.demo && engine.seed_demo().await? {
         tracing::info!("created the demo thread at /t/welcome");
     }
     let site_root = args.site_root.clone();
@@ -284,18 +268,11 @@ async fn serve(common: &Common, args: ServeArgs) -> Result<()> {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
             loop {
                 tick.tick().await;
-                let now = crate::store::now_ms();
-                if let Err(e) = engine.store.purge_nonces(now).await {
-                    tracing::warn!(error = %e, "purging form nonces failed");
-                }
-                let retention = engine.config.live.retention_hours as i64 * 3_600_000;
-                if let Err(e) = crate::events::prune(&engine.store, now - retention).await {
-                    tracing::warn!(error = %e, "pruning live events failed");
-                }
+                engine.housekeeping().await;
             }
         })
     };
-    let hub = engine.hub.clone();
+    let hub = engine.hub().clone();
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -308,7 +285,7 @@ async fn serve(common: &Common, args: ServeArgs) -> Result<()> {
     })
     .await?;
     housekeeping.abort();
-    engine.store.pool.close().await;
+    engine.close().await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -345,23 +322,6 @@ fn read_labelled(path: &PathBuf) -> Result<Vec<crate::spam::Sample>> {
     crate::spam::read_samples(open_csv(path)?).with_context(|| format!("{}", path.display()))
 }
 
-/// The database and the spam filter stored in it (trained on first use).
-async fn open_filter(
-    common: &Common,
-    config: &Config,
-) -> Result<(Store, crate::spam::service::SpamFilter)> {
-    let store = Store::open(&common.database)
-        .await
-        .with_context(|| format!("cannot open database {}", common.database))?;
-    let filter = crate::spam::service::SpamFilter::load_or_train(
-        &store,
-        config.spam.threshold,
-        config.spam.bundled_corpus,
-    )
-    .await?;
-    Ok((store, filter))
-}
-
 async fn spam(common: &Common, cmd: SpamCommand) -> Result<()> {
     let config = load_config(common.config.as_ref())?;
     match cmd {
@@ -384,7 +344,7 @@ async fn spam(common: &Common, cmd: SpamCommand) -> Result<()> {
                 Some(path) => Some((read_labelled(path)?, format!("CSV {}", path.display()))),
                 None => None,
             };
-            let (store, filter) = open_filter(common, &config).await?;
+            let engine = open_engine(common).await?;
             let bar = indicatif::ProgressBar::new(4);
             bar.set_style(
                 indicatif::ProgressStyle::with_template(
@@ -399,8 +359,9 @@ async fn spam(common: &Common, cmd: SpamCommand) -> Result<()> {
                 "storing the model",
                 "done",
             ];
-            let training = filter
-                .retrain(&store, samples, |step, _of| {
+            // The same use case as the API's retrain, so staff watching see it announced.
+            let training = engine
+                .retrain_spam(&Staff::operator(), samples, |step, _of| {
                     bar.set_position(step);
                     bar.set_message(steps[step as usize % steps.len()]);
                 })
@@ -425,8 +386,8 @@ async fn spam(common: &Common, cmd: SpamCommand) -> Result<()> {
         SpamCommand::Classify { csv } => {
             // Fail on a missing file before touching the database.
             std::fs::metadata(&csv).with_context(|| format!("cannot open {}", csv.display()))?;
-            let (_store, filter) = open_filter(common, &config).await?;
-            let model = filter.current();
+            let engine = open_engine(common).await?;
+            let model = engine.spam_model();
             let out = std::io::BufWriter::new(std::io::stdout().lock());
             crate::spam::classify_csv_file(&model, &csv, out, config.spam.threshold)
                 .with_context(|| format!("{}", csv.display()))?;

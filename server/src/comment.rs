@@ -258,40 +258,19 @@ pub fn rfc3339(ms: i64) -> String {
         .unwrap_or_default()
 }
 
-/// Who is looking: what a comment shows depends on it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Viewer {
-    /// Anonymous.
+/// Who a comment is shown to: readers never get status or moderation detail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Audience {
+    /// Anyone who is not staff (including a signed-in non-staff user, and a comment's author).
     Reader,
-    /// Signed in, not staff: sees what readers see.
-    User {
-        id: i64,
-        name: String,
-    },
-    Staff {
-        id: i64,
-        name: String,
-    },
+    /// Staff: status and moderation flag included.
+    Staff,
 }
 
-impl Viewer {
-    /// True for staff.
-    pub fn is_staff(&self) -> bool {
-        matches!(self, Viewer::Staff { .. })
-    }
-
-    /// The signed-in user's name.
-    pub fn name(&self) -> Option<&str> {
-        match self {
-            Viewer::Reader => None,
-            Viewer::User { name, .. } | Viewer::Staff { name, .. } => Some(name),
-        }
-    }
-}
-
-/// The comment as `viewer` may see it: readers never get status or moderation detail.
-pub fn to_public(row: &CommentRow, viewer: &Viewer) -> Comment {
-    let (status, moderation) = if viewer.is_staff() {
+/// The comment as `audience` may see it: readers never get status or moderation detail.
+/// This is the one projection from a stored row to what leaves the server.
+pub fn to_public(row: &CommentRow, audience: Audience) -> Comment {
+    let (status, moderation) = if audience == Audience::Staff {
         let status = Status::parse(&row.status);
         let flagged = status != Some(Status::Published);
         (
@@ -476,19 +455,12 @@ mod tests {
             moderator: Some("links".into()),
             reason: Some("too many links".into()),
             score: Some(0.5),
-            ip: Some("127.0.0.1".into()),
             created_at: 0,
             updated_at: 0,
         };
-        let public = to_public(&row, &Viewer::Reader);
+        let public = to_public(&row, Audience::Reader);
         assert_eq!((public.status, public.moderation), (None, None));
-        let staff = to_public(
-            &row,
-            &Viewer::Staff {
-                id: 1,
-                name: "s".into(),
-            },
-        );
+        let staff = to_public(&row, Audience::Staff);
         assert_eq!(staff.status, Some(Status::Held));
         assert_eq!(
             staff.moderation.unwrap().reason.as_deref(),

@@ -1,15 +1,29 @@
-//! Moderato's server: the engine (storage, comments, moderation) and its HTTP surface.
+//! Moderato's server: the engine (storage, comments, moderation, spam filter, live updates)
+//! and its doors: the HTTP router and the command line.
+//!
+//! The public surface is small on purpose: [`Engine`] and its use cases (plain Rust), the
+//! HTTP [`http::router`], the CLI ([`cli::run`]), the configuration, and two reusable
+//! parts with no knowledge of the rest: the live hub ([`live`], used by `moderato-load`) and
+//! the spam filter's core ([`spam`]). Everything else is private to the crate, so the layers
+//! can only meet where docs/architecture.md says they do.
 
-pub mod auth;
+mod auth;
 pub mod cli;
-pub mod comment;
+mod comment;
 pub mod config;
-pub mod demo;
-pub mod engine;
-pub mod events;
+mod engine;
+mod error;
+mod events;
+mod filter;
 pub mod http;
 pub mod live;
-pub mod moderation;
+mod moderation;
 pub mod spam;
-pub mod store;
-pub mod token;
+mod store;
+mod token;
+
+pub use auth::{Staff, Viewer};
+pub use comment::render_markdown;
+pub use engine::{Engine, PostOutcome, Posted, ThreadSpec, valid_thread_key};
+pub use error::{Error, FieldErrors};
+pub use store::now_ms;

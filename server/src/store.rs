@@ -5,7 +5,7 @@
 //! `migrations/{sqlite,postgres}` and are never edited once landed.
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
-use sqlx::{AnyPool, Executor, FromRow};
+use sqlx::{Any, AnyPool, Executor, FromRow};
 use std::time::Duration;
 
 /// Which database the URL selected.
@@ -39,8 +39,14 @@ impl StoreError {
 /// The connection pool and which backend it talks to.
 #[derive(Clone, Debug)]
 pub struct Store {
-    pub pool: AnyPool,
-    pub backend: Backend,
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// One write transaction. Every change of a use case (its rows, its audit entries, its events
+/// for the outbox) goes through one of these, so they commit together or not at all.
+pub struct Tx {
+    tx: sqlx::Transaction<'static, Any>,
 }
 
 /// A thread as stored.
@@ -52,8 +58,6 @@ pub struct ThreadRow {
     pub title: String,
     pub comments_enabled: i64,
     pub published_at: Option<i64>,
-    pub created_at: i64,
-    pub updated_at: i64,
 }
 
 /// A comment as stored. Never serialized: it holds the email, the IP and moderation data.
@@ -74,7 +78,6 @@ pub struct CommentRow {
     pub moderator: Option<String>,
     pub reason: Option<String>,
     pub score: Option<f64>,
-    pub ip: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -82,7 +85,7 @@ pub struct CommentRow {
 /// The columns of [`CommentRow`], for SELECTs.
 pub const COMMENT_COLUMNS: &str = "id, thread_id, parent_id, depth, path, author_name, \
      author_email, author_url, title, body_source, body_html, status, moderator, reason, score, \
-     ip, created_at, updated_at";
+     created_at, updated_at";
 
 const THREAD_COLUMNS: &str =
     "id, key, kind, title, comments_enabled, published_at, created_at, updated_at";
@@ -93,11 +96,6 @@ pub const PATH_SEGMENT: usize = 10;
 /// The path segment of one comment id.
 pub fn path_segment(id: i64) -> String {
     format!("{id:0width$}", width = PATH_SEGMENT)
-}
-
-/// The first string after every path that starts with `prefix` (':' sorts right after '9').
-pub fn path_upper_bound(prefix: &str) -> String {
-    format!("{prefix}:")
 }
 
 /// Now, in Unix milliseconds.
@@ -112,7 +110,6 @@ pub struct UserRow {
     pub username: String,
     pub password_hash: String,
     pub is_staff: i64,
-    pub created_at: i64,
 }
 
 /// One entry of the audit log.
@@ -123,17 +120,74 @@ pub struct AuditRow {
     pub actor: String,
     pub action: String,
     pub comment_id: Option<i64>,
-    pub thread_id: Option<i64>,
     pub status_before: Option<String>,
     pub status_after: Option<String>,
     pub detail: Option<String>,
 }
 
-/// A status change made by [`Store::set_status`]: the status before, and the comment after.
+/// A status change made by [`Tx::set_status`]: the status before, the comment after, and
+/// its thread's key.
 #[derive(Clone, Debug)]
 pub struct StatusChange {
     pub before: String,
     pub comment: CommentRow,
+    pub thread_key: String,
+}
+
+/// What [`Tx::set_status`] did to one comment.
+#[derive(Clone, Debug)]
+pub enum StatusOutcome {
+    /// No comment has that id.
+    Missing,
+    /// It already had that status: nothing changed, nothing was logged.
+    Unchanged,
+    /// The status changed and the change was logged (boxed: the row is large and the
+    /// other outcomes carry nothing).
+    Changed(Box<StatusChange>),
+}
+
+/// One event for the outbox (`events` table): its room and one JSON payload per audience.
+/// What the payloads say is decided by the caller; the store only numbers and keeps them.
+#[derive(Clone, Debug)]
+pub struct NewEventRow<'a> {
+    pub room: &'a str,
+    pub reader: Option<String>,
+    pub staff: String,
+    /// `(author token, payload)`.
+    pub author: Option<(&'a str, String)>,
+}
+
+/// A trained spam model as stored.
+#[derive(Clone, Debug, FromRow)]
+pub struct SpamModelRow {
+    pub id: i64,
+    pub trained_at: i64,
+    pub source: String,
+    pub model: String,
+    pub metrics: Option<String>,
+    pub spam_count: i64,
+    pub ham_count: i64,
+}
+
+/// A spam model to store.
+#[derive(Clone, Debug)]
+pub struct NewSpamModelRow<'a> {
+    pub trained_at: i64,
+    pub source: &'a str,
+    pub model: String,
+    pub metrics: Option<String>,
+    pub spam_count: i64,
+    pub ham_count: i64,
+}
+
+/// One stored event, as read back for a replay.
+#[derive(Clone, Debug, FromRow)]
+pub struct EventRow {
+    pub id: i64,
+    pub reader: Option<String>,
+    pub staff: String,
+    pub author_token: Option<String>,
+    pub author: Option<String>,
 }
 
 /// Thread fields for `thread set`: `None` keeps the stored value (or the default on create).
@@ -220,6 +274,84 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// Closes every connection (at shutdown); later queries fail.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Starts a write transaction.
+    pub async fn begin(&self) -> Result<Tx, StoreError> {
+        Ok(Tx {
+            tx: self.pool.begin().await?,
+        })
+    }
+
+    /// The newest event id of a room (0 when none).
+    pub async fn last_event_id(&self, room: &str) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar::<_, i64>("SELECT last_id FROM event_rooms WHERE room = $1")
+                .bind(room)
+                .fetch_optional(&self.pool)
+                .await?
+                .unwrap_or(0),
+        )
+    }
+
+    /// A room's newest event id and how far its events were pruned (0, 0 when none).
+    pub async fn event_room(&self, room: &str) -> Result<(i64, i64), StoreError> {
+        #[derive(FromRow)]
+        struct RoomRow {
+            last_id: i64,
+            pruned_through: i64,
+        }
+        Ok(sqlx::query_as::<_, RoomRow>(
+            "SELECT last_id, pruned_through FROM event_rooms WHERE room = $1",
+        )
+        .bind(room)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|r| (r.last_id, r.pruned_through))
+        .unwrap_or((0, 0)))
+    }
+
+    /// Events of a room after `since`, oldest first, at most `limit`.
+    pub async fn events_since(
+        &self,
+        room: &str,
+        since: i64,
+        limit: usize,
+    ) -> Result<Vec<EventRow>, StoreError> {
+        Ok(sqlx::query_as::<_, EventRow>(
+            "SELECT id, reader, staff, author_token, author FROM events \
+             WHERE room = $1 AND id > $2 ORDER BY id LIMIT $3",
+        )
+        .bind(room)
+        .bind(since)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Forgets events older than `older_than` (Unix ms), remembering per room how far it
+    /// pruned so that older cursors get "reset" instead of a silent gap.
+    pub async fn prune_events(&self, older_than: i64) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE event_rooms SET pruned_through = COALESCE((SELECT MAX(e.id) FROM events e \
+             WHERE e.room = event_rooms.room AND e.created_at < $1), pruned_through)",
+        )
+        .bind(older_than)
+        .execute(&mut *tx)
+        .await?;
+        let n = sqlx::query("DELETE FROM events WHERE created_at < $1")
+            .bind(older_than)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(n)
     }
 
     /// True when the database answers.
@@ -406,80 +538,6 @@ impl Store {
                 .await?
                 > 0,
         )
-    }
-
-    /// Stores a comment and spends its form token's nonce, in one transaction: either both
-    /// happen or neither. A nonce already spent fails with a unique violation.
-    ///
-    /// The comment's live events (see [`crate::events`]) are written in the same transaction
-    /// and returned, to be published only after the commit.
-    pub async fn insert_comment(
-        &self,
-        new: &NewCommentRow,
-        nonce: Option<(&str, i64)>,
-        thread_key: &str,
-        author_token: Option<&str>,
-    ) -> Result<(CommentRow, Vec<crate::live::Event>), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        if let Some((nonce, expires_at)) = nonce {
-            // A write first, so SQLite takes the write lock at once (no deferred upgrade).
-            sqlx::query("INSERT INTO form_nonces (nonce, expires_at) VALUES ($1, $2)")
-                .bind(nonce)
-                .bind(expires_at)
-                .execute(&mut *tx)
-                .await?;
-        }
-        let (parent_id, depth) = match &new.parent {
-            Some((id, _, depth)) => (Some(*id), depth + 1),
-            None => (None, 0),
-        };
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO comments (thread_id, parent_id, depth, path, author_name, author_email, \
-             author_url, title, body_source, body_html, status, moderator, reason, score, ip, \
-             created_at, updated_at) \
-             VALUES ($1, $2, $3, '', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15) \
-             RETURNING id",
-        )
-        .bind(new.thread_id)
-        .bind(parent_id)
-        .bind(depth)
-        .bind(&new.author_name)
-        .bind(&new.author_email)
-        .bind(&new.author_url)
-        .bind(&new.title)
-        .bind(&new.body_source)
-        .bind(&new.body_html)
-        .bind(&new.status)
-        .bind(&new.moderator)
-        .bind(&new.reason)
-        .bind(new.score)
-        .bind(&new.ip)
-        .bind(new.created_at)
-        .fetch_one(&mut *tx)
-        .await?;
-        let path = match &new.parent {
-            Some((_, parent_path, _)) => format!("{parent_path}{}", path_segment(id)),
-            None => path_segment(id),
-        };
-        sqlx::query("UPDATE comments SET path = $1 WHERE id = $2")
-            .bind(&path)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        crate::events::count_status(&mut tx, &new.status, 1).await?;
-        let row = sqlx::query_as::<_, CommentRow>(&format!(
-            "SELECT {COMMENT_COLUMNS} FROM comments WHERE id = $1"
-        ))
-        .bind(id)
-        .fetch_one(&mut *tx)
-        .await?;
-        let mut pending = crate::events::comment_posted(&row, thread_key, author_token);
-        pending.push(crate::events::stats(
-            &crate::events::counts_in(&mut tx).await?,
-        ));
-        let events = crate::events::write(&mut tx, pending).await?;
-        tx.commit().await?;
-        Ok((row, events))
     }
 
     /// Forgets spent nonces whose tokens have expired anyway.
@@ -678,83 +736,65 @@ impl Store {
         Ok(())
     }
 
-    /// Moves comments to `status` and logs each change, in one transaction. Comments already
-    /// in that status are left alone and logged nothing (so repeating an action is a no-op).
-    /// Returns the changes made, and the ids that were not found.
-    pub async fn set_status(
+    /// Every comment in one of `statuses`, oldest first (training data for the spam filter).
+    pub async fn comments_with_status(
         &self,
-        ids: &[i64],
-        status: &str,
-        actor: &str,
-        action: &str,
-    ) -> Result<(Vec<StatusChange>, Vec<i64>, Vec<crate::live::Event>), StoreError> {
-        let now = now_ms();
-        let mut tx = self.pool.begin().await?;
-        let mut changes = Vec::new();
-        let mut missing = Vec::new();
-        let mut pending = Vec::new();
-        for &id in ids {
-            // The UPDATE comes first so SQLite takes the write lock at once.
-            let updated = sqlx::query("UPDATE comments SET updated_at = updated_at WHERE id = $1")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            if updated == 0 {
-                missing.push(id);
-                continue;
-            }
-            let before = sqlx::query_as::<_, CommentRow>(&format!(
-                "SELECT {COMMENT_COLUMNS} FROM comments WHERE id = $1"
-            ))
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?;
-            if before.status == status {
-                continue;
-            }
-            sqlx::query("UPDATE comments SET status = $1, updated_at = $2 WHERE id = $3")
-                .bind(status)
-                .bind(now)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            crate::events::count_status(&mut tx, &before.status, -1).await?;
-            crate::events::count_status(&mut tx, status, 1).await?;
-            sqlx::query(
-                "INSERT INTO audit_log (at, actor, action, comment_id, thread_id, status_before, \
-                 status_after) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(now)
-            .bind(actor)
-            .bind(action)
-            .bind(id)
-            .bind(before.thread_id)
-            .bind(&before.status)
-            .bind(status)
-            .execute(&mut *tx)
-            .await?;
-            let mut after = before.clone();
-            after.status = status.to_owned();
-            after.updated_at = now;
-            let key: String = sqlx::query_scalar("SELECT key FROM threads WHERE id = $1")
-                .bind(after.thread_id)
-                .fetch_one(&mut *tx)
-                .await?;
-            pending.extend(crate::events::status_changed(&before.status, &after, &key));
-            changes.push(StatusChange {
-                before: before.status,
-                comment: after,
-            });
+        statuses: &[&str],
+    ) -> Result<Vec<CommentRow>, StoreError> {
+        let list: Vec<String> = (1..=statuses.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT {COMMENT_COLUMNS} FROM comments WHERE status IN ({}) ORDER BY id",
+            list.join(", ")
+        );
+        let mut q = sqlx::query_as::<_, CommentRow>(&sql);
+        for s in statuses {
+            q = q.bind(*s);
         }
-        if !changes.is_empty() {
-            pending.push(crate::events::stats(
-                &crate::events::counts_in(&mut tx).await?,
-            ));
-        }
-        let events = crate::events::write(&mut tx, pending).await?;
-        tx.commit().await?;
-        Ok((changes, missing, events))
+        Ok(q.fetch_all(&self.pool).await?)
+    }
+
+    /// The newest stored spam model.
+    pub async fn latest_spam_model(&self) -> Result<Option<SpamModelRow>, StoreError> {
+        Ok(self.spam_models(1).await?.into_iter().next())
+    }
+
+    /// The newest `n` stored spam models, newest first.
+    pub async fn spam_models(&self, n: i64) -> Result<Vec<SpamModelRow>, StoreError> {
+        Ok(sqlx::query_as::<_, SpamModelRow>(
+            "SELECT id, trained_at, source, model, metrics, spam_count, ham_count \
+             FROM spam_models ORDER BY id DESC LIMIT $1",
+        )
+        .bind(n)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Stores a newly trained spam model.
+    pub async fn insert_spam_model(&self, m: &NewSpamModelRow<'_>) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO spam_models (trained_at, source, model, metrics, spam_count, ham_count, \
+             updated_at) VALUES ($1, $2, $3, $4, $5, $6, $1)",
+        )
+        .bind(m.trained_at)
+        .bind(m.source)
+        .bind(&m.model)
+        .bind(&m.metrics)
+        .bind(m.spam_count)
+        .bind(m.ham_count)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Replaces a stored model's weights after incremental learning.
+    pub async fn update_spam_model(&self, id: i64, model: &str, at: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE spam_models SET model = $1, updated_at = $2 WHERE id = $3")
+            .bind(model)
+            .bind(at)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// The moderation queue: comments in `statuses` (all when empty), newest first.
@@ -838,5 +878,193 @@ impl Store {
                 .map(|r| (r.status, r.n))
                 .collect(),
         )
+    }
+}
+
+impl Tx {
+    /// Makes every change of this transaction durable and visible.
+    pub async fn commit(self) -> Result<(), StoreError> {
+        Ok(self.tx.commit().await?)
+    }
+
+    /// Spends a form token's nonce: a nonce already spent fails with a unique violation.
+    /// Called first in a post's transaction, so SQLite takes the write lock at once (no
+    /// deferred upgrade from a read).
+    pub async fn spend_nonce(&mut self, nonce: &str, expires_at: i64) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO form_nonces (nonce, expires_at) VALUES ($1, $2)")
+            .bind(nonce)
+            .bind(expires_at)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Stores a comment with its materialised path and counts it; returns the stored row.
+    pub async fn insert_comment(&mut self, new: &NewCommentRow) -> Result<CommentRow, StoreError> {
+        let (parent_id, depth) = match &new.parent {
+            Some((id, _, depth)) => (Some(*id), depth + 1),
+            None => (None, 0),
+        };
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO comments (thread_id, parent_id, depth, path, author_name, author_email, \
+             author_url, title, body_source, body_html, status, moderator, reason, score, ip, \
+             created_at, updated_at) \
+             VALUES ($1, $2, $3, '', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15) \
+             RETURNING id",
+        )
+        .bind(new.thread_id)
+        .bind(parent_id)
+        .bind(depth)
+        .bind(&new.author_name)
+        .bind(&new.author_email)
+        .bind(&new.author_url)
+        .bind(&new.title)
+        .bind(&new.body_source)
+        .bind(&new.body_html)
+        .bind(&new.status)
+        .bind(&new.moderator)
+        .bind(&new.reason)
+        .bind(new.score)
+        .bind(&new.ip)
+        .bind(new.created_at)
+        .fetch_one(&mut *self.tx)
+        .await?;
+        let path = match &new.parent {
+            Some((_, parent_path, _)) => format!("{parent_path}{}", path_segment(id)),
+            None => path_segment(id),
+        };
+        sqlx::query("UPDATE comments SET path = $1 WHERE id = $2")
+            .bind(&path)
+            .bind(id)
+            .execute(&mut *self.tx)
+            .await?;
+        self.count_status(&new.status, 1).await?;
+        Ok(sqlx::query_as::<_, CommentRow>(&format!(
+            "SELECT {COMMENT_COLUMNS} FROM comments WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_one(&mut *self.tx)
+        .await?)
+    }
+
+    /// Moves one comment to `status` and logs the change. A comment already in that status
+    /// is left alone and nothing is logged, so repeating an action is a no-op.
+    pub async fn set_status(
+        &mut self,
+        id: i64,
+        status: &str,
+        actor: &str,
+        action: &str,
+    ) -> Result<StatusOutcome, StoreError> {
+        let now = now_ms();
+        // The UPDATE comes first so SQLite takes the write lock at once.
+        let updated = sqlx::query("UPDATE comments SET updated_at = updated_at WHERE id = $1")
+            .bind(id)
+            .execute(&mut *self.tx)
+            .await?
+            .rows_affected();
+        if updated == 0 {
+            return Ok(StatusOutcome::Missing);
+        }
+        let before = sqlx::query_as::<_, CommentRow>(&format!(
+            "SELECT {COMMENT_COLUMNS} FROM comments WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_one(&mut *self.tx)
+        .await?;
+        if before.status == status {
+            return Ok(StatusOutcome::Unchanged);
+        }
+        sqlx::query("UPDATE comments SET status = $1, updated_at = $2 WHERE id = $3")
+            .bind(status)
+            .bind(now)
+            .bind(id)
+            .execute(&mut *self.tx)
+            .await?;
+        self.count_status(&before.status, -1).await?;
+        self.count_status(status, 1).await?;
+        sqlx::query(
+            "INSERT INTO audit_log (at, actor, action, comment_id, thread_id, status_before, \
+             status_after) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(now)
+        .bind(actor)
+        .bind(action)
+        .bind(id)
+        .bind(before.thread_id)
+        .bind(&before.status)
+        .bind(status)
+        .execute(&mut *self.tx)
+        .await?;
+        let thread_key: String = sqlx::query_scalar("SELECT key FROM threads WHERE id = $1")
+            .bind(before.thread_id)
+            .fetch_one(&mut *self.tx)
+            .await?;
+        let mut after = before.clone();
+        after.status = status.to_owned();
+        after.updated_at = now;
+        Ok(StatusOutcome::Changed(Box::new(StatusChange {
+            before: before.status,
+            comment: after,
+            thread_key,
+        })))
+    }
+
+    /// Adds `delta` to the running count of comments with `status` (see [`Tx::status_counts`]).
+    async fn count_status(&mut self, status: &str, delta: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO comment_counts (status, n) VALUES ($1, $2) \
+             ON CONFLICT (status) DO UPDATE SET n = comment_counts.n + $2",
+        )
+        .bind(status)
+        .bind(delta)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Comments per status, from the running counts kept by every insert and status change
+    /// (no scan of the comments), as this transaction sees them.
+    pub async fn status_counts(&mut self) -> Result<Vec<(String, i64)>, StoreError> {
+        #[derive(FromRow)]
+        struct Row {
+            status: String,
+            n: i64,
+        }
+        Ok(sqlx::query_as::<_, Row>(
+            "SELECT status, n FROM comment_counts WHERE n > 0 ORDER BY status",
+        )
+        .fetch_all(&mut *self.tx)
+        .await?
+        .into_iter()
+        .map(|r| (r.status, r.n))
+        .collect())
+    }
+
+    /// Numbers an event in its room and stores it (the outbox); returns its id. The room's
+    /// counter row is locked until commit, so ids follow commit order within a room, also on
+    /// PostgreSQL.
+    pub async fn append_event(&mut self, e: &NewEventRow<'_>) -> Result<i64, StoreError> {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO event_rooms (room, last_id, pruned_through) VALUES ($1, 1, 0) \
+             ON CONFLICT (room) DO UPDATE SET last_id = event_rooms.last_id + 1 RETURNING last_id",
+        )
+        .bind(e.room)
+        .fetch_one(&mut *self.tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO events (room, id, created_at, reader, staff, author_token, author) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(e.room)
+        .bind(id)
+        .bind(now_ms())
+        .bind(&e.reader)
+        .bind(&e.staff)
+        .bind(e.author.as_ref().map(|(t, _)| *t))
+        .bind(e.author.as_ref().map(|(_, a)| a.as_str()))
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(id)
     }
 }

@@ -4,8 +4,8 @@ mod common;
 
 use common::*;
 use serde_json::json;
+use server::ThreadSpec;
 use server::config::Config;
-use server::store::ThreadSpec;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -2,6 +2,7 @@
 
 mod common;
 
+use app::live::{ClientMessage, ServerMessage};
 use axum::http::StatusCode;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
@@ -62,7 +63,8 @@ async fn send(ws: &mut Ws, v: Value) {
         .unwrap();
 }
 
-/// The next JSON message, skipping pings; panics after a few seconds.
+/// The next message as JSON (for assertions on the wire shape), skipping pings; panics after
+/// a few seconds, or when the message is not one of the typed protocol's `ServerMessage`s.
 async fn next(ws: &mut Ws) -> Value {
     loop {
         let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
@@ -71,7 +73,12 @@ async fn next(ws: &mut Ws) -> Value {
             .expect("socket open")
             .expect("no error");
         match msg {
-            tungstenite::Message::Text(t) => return serde_json::from_str(&t).unwrap(),
+            tungstenite::Message::Text(t) => {
+                if let Err(e) = ServerMessage::parse(&t) {
+                    panic!("not a protocol message ({e}): {t}");
+                }
+                return serde_json::from_str(&t).unwrap();
+            }
             tungstenite::Message::Close(c) => {
                 return json!({"type": "closed", "code": c.map(|c| u16::from(c.code))});
             }
@@ -90,11 +97,13 @@ async fn silent(ws: &mut Ws) {
 }
 
 async fn subscribe(ws: &mut Ws, thread: &str, since: Option<i64>) -> Vec<Value> {
-    let mut msg = json!({"type": "subscribe", "thread": thread});
-    if let Some(s) = since {
-        msg["since"] = json!(s);
-    }
-    send(ws, msg).await;
+    let msg = ClientMessage::Subscribe {
+        thread: thread.into(),
+        since,
+    };
+    ws.send(tungstenite::Message::Text(msg.encode().into()))
+        .await
+        .unwrap();
     let mut before = Vec::new();
     loop {
         let m = next(ws).await;

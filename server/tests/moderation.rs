@@ -6,7 +6,7 @@ use axum::http::{StatusCode, header};
 use common::*;
 use serde_json::{Value, json};
 use server::config::Config;
-use server::store::{ThreadSpec, now_ms};
+use server::{ThreadSpec, now_ms};
 
 const DAY: i64 = 86_400_000;
 
@@ -283,17 +283,14 @@ async fn staff_endpoints_need_staff() {
 async fn an_api_key_authenticates_staff() {
     let app = spawn_app().await;
     app.thread("t").await;
-    let hash = server::auth::hash_password("password123");
-    let uid = app
-        .engine
-        .store
-        .create_user("bot", &hash, true)
+    let operator = server::Staff::operator();
+    app.engine
+        .add_user(&operator, "bot", "password123", true)
         .await
         .unwrap();
-    let (key, key_hash) = server::auth::new_api_key();
-    app.engine
-        .store
-        .insert_api_key("ci", &key_hash, uid)
+    let key = app
+        .engine
+        .create_api_key(&operator, "bot", "ci")
         .await
         .unwrap();
     let bearer = format!("Bearer {key}");
@@ -421,10 +418,8 @@ async fn the_queue_filters_by_status_newest_first_and_bulk_actions_apply() {
 #[tokio::test]
 async fn signing_in_sets_a_fresh_httponly_lax_session_and_signing_out_ends_it() {
     let app = spawn_app().await;
-    let hash = server::auth::hash_password("password123");
     app.engine
-        .store
-        .create_user("mod", &hash, true)
+        .add_user(&server::Staff::operator(), "mod", "password123", true)
         .await
         .unwrap();
 

@@ -5,8 +5,8 @@ mod common;
 use axum::http::{StatusCode, header};
 use common::*;
 use serde_json::json;
+use server::ThreadSpec;
 use server::config::Config;
-use server::store::ThreadSpec;
 
 const PATH: &str = "/api/threads/t1/comments";
 
@@ -212,7 +212,7 @@ async fn the_parent_must_be_published() {
     let id = app.publish("t1", "A", "soon hidden", None).await;
     sqlx::query("UPDATE comments SET status = 'held' WHERE id = $1")
         .bind(id)
-        .execute(&app.engine.store.pool)
+        .execute(&app.db)
         .await
         .unwrap();
     let r = app

@@ -8,7 +8,6 @@ use common::*;
 use serde_json::json;
 use server::config::Config;
 use server::spam::Model;
-use server::spam::service::{SpamFilter, moderated_samples};
 
 const SPAMMY: &str = "FREE money!!! Click here to claim your $1000 prize now. Limited offer, \
      order today: http://cheap-deals.example/buy Unsubscribe at any time.";
@@ -64,7 +63,7 @@ async fn staff_decisions_teach_the_filter_at_once_and_equal_a_retrain() {
     let app = spawn_app().await; // empty filter: it knows only what staff teach it
     app.thread("t").await;
     let cookie = app.sign_in_as("mod", true).await;
-    let before = app.engine.spam.score("Spammer", &format!("\n{SPAMMY}"));
+    let before = app.engine.spam_score("Spammer", None, None, SPAMMY);
     let mut ids = Vec::new();
     for i in 0..3 {
         ids.push(
@@ -100,21 +99,24 @@ async fn staff_decisions_teach_the_filter_at_once_and_equal_a_retrain() {
         )
         .await;
     }
-    let after = app.engine.spam.score("Spammer", &format!("\n{SPAMMY}"));
+    let after = app.engine.spam_score("Spammer", None, None, SPAMMY);
     assert!(after > before, "{before} -> {after}");
     assert!(after > 0.5, "{after}");
 
     // The incrementally updated model is exactly a fresh one trained on the same data.
-    let samples = moderated_samples(&app.engine.store).await.unwrap();
+    let operator = server::Staff::operator();
+    let samples = app.engine.spam_training_samples(&operator).await.unwrap();
     assert_eq!(samples.len(), 3 + 2, "3 published ham + 2 spam");
-    let retrained = Model::train(&samples, app.engine.spam.current().options());
-    assert_eq!(*app.engine.spam.current(), retrained);
+    let retrained = Model::train(&samples, app.engine.spam_model().options());
+    assert_eq!(*app.engine.spam_model(), retrained);
 
     // The stored model is the updated one too: a restart loads it.
-    let reloaded = SpamFilter::load_or_train(&app.engine.store, 0.9, false)
+    let mut config = Config::default();
+    config.spam.bundled_corpus = false;
+    let restarted = server::Engine::open(&app.database_url, config)
         .await
         .unwrap();
-    assert_eq!(*reloaded.current(), retrained);
+    assert_eq!(*restarted.spam_model(), retrained);
 }
 
 #[tokio::test]

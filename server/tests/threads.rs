@@ -12,7 +12,7 @@ async fn health_answers_ok_when_the_database_does() {
     let r = app.get("/health").await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.json(), serde_json::json!({"status": "ok"}));
-    app.engine.store.pool.close().await;
+    app.engine.close().await;
     assert_eq!(
         app.get("/health").await.status,
         StatusCode::SERVICE_UNAVAILABLE
@@ -167,7 +167,7 @@ async fn the_thread_page_is_rendered_on_the_server_without_staff_data() {
 #[tokio::test]
 async fn a_closed_thread_page_says_so_and_has_no_form() {
     let app = spawn_app().await;
-    app.thread_with(server::store::ThreadSpec {
+    app.thread_with(server::ThreadSpec {
         key: "t".into(),
         comments_enabled: Some(false),
         ..Default::default()
@@ -201,8 +201,8 @@ async fn the_home_page_lists_threads() {
 #[tokio::test]
 async fn the_demo_seeds_a_welcome_thread_once() {
     let app = spawn_app().await;
-    assert!(server::demo::seed(&app.engine).await.unwrap());
-    assert!(!server::demo::seed(&app.engine).await.unwrap());
+    assert!(app.engine.seed_demo().await.unwrap());
+    assert!(!app.engine.seed_demo().await.unwrap());
     let comments = app.comments("welcome").await;
     assert!(comments.len() >= 5);
     assert!(
@@ -246,13 +246,16 @@ async fn thread_set_creates_and_updates_from_the_command_line() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let store = server::store::Store::open(&db).await.unwrap();
-    let t = store.thread("news-1").await.unwrap().unwrap();
-    assert_eq!(
-        (t.kind.as_str(), t.title.as_str(), t.comments_enabled),
-        ("post", "News", 0)
-    );
-    assert_eq!(t.published_at, Some(1_793_523_600_000));
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&db).await.unwrap();
+    let t: (String, String, i64, Option<i64>) = sqlx::query_as(
+        "SELECT kind, title, comments_enabled, published_at FROM threads WHERE key = 'news-1'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((t.0.as_str(), t.1.as_str(), t.2), ("post", "News", 0));
+    assert_eq!(t.3, Some(1_793_523_600_000));
 
     // Bad input: non-zero exit and one line of error.
     for bad in [

@@ -19,17 +19,12 @@ fn reload_to(url: &str) {
     let _ = url;
 }
 
-/// Only same-site paths are followed after sign-in (no open redirect).
-fn safe_next(next: Option<String>) -> String {
-    next.filter(|n| n.starts_with('/') && !n.starts_with("//"))
-        .unwrap_or_else(|| "/moderation".to_owned())
-}
-
 /// `/login`: the staff sign-in form.
 #[component]
 pub fn LoginPage() -> impl IntoView {
     let query = use_query_map();
-    let next = safe_next(query.read_untracked().get("next"));
+    // Only same-site paths are followed after sign-in (no open redirect).
+    let next = crate::model::safe_next(query.read_untracked().get("next").as_deref());
     let initial_error = query.read_untracked().get("error");
     let username = RwSignal::new(String::new());
     let password = RwSignal::new(String::new());

@@ -11,6 +11,7 @@
 //!
 //! Everything is loopback-only and bounded in count and time.
 
+use app::live::{ClientMessage, Event as LiveEvent, ServerMessage};
 use axum::extract::ws::{Message as AxMessage, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Query, State};
 use axum::response::{IntoResponse, Response};
@@ -465,18 +466,9 @@ async fn connect(ep: &Endpoint, i: usize, per_ip: usize) -> Res<Ws> {
     Ok(ws)
 }
 
-#[derive(Deserialize)]
-struct Incoming<'a> {
-    #[serde(rename = "type")]
-    kind: &'a str,
-    #[serde(default)]
-    id: i64,
-    #[serde(default)]
-    code: Option<&'a str>,
-}
-
 /// The id of an event message as the server writes it (`{"type":"event","id":N,...`);
-/// `None` for anything else, which then gets a full parse.
+/// `None` for anything else, which then gets a full parse as a typed [`ServerMessage`].
+/// A test checks this against the typed encoding, so the shortcut cannot drift from it.
 fn event_id(text: &str) -> Option<i64> {
     let rest = text.strip_prefix(r#"{"type":"event","id":"#)?;
     let digits = rest.find(|c: char| !c.is_ascii_digit())?;
@@ -489,7 +481,11 @@ async fn subscriber(
     tally: Arc<Tally>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let sub = serde_json::json!({"type": "subscribe", "thread": thread}).to_string();
+    let sub = ClientMessage::Subscribe {
+        thread,
+        since: None,
+    }
+    .encode();
     if ws.send(Message::text(sub)).await.is_err() {
         return;
     }
@@ -509,19 +505,21 @@ async fn subscriber(
                         }
                         continue;
                     }
-                    let Ok(m) = serde_json::from_str::<Incoming>(t.as_str()) else { continue };
-                    match m.kind {
-                        "event" if m.id != 0 => {
-                            if seen.insert(m.id) {
-                                tally.record(m.id, at);
+                    let Ok(m) = ServerMessage::parse(t.as_str()) else { continue };
+                    match m {
+                        ServerMessage::Event { id, .. } if id != 0 => {
+                            if seen.insert(id) {
+                                tally.record(id, at);
                             } else {
                                 tally.duplicates.fetch_add(1, Ordering::Relaxed);
                             }
                         }
-                        "subscribed" => {
+                        ServerMessage::Subscribed { .. } => {
                             tally.ready.fetch_add(1, Ordering::AcqRel);
                         }
-                        "error" => eprintln!("server error: {}", m.code.unwrap_or("?")),
+                        ServerMessage::Error { code, .. } => {
+                            eprintln!("server error: {}", code.as_str())
+                        }
                         _ => {}
                     }
                 }
@@ -903,17 +901,22 @@ async fn compare(args: &LoadArgs) -> Res<()> {
 // The two servers `compare` runs.
 
 /// A comment-sized payload, the same for both servers.
-fn payload(id: i64) -> serde_json::Value {
-    serde_json::json!({
-        "kind": "comment_created",
-        "comment": {
-            "id": id,
-            "parent_id": null,
-            "author": "moderato-load",
-            "created_at": "2026-01-01T00:00:00Z",
-            "body_html": "<p>A load-test comment of about the size of a real one.</p>",
-        }
-    })
+fn payload(id: i64) -> LiveEvent {
+    LiveEvent::CommentPosted {
+        comment: app::model::Comment {
+            id,
+            parent_id: None,
+            depth: 0,
+            author_name: "moderato-load".into(),
+            author_url: None,
+            title: None,
+            body_html: "<p>A load-test comment of about the size of a real one.</p>".into(),
+            created_at: "2026-01-01T00:00:00Z".into(),
+            status: None,
+            moderation: None,
+        },
+        awaiting_moderation: false,
+    }
 }
 
 #[derive(Deserialize)]
@@ -983,14 +986,13 @@ async fn serve_bare(addr: SocketAddr) -> Res<()> {
             if first == 0 {
                 first = id;
             }
-            let p = payload(id);
-            let text = server::live::protocol::ServerMessage::Event {
+            let text = ServerMessage::Event {
                 id,
-                thread: Some(&thread),
-                event: &p,
+                thread: Some(thread.clone()),
+                event: payload(id),
             }
             .encode();
-            let _ = s.tx.send(text);
+            let _ = s.tx.send(Utf8Bytes::from(text));
         }
         Json(serde_json::json!({"first": first, "count": q.count})).into_response()
     }
@@ -1098,4 +1100,32 @@ async fn serve_hub(addr: SocketAddr) -> Res<()> {
         .route("/api/threads/{key}/comments", post(comment))
         .with_state(S { hub, next });
     listen(addr, app).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_event_id_shortcut_reads_what_the_typed_encoding_writes() {
+        for id in [1, 42, 9_876_543_210] {
+            let text = ServerMessage::Event {
+                id,
+                thread: Some("t".into()),
+                event: payload(id),
+            }
+            .encode();
+            assert_eq!(event_id(&text), Some(id), "{text}");
+        }
+        // Anything else falls through to the full parse.
+        assert_eq!(
+            event_id(&ServerMessage::system_notification("x").encode()),
+            None
+        );
+        let sub = ServerMessage::Subscribed {
+            thread: "t".into(),
+            last_id: 3,
+        };
+        assert_eq!(event_id(&sub.encode()), None);
+    }
 }

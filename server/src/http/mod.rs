@@ -1,35 +1,32 @@
 //! The HTTP surface: the JSON API, the server-rendered pages and static files.
 
-pub mod api;
-pub mod pages;
-pub mod staff;
-pub mod ws;
+mod api;
+mod error;
+mod extract;
+mod pages;
+mod staff;
+mod ws;
 
-use crate::auth::DbSessionStore;
-use crate::comment::Viewer;
 use crate::engine::Engine;
+use crate::error::Error;
 use axum::extract::{FromRef, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use leptos::prelude::LeptosOptions;
 use leptos_axum::{AxumRouteListing, LeptosRoutes, generate_route_list};
-use std::net::IpAddr;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use tower_sessions::cookie::SameSite;
 use tower_sessions::{Expiry, SessionManagerLayer};
 
 /// What every handler can reach.
 #[derive(Clone)]
-pub struct AppState {
+pub(crate) struct AppState {
     pub engine: Arc<Engine>,
     pub leptos_options: LeptosOptions,
     pub routes: Arc<Vec<AxumRouteListing>>,
-    pub sign_in_limiter: Arc<DefaultKeyedRateLimiter<IpAddr>>,
 }
 
 impl FromRef<AppState> for LeptosOptions {
@@ -62,10 +59,8 @@ pub fn low_latency(stream: &mut tokio::net::TcpStream) {
 /// The whole application.
 pub fn router(engine: Arc<Engine>, leptos_options: LeptosOptions) -> Router {
     let routes = generate_route_list(app::App);
-    let per_minute =
-        NonZeroU32::new(engine.config.limits.sign_ins_per_minute.max(1)).unwrap_or(NonZeroU32::MIN);
-    let secure = engine.config.site.public_url.starts_with("https://");
-    let sessions = SessionManagerLayer::new(DbSessionStore::new(engine.store.clone()))
+    let secure = engine.config().site.public_url.starts_with("https://");
+    let sessions = SessionManagerLayer::new(engine.session_store())
         .with_name(SESSION_COOKIE)
         .with_http_only(true)
         .with_same_site(SameSite::Lax)
@@ -75,7 +70,6 @@ pub fn router(engine: Arc<Engine>, leptos_options: LeptosOptions) -> Router {
         engine,
         leptos_options,
         routes: Arc::new(routes.clone()),
-        sign_in_limiter: Arc::new(RateLimiter::keyed(Quota::per_minute(per_minute))),
     };
     Router::new()
         .route("/health", get(health))
@@ -90,19 +84,6 @@ pub fn router(engine: Arc<Engine>, leptos_options: LeptosOptions) -> Router {
         .with_state(state)
 }
 
-/// The viewer of a request: API key, else session, else anonymous. A bad API key is 401.
-pub async fn viewer(
-    state: &AppState,
-    headers: &HeaderMap,
-    session: &tower_sessions::Session,
-) -> Result<Viewer, api::ApiError> {
-    match crate::auth::viewer(&state.engine.store, headers, Some(session)).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(msg)) => Err(api::ApiError(StatusCode::UNAUTHORIZED, msg.into())),
-        Err(e) => Err(crate::engine::EngineError::from(e).into()),
-    }
-}
-
 /// Refuses state-changing requests that a browser sent from another site (CSRF): the
 /// browser's `Sec-Fetch-Site`, else `Origin`, must name this site. Clients that send
 /// neither (curl, server-to-server API use) are not browsers and pass.
@@ -111,19 +92,11 @@ async fn same_origin_only(req: Request, next: Next) -> Response {
     if safe || origin_is_own(req.headers()) {
         return next.run(req).await;
     }
-    (
-        StatusCode::FORBIDDEN,
-        Json(serde_json::json!({
-            "success": false,
-            "error": "cross-site request refused",
-            "errors": {"__all__": "This request came from another site and was refused."}
-        })),
-    )
-        .into_response()
+    Error::Forbidden("This request came from another site and was refused.".into()).into_response()
 }
 
 /// True unless the headers show the request came from another origin.
-pub fn origin_is_own(headers: &HeaderMap) -> bool {
+pub(crate) fn origin_is_own(headers: &HeaderMap) -> bool {
     let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     if let Some(site) = get("sec-fetch-site") {
         // "none": typed in the address bar or a bookmark; "same-origin": our own pages.
@@ -143,7 +116,7 @@ pub fn origin_is_own(headers: &HeaderMap) -> bool {
 }
 
 async fn health(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
-    if state.engine.store.ping().await {
+    if state.engine.healthy().await {
         (StatusCode::OK, Json(serde_json::json!({"status": "ok"})))
     } else {
         (

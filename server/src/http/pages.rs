@@ -1,12 +1,15 @@
-//! Server-side rendering of the Leptos pages, with the engine provided in context.
+//! Server-side rendering of the Leptos pages, with the engine provided in context as the
+//! request's viewer may use it.
 
 use super::AppState;
-use crate::comment::Viewer;
-use crate::engine::{Engine, EngineError};
+use super::extract::CurrentViewer;
+use crate::auth::Viewer;
+use crate::engine::{Engine, require_staff, viewer_info};
+use crate::error::Error;
 use app::api::{Backend, SharedBackend};
 use app::model::{ApiError, AuditResponse, QueueResponse, ThreadInfo, ThreadPage, ViewerInfo};
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{FromRequestParts, State};
 use axum::http::Request;
 use axum::response::Response;
 use leptos::prelude::provide_context;
@@ -18,14 +21,12 @@ struct RequestBackend {
     viewer: Viewer,
 }
 
-fn api_error(e: EngineError) -> ApiError {
+/// What a page shows for an engine error.
+fn api_error(e: Error) -> ApiError {
     match e {
-        EngineError::NotFound => ApiError::NotFound,
-        EngineError::Invalid(msg) => ApiError::Other(msg),
-        other => {
-            tracing::error!(error = %other, "page data failed");
-            ApiError::Other("the server could not load this page".into())
-        }
+        Error::NotFound(_) => ApiError::NotFound,
+        Error::Forbidden(_) | Error::Unauthenticated(_) => ApiError::Forbidden,
+        other => ApiError::Other(super::error::Public::of(&other).message),
     }
 }
 
@@ -43,51 +44,37 @@ impl Backend for RequestBackend {
     }
 
     async fn viewer(&self) -> ViewerInfo {
-        ViewerInfo {
-            name: self.viewer.name().map(str::to_owned),
-            staff: self.viewer.is_staff(),
-        }
+        viewer_info(&self.viewer)
     }
 
     async fn queue(&self, status: &str, page: i64) -> Result<QueueResponse, ApiError> {
-        if !self.viewer.is_staff() {
-            return Err(ApiError::Forbidden);
-        }
+        let staff = require_staff(&self.viewer).map_err(api_error)?;
         self.engine
-            .queue(status, page, &self.viewer)
+            .queue(staff, status, page)
             .await
             .map_err(api_error)
     }
 
     async fn spam_status(&self) -> Result<app::model::SpamStatus, ApiError> {
-        if !self.viewer.is_staff() {
-            return Err(ApiError::Forbidden);
-        }
-        self.engine
-            .spam
-            .status(&self.engine.store)
-            .await
-            .map_err(|e| api_error(EngineError::Invalid(e.to_string())))
+        let staff = require_staff(&self.viewer).map_err(api_error)?;
+        self.engine.spam_status(staff).await.map_err(api_error)
     }
 
     async fn audit(&self, page: i64) -> Result<AuditResponse, ApiError> {
-        if !self.viewer.is_staff() {
-            return Err(ApiError::Forbidden);
-        }
-        self.engine.audit(page).await.map_err(api_error)
+        let staff = require_staff(&self.viewer).map_err(api_error)?;
+        self.engine.audit(staff, page).await.map_err(api_error)
     }
 }
 
 /// Renders any Leptos route, as the request's viewer may see it.
-pub async fn render(
-    State(state): State<AppState>,
-    session: tower_sessions::Session,
-    req: Request<Body>,
-) -> Response {
+pub(crate) async fn render(State(state): State<AppState>, req: Request<Body>) -> Response {
+    let (mut parts, body) = req.into_parts();
     // A bad API key on a page request just renders the public page.
-    let viewer = super::viewer(&state, req.headers(), &session)
+    let viewer = CurrentViewer::from_request_parts(&mut parts, &state)
         .await
+        .map(|CurrentViewer(v)| v)
         .unwrap_or(Viewer::Reader);
+    let req = Request::from_parts(parts, body);
     let backend: SharedBackend = Arc::new(RequestBackend {
         engine: state.engine.clone(),
         viewer,

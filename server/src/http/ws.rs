@@ -1,22 +1,22 @@
-//! `GET /ws`: the live WebSocket (protocol in docs/live.md and the README).
+//! `GET /ws`: the live WebSocket (protocol in `app::live` and docs/live.md).
 
 use super::api::{AUTHOR_COOKIE, cookie};
+use super::extract::{ClientAddr, CurrentViewer};
 use super::{AppState, origin_is_own};
+use crate::error::Error;
 use crate::live::Identity;
+use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
-use std::net::SocketAddr;
-use tower_sessions::Session;
 
 /// Upgrades to the live socket after checking where the page came from and who is asking.
-pub async fn ws(
+pub(crate) async fn ws(
     State(state): State<AppState>,
-    connect: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    ClientAddr(ip): ClientAddr,
     headers: HeaderMap,
-    session: Session,
+    viewer: Result<CurrentViewer, Error>,
     up: WebSocketUpgrade,
 ) -> Response {
     // The identity comes from cookies, which a browser sends even when another site opens
@@ -24,19 +24,17 @@ pub async fn ws(
     if !origin_is_own(&headers) {
         return (StatusCode::FORBIDDEN, "cross-site WebSocket refused").into_response();
     }
-    let viewer = match super::viewer(&state, &headers, &session).await {
-        Ok(v) => v,
+    let viewer = match viewer {
+        Ok(CurrentViewer(v)) => v,
         Err(e) => return e.into_response(),
     };
-    let ip = connect
-        .map(|axum::Extension(ConnectInfo(a))| a.ip())
-        .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+    let ip = ip.unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
     let identity = Identity {
         staff: viewer.is_staff(),
         author_tokens: cookie(&headers, AUTHOR_COOKIE).into_iter().collect(),
         ip,
     };
-    let hub = state.engine.hub.clone();
+    let hub = state.engine.hub().clone();
     let max = hub.limits().max_message_bytes;
     // Small buffers keep an idle connection near 5 KiB (docs/live.md has the figures).
     let mut up = up

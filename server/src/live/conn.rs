@@ -13,7 +13,7 @@
 //! replayed id`, because `publish` calls from concurrent requests can arrive out of id order.
 
 use super::hub::{Frame, Inner, Peer, signal};
-use super::protocol::{ClientMessage, ServerMessage, close_message, error_code};
+use super::protocol::{ClientMessage, ErrorCode, ServerMessage, ToFrame, close_message};
 use super::{Admission, Event, EventSource, Identity, MODERATION_ROOM, ReplayError, close_code};
 use axum::extract::ws::Message;
 use futures_util::future::BoxFuture;
@@ -47,7 +47,7 @@ enum End {
     /// The client sent a close frame.
     PeerClosed,
     /// A limit was exceeded: `error` with this code and message, then close 1008.
-    Violation(&'static str, String),
+    Violation(ErrorCode, String),
     /// The send queue overflowed or a write stalled.
     Slow,
     /// No client frame for the idle timeout.
@@ -339,13 +339,7 @@ where
 
 /// The message a shutdown sends before closing.
 fn system_notification(message: &str) -> Message {
-    let payload = serde_json::json!({"kind": "system_notification", "message": message});
-    ServerMessage::Event {
-        id: 0,
-        thread: None,
-        event: &payload,
-    }
-    .to_message()
+    ServerMessage::system_notification(message).to_message()
 }
 
 /// The longest a final message may take: the write timeout, but never unbounded.
@@ -376,8 +370,8 @@ where
         return;
     }
     let error = ServerMessage::Error {
-        code: error_code::TOO_MANY_CONNECTIONS,
-        message: "Too many connections from your address.",
+        code: ErrorCode::TooManyConnections,
+        message: "Too many connections from your address.".into(),
         thread: None,
     };
     if send_last(&mut sink, error.to_message(), limit).await {
@@ -541,14 +535,14 @@ where
 
     async fn send_error(
         &mut self,
-        code: &str,
+        code: ErrorCode,
         message: &str,
         thread: Option<&str>,
     ) -> Result<(), End> {
         let msg = ServerMessage::Error {
             code,
-            message,
-            thread,
+            message: message.to_owned(),
+            thread: thread.map(str::to_owned),
         };
         self.send(msg.to_message()).await
     }
@@ -596,7 +590,7 @@ where
         let max = self.inner.limits.max_message_bytes;
         if max != 0 && len > max {
             return Err(End::Violation(
-                error_code::MESSAGE_TOO_LARGE,
+                ErrorCode::MessageTooLarge,
                 format!("Messages are limited to {max} bytes."),
             ));
         }
@@ -609,7 +603,7 @@ where
         {
             let max = self.inner.limits.max_messages_per_minute;
             return Err(End::Violation(
-                error_code::RATE_LIMITED,
+                ErrorCode::RateLimited,
                 format!("At most {max} messages per minute."),
             ));
         }
@@ -623,14 +617,14 @@ where
                 self.check_rate()?;
                 match ClientMessage::parse(text.as_str()) {
                     Ok(m) => self.on_message(m).await,
-                    Err(e) => self.send_error(error_code::BAD_MESSAGE, &e, None).await,
+                    Err(e) => self.send_error(ErrorCode::BadMessage, &e, None).await,
                 }
             }
             Message::Binary(data) => {
                 self.check_size(data.len())?;
                 self.check_rate()?;
                 self.send_error(
-                    error_code::BAD_MESSAGE,
+                    ErrorCode::BadMessage,
                     "Only JSON text messages are accepted.",
                     None,
                 )
@@ -652,7 +646,7 @@ where
             ClientMessage::Subscribe { thread, since } => self.subscribe(thread, since).await,
             ClientMessage::Unsubscribe { thread } => {
                 self.subs.remove(&thread);
-                let msg = ServerMessage::Unsubscribed { thread: &thread };
+                let msg = ServerMessage::Unsubscribed { thread };
                 self.send(msg.to_message()).await
             }
         }
@@ -662,7 +656,7 @@ where
         if thread == MODERATION_ROOM && !self.peer.staff {
             return self
                 .send_error(
-                    error_code::FORBIDDEN,
+                    ErrorCode::Forbidden,
                     "Only staff may subscribe to the moderation room.",
                     Some(&thread),
                 )
@@ -677,7 +671,7 @@ where
                 let max = self.inner.limits.max_subscriptions;
                 if max != 0 && self.subs.len() >= max as usize {
                     return Err(End::Violation(
-                        error_code::TOO_MANY_SUBSCRIPTIONS,
+                        ErrorCode::TooManySubscriptions,
                         format!("At most {max} subscriptions per connection."),
                     ));
                 }
@@ -733,7 +727,7 @@ where
                 tracing::warn!(room = %room, error = %e, "live catch-up failed");
                 return self
                     .send_error(
-                        error_code::REPLAY_FAILED,
+                        ErrorCode::ReplayFailed,
                         "Live updates are unavailable right now; subscribe again later.",
                         Some(&room),
                     )
@@ -748,7 +742,9 @@ where
             Fetched::Reset { last_id } => (last_id, Vec::new(), true),
         };
         if reset {
-            let msg = ServerMessage::Reset { thread: &room };
+            let msg = ServerMessage::Reset {
+                thread: room.to_string(),
+            };
             self.feed(msg.to_message()).await?;
         }
         let mut ids = Vec::with_capacity(events.len());
@@ -757,15 +753,15 @@ where
             if let Some(payload) = event.payload_for(self.peer.staff, &self.peer.author_tokens) {
                 let msg = ServerMessage::Event {
                     id: event.id,
-                    thread: Some(&room),
-                    event: payload,
+                    thread: Some(room.to_string()),
+                    event: payload.clone(),
                 };
                 self.feed(msg.to_message()).await?;
             }
         }
         let last_id = ids.last().map_or(last_id, |&newest| newest.max(last_id));
         let msg = ServerMessage::Subscribed {
-            thread: &room,
+            thread: room.to_string(),
             last_id,
         };
         self.feed(msg.to_message()).await?;
@@ -804,8 +800,8 @@ where
             End::Slow => {
                 // The socket is likely stalled: a short grace, no lingering.
                 let error = ServerMessage::Error {
-                    code: error_code::SLOW_CONSUMER,
-                    message: "Too far behind; reconnect with since.",
+                    code: ErrorCode::SlowConsumer,
+                    message: "Too far behind; reconnect with since.".into(),
                     thread: None,
                 };
                 if send_last(&mut self.sink, error.to_message(), KILL_GRACE).await {
@@ -821,13 +817,13 @@ where
             End::Violation(code, message) => {
                 let error = ServerMessage::Error {
                     code,
-                    message: &message,
+                    message,
                     thread: None,
                 };
                 if !send_last(&mut self.sink, error.to_message(), limit).await {
                     return;
                 }
-                close_message(close_code::POLICY, code)
+                close_message(close_code::POLICY, code.as_str())
             }
             End::Idle => close_message(close_code::NORMAL, "idle timeout"),
             End::Shutdown(message) => {

@@ -8,7 +8,7 @@
 //! a push and a wake per subscriber) and lets publishes run in parallel.
 
 use super::conn;
-use super::protocol::ServerMessage;
+use super::protocol::{ServerMessage, ToFrame};
 use super::{Event, EventSource, Identity, Limits};
 use axum::extract::ws::{Message, Utf8Bytes};
 use futures_util::task::AtomicWaker;
@@ -34,13 +34,13 @@ pub(crate) struct Frame {
 
 impl Frame {
     /// Encodes `payload` as the event message for `room`.
-    pub fn new(room: Arc<str>, id: i64, payload: &serde_json::Value) -> Self {
+    pub fn new(room: Arc<str>, id: i64, payload: &app::live::Event) -> Self {
         let text = ServerMessage::Event {
             id,
-            thread: Some(&room),
-            event: payload,
+            thread: Some(room.to_string()),
+            event: payload.clone(),
         }
-        .encode();
+        .encode_bytes();
         Frame { room, id, text }
     }
 }

@@ -22,8 +22,10 @@ pub use hub::{Admission, Hub};
 use std::net::IpAddr;
 use std::time::Duration;
 
-/// The room only staff may subscribe to: the moderation queue.
-pub const MODERATION_ROOM: &str = "moderation";
+pub use app::live::MODERATION_ROOM;
+
+/// What one audience hears of an event (defined once, in [`app::live`]).
+pub type Payload = app::live::Event;
 
 /// The WebSocket close codes the hub sends.
 pub mod close_code {
@@ -101,16 +103,16 @@ pub struct Event {
     /// Assigned by the database; increases within each room (see `docs/live.md` on ordering).
     pub id: i64,
     /// What readers get; `None`: readers get nothing (e.g. a held comment).
-    pub reader: Option<serde_json::Value>,
+    pub reader: Option<Payload>,
     /// What staff get, always.
-    pub staff: serde_json::Value,
+    pub staff: Payload,
     /// `(author token, payload)`: the comment's own author gets this instead of `reader`.
-    pub author: Option<(String, serde_json::Value)>,
+    pub author: Option<(String, Payload)>,
 }
 
 impl Event {
     /// An event everyone sees the same way.
-    pub fn public(room: impl Into<String>, id: i64, payload: serde_json::Value) -> Self {
+    pub fn public(room: impl Into<String>, id: i64, payload: Payload) -> Self {
         Event {
             room: room.into(),
             id,
@@ -121,7 +123,7 @@ impl Event {
     }
 
     /// The payload this viewer gets, or `None` when they get nothing.
-    pub fn payload_for(&self, staff: bool, author_tokens: &[String]) -> Option<&serde_json::Value> {
+    pub fn payload_for(&self, staff: bool, author_tokens: &[String]) -> Option<&Payload> {
         if staff {
             return Some(&self.staff);
         }

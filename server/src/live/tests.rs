@@ -271,8 +271,26 @@ fn hub() -> (Hub, Arc<MemorySource>) {
     hub_with(Limits::default())
 }
 
+fn posted(id: i64, body: &str, status: Option<app::model::Status>, awaiting: bool) -> Payload {
+    Payload::CommentPosted {
+        comment: app::model::Comment {
+            id,
+            parent_id: None,
+            depth: 0,
+            author_name: "Ann".into(),
+            author_url: None,
+            title: None,
+            body_html: body.into(),
+            created_at: "2026-11-21T10:00:00Z".into(),
+            status,
+            moderation: None,
+        },
+        awaiting_moderation: awaiting,
+    }
+}
+
 fn comment(room: &str, id: i64) -> Event {
-    Event::public(room, id, json!({"kind": "comment_created", "id": id}))
+    Event::public(room, id, posted(id, "hello", None, false))
 }
 
 /// A held comment: staff see it, its author sees "awaiting moderation", readers nothing.
@@ -281,11 +299,8 @@ fn held(room: &str, id: i64, author: &str) -> Event {
         room: room.into(),
         id,
         reader: None,
-        staff: json!({"kind": "comment_held", "id": id, "body": "secret"}),
-        author: Some((
-            author.into(),
-            json!({"kind": "comment_awaiting_moderation", "id": id}),
-        )),
+        staff: posted(id, "secret", Some(app::model::Status::Held), false),
+        author: Some((author.into(), posted(id, "secret", None, true))),
     }
 }
 
@@ -330,7 +345,10 @@ async fn the_event_message_has_the_documented_shape() {
     assert_eq!(
         a.json().await,
         json!({"type": "event", "id": 7, "thread": "t",
-               "event": {"kind": "comment_created", "id": 7}})
+               "event": {"kind": "comment_posted", "comment": {
+                   "id": 7, "parent_id": null, "depth": 0, "author_name": "Ann",
+                   "author_url": null, "title": null, "body_html": "hello",
+                   "created_at": "2026-11-21T10:00:00Z"}}})
     );
 }
 
@@ -346,12 +364,9 @@ async fn held_content_never_reaches_readers_staff_and_author_get_theirs() {
 
     hub.publish(held("t", 1, "tok-a"));
     let (id, p) = mod_.event().await;
-    assert_eq!((id, p["kind"].as_str()), (1, Some("comment_held")));
+    assert_eq!((id, p["comment"]["status"].as_str()), (1, Some("held")));
     let (id, p) = author.event().await;
-    assert_eq!(
-        (id, p["kind"].as_str()),
-        (1, Some("comment_awaiting_moderation"))
-    );
+    assert_eq!((id, p["awaiting_moderation"].as_bool()), (1, Some(true)));
 
     // The next thing the reader sees is the next public event: nothing about comment 1.
     hub.publish(comment("t", 2));
@@ -379,16 +394,16 @@ async fn replay_applies_the_same_role_filtering() {
     let mut author = Client::connect(&hub, reader(&["tok-a"]));
     author.send(json!({"type": "subscribe", "thread": "t", "since": 1}));
     let (id, p) = author.event().await;
-    assert_eq!(
-        (id, p["kind"].as_str()),
-        (2, Some("comment_awaiting_moderation"))
-    );
+    assert_eq!((id, p["awaiting_moderation"].as_bool()), (2, Some(true)));
     assert_eq!(author.event().await.0, 3);
 
     let mut mod_ = Client::connect(&hub, staff());
     mod_.send(json!({"type": "subscribe", "thread": "t", "since": 1}));
     let (id, p) = mod_.event().await;
-    assert_eq!((id, p["body"].as_str()), (2, Some("secret")));
+    assert_eq!(
+        (id, p["comment"]["body_html"].as_str()),
+        (2, Some("secret"))
+    );
 }
 
 #[tokio::test]
@@ -759,7 +774,7 @@ async fn readers_cannot_subscribe_to_moderation_staff_can() {
     hub.publish(Event::public(
         MODERATION_ROOM,
         1,
-        json!({"kind": "queue_changed"}),
+        Payload::stats(&[("held".into(), 1)]),
     ));
     assert_eq!(s.event().await.0, 1);
     r.silent(50).await;

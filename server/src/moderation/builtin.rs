@@ -266,8 +266,6 @@ mod tests {
             title: "T".into(),
             comments_enabled: i64::from(enabled),
             published_at,
-            created_at: 0,
-            updated_at: 0,
         }
     }
 

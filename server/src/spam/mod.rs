@@ -35,7 +35,6 @@ mod csv_io;
 mod eval;
 mod model;
 mod scorer;
-pub mod service;
 pub mod tokenize;
 
 use serde::{Deserialize, Serialize};
@@ -50,6 +49,22 @@ pub use eval::{
 };
 pub use model::{FORMAT_VERSION, Model, Options};
 pub use tokenize::Features;
+
+/// The two strings a comment is judged (and learned) by: "name email" as the author, and
+/// "title\nbody" as the text. Scoring a new comment and learning from a stored one both use
+/// this, so incremental learning stays equal to a retrain on the same comments.
+pub fn judged_text(
+    name: &str,
+    email: Option<&str>,
+    title: Option<&str>,
+    body: &str,
+) -> (String, String) {
+    let author = match email {
+        Some(email) => format!("{name} {email}"),
+        None => name.to_owned(),
+    };
+    (author, format!("{}\n{body}", title.unwrap_or("")))
+}
 
 /// Recommended `spam.threshold`: a comment whose P(spam) is at or above it is spam.
 ///

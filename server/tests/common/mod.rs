@@ -9,8 +9,7 @@ use axum::http::{HeaderMap, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use server::config::Config;
-use server::engine::Engine;
-use server::store::{Store, ThreadSpec};
+use server::{Engine, Staff, ThreadSpec};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,6 +19,9 @@ pub struct TestApp {
     pub router: Router,
     pub engine: Arc<Engine>,
     pub database_url: String,
+    /// A connection pool of the test's own on the same database, to look at (or tamper with)
+    /// the stored rows the way an operator with a SQL shell would.
+    pub db: sqlx::AnyPool,
     _dir: tempfile::TempDir,
 }
 
@@ -55,7 +57,7 @@ pub async fn fresh_database_url(dir: &std::path::Path) -> String {
                 "t_{}_{}_{}",
                 std::process::id(),
                 N.fetch_add(1, Ordering::SeqCst),
-                server::store::now_ms()
+                server::now_ms()
             );
             let mut conn = sqlx::PgConnection::connect(&base)
                 .await
@@ -85,13 +87,17 @@ pub async fn spawn_app_with(mut config: Config) -> TestApp {
 pub async fn spawn_app_with_spam(config: Config) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let database_url = fresh_database_url(dir.path()).await;
-    let store = Store::open(&database_url).await.expect("open store");
-    let engine = Arc::new(Engine::new(store, config).await.expect("engine"));
+    let engine = Arc::new(Engine::open(&database_url, config).await.expect("engine"));
     let router = server::http::router(engine.clone(), server::http::leptos_options("target/site"));
+    sqlx::any::install_default_drivers();
+    let db = sqlx::AnyPool::connect(&database_url)
+        .await
+        .expect("a second pool on the test database");
     TestApp {
         router,
         engine,
         database_url,
+        db,
         _dir: dir,
     }
 }
@@ -150,10 +156,8 @@ impl TestApp {
 
     /// Creates a user and signs in; returns the session cookie ("name=value").
     pub async fn sign_in_as(&self, name: &str, staff: bool) -> String {
-        let hash = server::auth::hash_password("password123");
         self.engine
-            .store
-            .create_user(name, &hash, staff)
+            .add_user(&Staff::operator(), name, "password123", staff)
             .await
             .unwrap();
         let r = self
@@ -221,7 +225,7 @@ impl TestApp {
 
     pub async fn count_rows(&self, table: &str) -> i64 {
         sqlx::query_scalar::<_, i64>(&format!("SELECT COUNT(*) FROM {table}"))
-            .fetch_one(&self.engine.store.pool)
+            .fetch_one(&self.db)
             .await
             .unwrap()
     }

@@ -1,29 +1,30 @@
 //! The spam filter as the server runs it: the model in use (loaded once, swapped whole
-//! after retraining), its persistence, training from moderated comments, incremental
-//! learning from staff decisions, and its place in the moderator pipeline.
+//! after retraining), training from moderated comments, incremental learning from staff
+//! decisions, and its place in the moderator pipeline. The filter's core (tokenizer, model,
+//! scorer, evaluation) is [`crate::spam`], which knows nothing of databases or runtimes; its
+//! rows live in the store (`spam_models`).
 
-use super::{CvOptions, Evaluation, Label, Model, Options, Sample, cross_validate, read_samples};
 use crate::moderation::{Candidate, Hold, Moderator};
-use crate::store::{CommentRow, Store, StoreError, now_ms};
+use crate::spam::{
+    self, CvOptions, Evaluation, Label, Model, Options, Sample, cross_validate, read_samples,
+};
+use crate::store::{CommentRow, NewSpamModelRow, Store, StoreError, now_ms};
 use std::sync::{Arc, RwLock};
 
 /// The labelled corpus shipped in the binary, so filtering works before any staff decision:
 /// the SpamAssassin public corpus as short comment-like rows (see docs/spam.md).
-const BUNDLED_CSV: &[u8] = include_bytes!("../../spam-data/spamassassin-short.csv");
+const BUNDLED_CSV: &[u8] = include_bytes!("../spam-data/spamassassin-short.csv");
 
 /// Where a training's samples came from.
 pub const SOURCE_BUNDLED: &str = "bundled corpus";
 
 /// The training sample for a stored comment: the same author/text split everywhere.
 pub fn sample_of(row: &CommentRow, label: Label) -> Sample {
-    let author = match &row.author_email {
-        Some(email) => format!("{} {email}", row.author_name),
-        None => row.author_name.clone(),
-    };
-    let text = format!(
-        "{}\n{}",
-        row.title.as_deref().unwrap_or(""),
-        row.body_source
+    let (author, text) = spam::judged_text(
+        &row.author_name,
+        row.author_email.as_deref(),
+        row.title.as_deref(),
+        &row.body_source,
     );
     Sample {
         label,
@@ -52,7 +53,7 @@ pub use app::model::{SpamCounts as TrainingCounts, SpamStatus, SpamTraining as T
 
 /// The wire form of an evaluation.
 pub fn metrics_of(e: &Evaluation) -> app::model::SpamMetrics {
-    let label = |m: &super::LabelMetrics| app::model::LabelMetrics {
+    let label = |m: &spam::LabelMetrics| app::model::LabelMetrics {
         precision: m.precision,
         recall: m.recall,
         f1: m.f1,
@@ -78,7 +79,7 @@ pub enum FilterError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("spam filter: {0}")]
-    Spam(#[from] super::SpamError),
+    Spam(#[from] spam::SpamError),
     #[error("stored spam model is unreadable: {0}")]
     Corrupt(String),
 }
@@ -91,17 +92,6 @@ pub struct SpamFilter {
     pub threshold: f64,
     /// Train on the shipped corpus as well as the site's own decisions.
     pub use_bundled: bool,
-}
-
-#[derive(sqlx::FromRow)]
-struct ModelRow {
-    id: i64,
-    trained_at: i64,
-    source: String,
-    model: String,
-    metrics: Option<String>,
-    spam_count: i64,
-    ham_count: i64,
 }
 
 impl SpamFilter {
@@ -117,7 +107,7 @@ impl SpamFilter {
             threshold,
             use_bundled,
         };
-        match latest(store).await? {
+        match store.latest_spam_model().await? {
             Some(row) => {
                 let model = Model::from_json(&row.model)
                     .map_err(|e| FilterError::Corrupt(e.to_string()))?;
@@ -210,19 +200,16 @@ impl SpamFilter {
         let spam_count = samples.iter().filter(|s| s.label == Label::Spam).count() as i64;
         let ham_count = samples.len() as i64 - spam_count;
         let now = now_ms();
-        sqlx::query(
-            "INSERT INTO spam_models (trained_at, source, model, metrics, spam_count, ham_count, \
-             updated_at) VALUES ($1, $2, $3, $4, $5, $6, $1)",
-        )
-        .bind(now)
-        .bind(&source)
-        .bind(model.to_json())
-        .bind(metrics.as_ref().and_then(|m| serde_json::to_string(m).ok()))
-        .bind(spam_count)
-        .bind(ham_count)
-        .execute(&store.pool)
-        .await
-        .map_err(StoreError::from)?;
+        store
+            .insert_spam_model(&NewSpamModelRow {
+                trained_at: now,
+                source: &source,
+                model: model.to_json(),
+                metrics: metrics.as_ref().and_then(|m| serde_json::to_string(m).ok()),
+                spam_count,
+                ham_count,
+            })
+            .await?;
         self.swap(model);
         progress(4, 4);
         Ok(Training {
@@ -260,30 +247,18 @@ impl SpamFilter {
                 model.learn(&sample_of(row, new));
             }
         }
-        let Some(latest) = latest(store).await? else {
-            self.swap(model);
-            return Ok(());
-        };
-        sqlx::query("UPDATE spam_models SET model = $1, updated_at = $2 WHERE id = $3")
-            .bind(model.to_json())
-            .bind(now_ms())
-            .bind(latest.id)
-            .execute(&store.pool)
-            .await
-            .map_err(StoreError::from)?;
+        if let Some(latest) = store.latest_spam_model().await? {
+            store
+                .update_spam_model(latest.id, &model.to_json(), now_ms())
+                .await?;
+        }
         self.swap(model);
         Ok(())
     }
 
     /// What the spam page shows.
     pub async fn status(&self, store: &Store) -> Result<SpamStatus, FilterError> {
-        let rows = sqlx::query_as::<_, ModelRow>(
-            "SELECT id, trained_at, source, model, metrics, spam_count, ham_count \
-             FROM spam_models ORDER BY id DESC LIMIT 20",
-        )
-        .fetch_all(&store.pool)
-        .await
-        .map_err(StoreError::from)?;
+        let rows = store.spam_models(20).await?;
         let history: Vec<Training> = rows
             .iter()
             .map(|r| Training {
@@ -311,15 +286,6 @@ impl SpamFilter {
     }
 }
 
-async fn latest(store: &Store) -> Result<Option<ModelRow>, StoreError> {
-    Ok(sqlx::query_as::<_, ModelRow>(
-        "SELECT id, trained_at, source, model, metrics, spam_count, ham_count \
-         FROM spam_models ORDER BY id DESC LIMIT 1",
-    )
-    .fetch_optional(&store.pool)
-    .await?)
-}
-
 async fn training_counts(store: &Store) -> Result<TrainingCounts, StoreError> {
     let mut counts = TrainingCounts::default();
     for (status, n) in store.status_counts().await? {
@@ -334,12 +300,7 @@ async fn training_counts(store: &Store) -> Result<TrainingCounts, StoreError> {
 
 /// Every moderated comment as a training sample.
 pub async fn moderated_samples(store: &Store) -> Result<Vec<Sample>, StoreError> {
-    let rows = sqlx::query_as::<_, CommentRow>(&format!(
-        "SELECT {} FROM comments WHERE status IN ('published', 'spam') ORDER BY id",
-        crate::store::COMMENT_COLUMNS
-    ))
-    .fetch_all(&store.pool)
-    .await?;
+    let rows = store.comments_with_status(&["published", "spam"]).await?;
     Ok(rows
         .iter()
         .filter_map(|r| label_of(&r.status).map(|l| sample_of(r, l)))
@@ -362,12 +323,9 @@ impl Moderator for SpamModerator {
 
     async fn moderate(&self, c: &Candidate<'_>) -> Result<Option<Hold>, StoreError> {
         let n = c.comment;
-        let author = match &n.email {
-            Some(email) => format!("{} {email}", n.name),
-            None => n.name.clone(),
-        };
-        let text = format!("{}\n{}", n.title.as_deref().unwrap_or(""), n.body);
-        if super::tokenize::count_words("", &text) < self.min_words {
+        let (author, text) =
+            spam::judged_text(&n.name, n.email.as_deref(), n.title.as_deref(), &n.body);
+        if spam::tokenize::count_words("", &text) < self.min_words {
             return Ok(None);
         }
         let p = self.filter.score(&author, &text);

@@ -1,0 +1,494 @@
+//! The engine: every use case of Moderato (what the HTTP API, the pages and the CLI ask of
+//! it), in plain Rust with no HTTP types. Each change runs in one store transaction that also
+//! writes its live events (the outbox), and publishes those events only after commit.
+//!
+//! Authorisation is part of the signatures: a staff use case takes a [`Staff`] proof, which
+//! only an authenticated staff [`Viewer`] (or the CLI's operator) can give.
+//!
+//! Layout: this file holds the engine and the reads; `post` the posting use case; `staff`
+//! moderation, the queue, the audit log, the spam filter and accounts; `demo` the demo thread.
+
+mod demo;
+mod post;
+mod staff;
+
+use crate::auth::{self, Credentials, Staff, Viewer};
+use crate::comment;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::events::{self, DbEventSource, PendingEvent};
+use crate::filter::{SpamFilter, SpamModerator};
+use crate::live::{self, Hub};
+use crate::moderation::{Registry, email::Mailer};
+use crate::store::{CommentRow, Store, ThreadRow, Tx, now_ms};
+use crate::token::{FormSigner, random_token};
+use app::model::{FormSettings, FormToken, ThreadInfo, ThreadPage, ThreadResponse, ViewerInfo};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+pub use crate::store::ThreadSpec;
+pub use post::{PostOutcome, Posted};
+
+/// Shared state behind every request. Built once by [`Engine::new`] (or [`Engine::open`]);
+/// its parts are private, so every caller goes through a use case.
+pub struct Engine {
+    store: Store,
+    config: Arc<Config>,
+    signer: FormSigner,
+    post_limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    sign_in_limiter: DefaultKeyedRateLimiter<IpAddr>,
+    /// Which moderators run for which thread kind.
+    registry: Registry,
+    /// The Naive Bayes filter (also the pipeline's "spam" moderator).
+    spam: Arc<SpamFilter>,
+    /// Live updates: events are published here after their change commits.
+    hub: Hub,
+}
+
+/// The hub's limits from `[live]`.
+fn live_limits(c: &crate::config::LiveConfig) -> live::Limits {
+    live::Limits {
+        max_connections_per_ip: c.max_connections_per_ip,
+        max_messages_per_minute: c.max_messages_per_minute,
+        max_subscriptions: c.max_subscriptions,
+        max_message_bytes: c.max_message_bytes,
+        ..live::Limits::default()
+    }
+}
+
+/// Checks a thread key: 1 to 200 characters of letters, digits, `-`, `_`, `.` or `~`.
+pub fn valid_thread_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.chars().count() <= 200
+        && key
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | '~'))
+}
+
+/// How long to wait before a limiter allows the next attempt, in whole seconds (at least 1).
+fn retry_after(not_until: &governor::NotUntil<governor::clock::QuantaInstant>) -> u64 {
+    not_until
+        .wait_time_from(governor::clock::Clock::now(
+            &governor::clock::DefaultClock::default(),
+        ))
+        .as_secs()
+        .max(1)
+}
+
+impl Engine {
+    /// Opens (creating and migrating) the database at `url` and builds the engine over it.
+    pub async fn open(url: &str, config: Config) -> Result<Engine> {
+        let store = Store::open(url).await?;
+        Engine::new(store, config).await
+    }
+
+    /// Builds the engine over an opened store; creates the form secret on first start.
+    pub(crate) async fn new(store: Store, config: Config) -> Result<Engine> {
+        let secret = store
+            .setting_or_insert("form_secret", &random_token(32))
+            .await?;
+        let post_limiter = NonZeroU32::new(config.limits.posts_per_minute)
+            .map(|n| RateLimiter::keyed(Quota::per_minute(n)));
+        let sign_ins =
+            NonZeroU32::new(config.limits.sign_ins_per_minute.max(1)).unwrap_or(NonZeroU32::MIN);
+        let mailer = Mailer::new(&config.smtp, &config.moderation.notify_emails)
+            .map_err(|e| Error::invalid("config", format!("moderation.notify_emails / smtp: {e}")))?
+            .map(Arc::new);
+        let spam = Arc::new(
+            SpamFilter::load_or_train(&store, config.spam.threshold, config.spam.bundled_corpus)
+                .await?,
+        );
+        let registry = Registry::from_config(
+            &config,
+            Arc::new(SpamModerator {
+                filter: spam.clone(),
+                min_words: config.spam.min_words,
+            }),
+            mailer,
+        )?;
+        let hub = Hub::new(
+            live_limits(&config.live),
+            Arc::new(DbEventSource {
+                store: store.clone(),
+            }),
+        );
+        Ok(Engine {
+            store,
+            config: Arc::new(config),
+            signer: FormSigner::new(secret.as_bytes()),
+            post_limiter,
+            sign_in_limiter: RateLimiter::keyed(Quota::per_minute(sign_ins)),
+            registry,
+            spam,
+            hub,
+        })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The live hub, for the WebSocket route to hand connections to.
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    /// Staff sessions, kept in this engine's database.
+    pub(crate) fn session_store(&self) -> auth::DbSessionStore {
+        auth::DbSessionStore::new(self.store.clone())
+    }
+
+    /// True when the database answers.
+    pub async fn healthy(&self) -> bool {
+        self.store.ping().await
+    }
+
+    /// Closes the database connections (at shutdown; or a test taking the database away).
+    pub async fn close(&self) {
+        self.store.close().await;
+    }
+
+    /// Forgets spent form nonces and live events past the retention window (hourly).
+    pub async fn housekeeping(&self) {
+        let now = now_ms();
+        if let Err(e) = self.store.purge_nonces(now).await {
+            tracing::warn!(error = %e, "purging form nonces failed");
+        }
+        let retention = self.config.live.retention_hours as i64 * 3_600_000;
+        if let Err(e) = self.store.prune_events(now - retention).await {
+            tracing::warn!(error = %e, "pruning live events failed");
+        }
+    }
+
+    /// Who a request comes from, given what it presented. Unknown API keys are refused (401).
+    pub async fn viewer(&self, creds: &Credentials) -> Result<Viewer> {
+        auth::viewer(&self.store, creds)
+            .await?
+            .map_err(|e| Error::Unauthenticated(e.to_string()))
+    }
+
+    /// Checks a sign-in; rate-limited per client address. Returns the user id (for the
+    /// session) and the viewer.
+    pub async fn sign_in(
+        &self,
+        username: &str,
+        password: &str,
+        ip: Option<IpAddr>,
+    ) -> Result<(i64, Viewer)> {
+        if let Some(ip) = ip
+            && let Err(not_until) = self.sign_in_limiter.check_key(&ip)
+        {
+            return Err(Error::RateLimited {
+                message: "too many sign-in attempts; wait a minute".into(),
+                retry_after_secs: retry_after(&not_until),
+            });
+        }
+        auth::sign_in(&self.store, username, password)
+            .await?
+            .ok_or_else(|| Error::Unauthenticated("invalid username or password".into()))
+    }
+
+    /// Who closed a thread to comments right now and why: the global switch
+    /// ("comments.enabled") or a moderator of the thread's kind.
+    fn closed_reason(&self, thread: &ThreadRow) -> Option<(String, String)> {
+        if !self.config.comments.enabled {
+            return Some((
+                "comments.enabled".to_owned(),
+                "Comments are closed.".to_owned(),
+            ));
+        }
+        self.registry
+            .pipeline(&thread.kind)
+            .closed(thread, now_ms())
+    }
+
+    fn form_settings(&self) -> FormSettings {
+        FormSettings {
+            exclude_fields: self.config.comments.exclude_fields.clone(),
+            max_length: self.config.comments.max_length,
+            max_depth: self.config.comments.max_depth,
+        }
+    }
+
+    /// A thread by key, created first when `auto_create_threads` is on.
+    async fn find_thread(&self, key: &str) -> Result<ThreadRow> {
+        let missing = || Error::NotFound(format!("There is no thread {key:?}."));
+        if !valid_thread_key(key) {
+            return Err(missing());
+        }
+        if let Some(t) = self.store.thread(key).await? {
+            return Ok(t);
+        }
+        if self.config.comments.auto_create_threads {
+            return Ok(self
+                .store
+                .set_thread(&ThreadSpec {
+                    key: key.to_owned(),
+                    ..Default::default()
+                })
+                .await?);
+        }
+        Err(missing())
+    }
+
+    /// Creates or updates a thread (`moderato thread set`).
+    pub async fn set_thread(&self, spec: &ThreadSpec) -> Result<ThreadInfo> {
+        if !valid_thread_key(&spec.key) {
+            return Err(Error::invalid(
+                "key",
+                format!(
+                    "invalid thread key {:?}: use 1 to 200 letters, digits, '-', '_', '.' or '~'",
+                    spec.key
+                ),
+            ));
+        }
+        let t = self.store.set_thread(spec).await?;
+        let count = self.store.published_count(t.id).await?;
+        Ok(self.thread_info(&t, count))
+    }
+
+    fn thread_info(&self, t: &ThreadRow, count: i64) -> ThreadInfo {
+        // Asked once: the answer decides both fields (and a misconfiguration is logged once).
+        let closed_reason = self.closed_reason(t).map(|(_, reason)| reason);
+        ThreadInfo {
+            key: t.key.clone(),
+            title: t.title.clone(),
+            kind: t.kind.clone(),
+            comments_open: closed_reason.is_none(),
+            closed_reason,
+            comment_count: count,
+        }
+    }
+
+    /// Every thread, newest first, for the home page.
+    pub async fn threads(&self) -> Result<Vec<ThreadInfo>> {
+        Ok(self
+            .store
+            .threads_with_counts()
+            .await?
+            .iter()
+            .map(|(t, n)| self.thread_info(t, *n))
+            .collect())
+    }
+
+    /// Comments of a thread in tree order, as `viewer` may see them.
+    ///
+    /// With `paged`, one page: at most `page_size` top-level subtrees starting after the
+    /// cursor `after`, and at most `page_max_comments` comments (a long subtree continues on
+    /// the next page). Without, the whole thread.
+    pub async fn thread(
+        &self,
+        key: &str,
+        after: Option<&str>,
+        paged: bool,
+        viewer: &Viewer,
+    ) -> Result<ThreadResponse> {
+        let thread = self.find_thread(key).await?;
+        // Read before the comments: an event in between is then both on the page and
+        // replayed, and the client drops the duplicate by id; never neither.
+        let last_event_id = self.store.last_event_id(&thread.key).await?;
+        let published_only = !viewer.is_staff();
+        let after = after.unwrap_or("");
+        let (top_limit, max_comments) = if paged {
+            (
+                self.config.comments.page_size,
+                self.config.comments.page_max_comments,
+            )
+        } else {
+            // Effectively everything, while staying a valid SQL LIMIT on both backends.
+            (usize::MAX, 1_000_000_000)
+        };
+        // One range scan over the (thread, status, path) index: no query per comment.
+        let rows = self
+            .store
+            .comments_after(
+                thread.id,
+                published_only,
+                after,
+                max_comments.saturating_add(1),
+            )
+            .await?;
+        let (page, more) = cut_page(&rows, top_limit, max_comments);
+        let audience = viewer.audience();
+        let comments = page
+            .iter()
+            .map(|r| comment::to_public(r, audience))
+            .collect();
+        let next = if more {
+            page.last().map(|r| r.path.clone())
+        } else {
+            None
+        };
+        let remaining_top_level = match &next {
+            Some(cursor) => {
+                self.store
+                    .top_level_after(thread.id, published_only, cursor)
+                    .await?
+            }
+            None => 0,
+        };
+        let count = self.store.published_count(thread.id).await?;
+        Ok(ThreadResponse {
+            last_event_id,
+            thread: self.thread_info(&thread, count),
+            comments,
+            threaded: true,
+            next,
+            remaining_top_level,
+            form_settings: self.form_settings(),
+        })
+    }
+
+    /// A page for the thread view: comments plus a form token when comments are open.
+    pub async fn thread_page(
+        &self,
+        key: &str,
+        after: Option<&str>,
+        viewer: &Viewer,
+    ) -> Result<ThreadPage> {
+        let data = self.thread(key, after, true, viewer).await?;
+        let form = if data.thread.comments_open {
+            Some(self.form_token(key).await?)
+        } else {
+            None
+        };
+        Ok(ThreadPage {
+            data,
+            form,
+            viewer: viewer_info(viewer),
+        })
+    }
+
+    /// A new signed, single-use form token for a thread.
+    pub async fn form_token(&self, key: &str) -> Result<FormToken> {
+        let thread = self.find_thread(key).await?;
+        let expires_at = now_ms() + self.config.comments.form_token_minutes * 60_000;
+        Ok(FormToken {
+            token: self.signer.issue(&thread.key, expires_at),
+            expires_at: comment::rfc3339(expires_at),
+        })
+    }
+
+    /// Writes `pending` into the transaction's outbox, commits, then publishes: nobody hears
+    /// of a change before it is durable, and every committed change is announced.
+    async fn commit_and_publish(&self, mut tx: Tx, pending: Vec<PendingEvent>) -> Result<()> {
+        let published = events::write(&mut tx, pending).await?;
+        tx.commit().await?;
+        for e in published {
+            self.hub.publish(e);
+        }
+        Ok(())
+    }
+
+    /// The staff stats event for the counts as `tx` sees them.
+    async fn stats_event(tx: &mut Tx) -> Result<PendingEvent> {
+        Ok(events::stats(&tx.status_counts().await?))
+    }
+}
+
+/// What the page shows about who is looking.
+pub fn viewer_info(viewer: &Viewer) -> ViewerInfo {
+    ViewerInfo {
+        name: viewer.name().map(str::to_owned),
+        staff: viewer.is_staff(),
+    }
+}
+
+/// Requires staff: the proof, or 401 (not signed in) / 403 (signed in, not staff).
+pub fn require_staff(viewer: &Viewer) -> Result<&Staff> {
+    match viewer {
+        Viewer::Staff(s) => Ok(s),
+        Viewer::User { .. } => Err(Error::Forbidden("staff only".into())),
+        Viewer::Reader => Err(Error::Unauthenticated("sign in first".into())),
+    }
+}
+
+/// Cuts rows (in tree order) to at most `top_limit` top-level subtrees and `max_comments`
+/// comments; says whether anything was left over.
+fn cut_page(rows: &[CommentRow], top_limit: usize, max_comments: usize) -> (&[CommentRow], bool) {
+    let mut tops = 0;
+    for (i, r) in rows.iter().enumerate() {
+        if i == max_comments {
+            return (&rows[..i], true);
+        }
+        if r.depth == 0 {
+            if tops == top_limit {
+                return (&rows[..i], true);
+            }
+            tops += 1;
+        }
+    }
+    (rows, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: i64, depth: i64) -> CommentRow {
+        CommentRow {
+            id,
+            thread_id: 1,
+            parent_id: None,
+            depth,
+            path: String::new(),
+            author_name: String::new(),
+            author_email: None,
+            author_url: None,
+            title: None,
+            body_source: String::new(),
+            body_html: String::new(),
+            status: "published".into(),
+            moderator: None,
+            reason: None,
+            score: None,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    #[test]
+    fn a_page_stops_before_the_next_top_level_comment() {
+        let rows = vec![row(1, 0), row(2, 1), row(3, 0), row(4, 1), row(5, 0)];
+        let (page, more) = cut_page(&rows, 2, 100);
+        assert_eq!(page.iter().map(|r| r.id).collect::<Vec<_>>(), [1, 2, 3, 4]);
+        assert!(more);
+    }
+
+    #[test]
+    fn a_long_subtree_is_cut_by_the_comment_limit() {
+        let rows = vec![row(1, 0), row(2, 1), row(3, 2), row(4, 1)];
+        let (page, more) = cut_page(&rows, 50, 3);
+        assert_eq!(page.len(), 3);
+        assert!(more);
+        let (page, more) = cut_page(&rows, 50, 4);
+        assert_eq!(page.len(), 4);
+        assert!(!more);
+    }
+
+    #[test]
+    fn thread_keys_are_slugs() {
+        assert!(valid_thread_key("welcome"));
+        assert!(valid_thread_key("2026-11.post_1~x"));
+        assert!(!valid_thread_key(""));
+        assert!(!valid_thread_key("a/b"));
+        assert!(!valid_thread_key("a b"));
+        assert!(!valid_thread_key(&"x".repeat(201)));
+    }
+
+    #[test]
+    fn staff_use_cases_refuse_readers_and_users_with_different_kinds() {
+        assert!(matches!(
+            require_staff(&Viewer::Reader),
+            Err(Error::Unauthenticated(_))
+        ));
+        let user = Viewer::User {
+            id: 1,
+            name: "u".into(),
+        };
+        assert!(matches!(require_staff(&user), Err(Error::Forbidden(_))));
+    }
+}
