@@ -10,6 +10,7 @@ pub mod components;
 pub mod live;
 pub mod model;
 pub mod pages;
+pub mod thread;
 
 use leptos::prelude::*;
 use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};

@@ -365,84 +365,13 @@ mod tests {
     }
 }
 
-/// Escapes text for use in HTML text and double-quoted attributes.
-pub fn escape_html(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 8);
-    for ch in s.chars() {
-        match ch {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// The rel attribute of every link a commenter controls: no SEO credit, no opener access.
 pub const UGC_REL: &str = "nofollow ugc noopener noreferrer";
 
-/// A comment as a self-contained HTML fragment, for API clients that insert markup (the
-/// `html` field of a post or preview response). Its structure and class names match the
-/// thread page's comment component, so the same CSS styles both.
-pub fn comment_html(c: &Comment) -> String {
-    let author = match &c.author_url {
-        Some(url) => format!(
-            r#"<a class="author" href="{}" rel="{UGC_REL}">{}</a>"#,
-            escape_html(url),
-            escape_html(&c.author_name)
-        ),
-        None => format!(
-            r#"<span class="author">{}</span>"#,
-            escape_html(&c.author_name)
-        ),
-    };
-    let title = c
-        .title
-        .as_deref()
-        .map(|t| format!(r#"<h3 class="comment-title">{}</h3>"#, escape_html(t)))
-        .unwrap_or_default();
-    format!(
-        r#"<article class="comment" id="c{id}" data-id="{id}" data-depth="{depth}"><header class="comment-meta">{author} <time datetime="{dt}">{shown}</time></header><div class="comment-body">{title}<div class="comment-text">{body}</div></div></article>"#,
-        id = c.id,
-        depth = c.depth,
-        dt = escape_html(&c.created_at),
-        shown = escape_html(&display_date(&c.created_at)),
-        body = c.body_html,
-    )
-}
-
-#[cfg(test)]
-mod html_tests {
-    use super::*;
-
-    #[test]
-    fn comment_html_escapes_author_fields() {
-        let c = Comment {
-            id: 7,
-            parent_id: None,
-            depth: 0,
-            author_name: "<b>Eve</b>".into(),
-            author_url: Some("https://e.example/?a=1&b=\"2\"".into()),
-            title: Some("<i>t</i>".into()),
-            body_html: "<p>ok</p>".into(),
-            created_at: "2026-11-21T10:00:00Z".into(),
-            status: None,
-            moderation: None,
-        };
-        let html = comment_html(&c);
-        assert!(html.contains("&lt;b&gt;Eve&lt;/b&gt;"), "{html}");
-        assert!(html.contains("a=1&amp;b=&quot;2&quot;"), "{html}");
-        assert!(html.contains("&lt;i&gt;t&lt;/i&gt;"), "{html}");
-        assert!(
-            html.contains(r#"<div class="comment-text"><p>ok</p></div>"#),
-            "{html}"
-        );
-        assert!(!html.contains("<b>"), "{html}");
-    }
-}
+/// The API's `html` of a comment, kept under its old path for the server: it is rendered by
+/// the one comment component, [`crate::components::comment::comment_html`].
+#[cfg(feature = "ssr")]
+pub use crate::components::comment::comment_html;
 
 /// Who is looking at a page: decides whether staff tools show.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -5,10 +5,48 @@
 //! JavaScript it is a plain HTML form that posts form-encoded and is redirected back.
 
 use crate::api;
-use crate::components::tree::ThreadState;
-use crate::model::{PostComment, PostResponse};
+use crate::components::tree::TreeState;
+use crate::model::{
+    CommentId, FormSettings, FormToken, PostComment, PostResponse, Status, ThreadResponse,
+};
 use leptos::prelude::*;
 use std::collections::BTreeMap;
+
+/// The form concern of the thread view: where the form is, what it carries, and whether the
+/// thread takes comments. Provided as context by the thread page.
+#[derive(Clone, Copy)]
+pub struct FormState {
+    pub key: StoredValue<String>,
+    /// The comment the form replies to; `None` puts the form under the thread.
+    pub reply_to: RwSignal<Option<CommentId>>,
+    /// What the reader has typed: kept here so the form can move between reply spots.
+    pub draft: Draft,
+    pub token: RwSignal<Option<FormToken>>,
+    /// The thread takes comments (as of the page load; a post refused later says why).
+    pub open: bool,
+    /// Why comments are closed, when they are.
+    pub closed_reason: StoredValue<Option<String>>,
+    pub settings: StoredValue<FormSettings>,
+}
+
+impl FormState {
+    /// The form of a thread's page; `reply_to` comes from `?reply=` (links work without JS).
+    pub fn new(
+        data: &ThreadResponse,
+        token: Option<FormToken>,
+        reply_to: Option<CommentId>,
+    ) -> Self {
+        FormState {
+            key: StoredValue::new(data.thread.key.clone()),
+            reply_to: RwSignal::new(reply_to),
+            draft: Draft::new(&data.thread.key),
+            token: RwSignal::new(token),
+            open: data.thread.comments_open,
+            closed_reason: StoredValue::new(data.thread.closed_reason.clone()),
+            settings: StoredValue::new(data.form_settings.clone()),
+        }
+    }
+}
 
 /// What the reader has typed, and the form's feedback.
 #[derive(Clone, Copy)]
@@ -52,7 +90,7 @@ impl Draft {
         }
     }
 
-    fn request(&self, state: &ThreadState, preview: bool) -> PostComment {
+    fn request(&self, form: &FormState, preview: bool) -> PostComment {
         let opt = |s: RwSignal<String>| {
             let v = s.get_untracked();
             (!v.trim().is_empty()).then_some(v)
@@ -63,8 +101,8 @@ impl Draft {
             url: opt(self.url),
             title: opt(self.title),
             body: self.body.get_untracked(),
-            parent_id: state.reply_to.get_untracked(),
-            form_token: state.token.get_untracked().map(|t| t.token),
+            parent_id: form.reply_to.get_untracked(),
+            form_token: form.token.get_untracked().map(|t| t.token),
             honeypot: opt(self.honeypot),
             preview,
         }
@@ -124,8 +162,8 @@ fn typed_before_hydration(_key: &str) -> Typed {
 #[cfg(feature = "hydrate")]
 const PREVIEW_DEBOUNCE_MS: u32 = 250;
 
-fn schedule_preview(state: ThreadState) {
-    let draft = state.draft;
+fn schedule_preview(form: FormState) {
+    let draft = form.draft;
     draft.preview_generation.update(|g| *g += 1);
     #[cfg(feature = "hydrate")]
     {
@@ -139,8 +177,8 @@ fn schedule_preview(state: ThreadState) {
                 draft.preview.set(String::new());
                 return;
             }
-            let req = draft.request(&state, true);
-            if let Ok(resp) = api::post_comment(state.key.get_value(), req).await
+            let req = draft.request(&form, true);
+            if let Ok(resp) = api::post_comment(form.key.get_value(), req).await
                 && draft.preview_generation.get_untracked() == generation
             {
                 match resp.html {
@@ -164,8 +202,8 @@ fn schedule_preview(state: ThreadState) {
 }
 
 /// Applies a successful post: the comment joins the tree, highlighted and in view.
-fn accept(state: ThreadState, resp: PostResponse) {
-    let draft = state.draft;
+fn accept(form: FormState, tree: TreeState, resp: PostResponse) {
+    let draft = form.draft;
     draft.errors.set(BTreeMap::new());
     draft.body.set(String::new());
     draft.title.set(String::new());
@@ -179,22 +217,22 @@ fn accept(state: ThreadState, resp: PostResponse) {
     } else {
         draft.notice.set(None);
     }
-    state.reply_to.set(None);
+    form.reply_to.set(None);
     // A held comment is not public, but its author sees it in place, marked as awaiting
     // moderation (a reader's copy carries no status, so mark it here).
     if let Some(mut comment) = resp.comment {
         if resp.awaiting_moderation && comment.status.is_none() {
-            comment.status = Some(crate::model::Status::Held);
+            comment.status = Some(Status::Held);
         }
         let id = comment.id;
-        state.insert(comment);
-        state.highlighted.set(Some(id));
+        tree.add(comment);
+        tree.highlighted.set(Some(id));
         scroll_to(id);
     }
 }
 
 /// Scrolls a comment into the middle of the view, once the tree has rendered it.
-pub fn scroll_to(id: crate::model::CommentId) {
+pub fn scroll_to(id: CommentId) {
     #[cfg(feature = "hydrate")]
     leptos::task::spawn_local(async move {
         // Let the tree render the new node first.
@@ -213,29 +251,29 @@ pub fn scroll_to(id: crate::model::CommentId) {
     let _ = id;
 }
 
-fn submit(state: ThreadState) {
-    let draft = state.draft;
+fn submit(form: FormState, tree: TreeState) {
+    let draft = form.draft;
     if draft.busy.get_untracked() {
         return;
     }
     draft.busy.set(true);
     leptos::task::spawn_local(async move {
-        let key = state.key.get_value();
-        let mut resp = api::post_comment(key.clone(), draft.request(&state, false)).await;
+        let key = form.key.get_value();
+        let mut resp = api::post_comment(key.clone(), draft.request(&form, false)).await;
         // A token that expired while the page stayed open is renewed once, transparently.
         if matches!(&resp, Ok(r) if r.errors.contains_key("form"))
             && draft.honeypot.get_untracked().is_empty()
             && let Ok(token) = api::form_token(key.clone()).await
         {
-            state.token.set(Some(token));
-            resp = api::post_comment(key.clone(), draft.request(&state, false)).await;
+            form.token.set(Some(token));
+            resp = api::post_comment(key.clone(), draft.request(&form, false)).await;
         }
         match resp {
             Ok(r) if r.success => {
-                accept(state, r);
+                accept(form, tree, r);
                 // The token was spent; fetch the next one for the next comment.
                 if let Ok(token) = api::form_token(key).await {
-                    state.token.set(Some(token));
+                    form.token.set(Some(token));
                 }
             }
             Ok(r) => draft.errors.set(r.errors),
@@ -251,7 +289,8 @@ fn submit(state: ThreadState) {
 /// The comment form, placed under the thread or under the comment being replied to.
 #[component]
 pub fn CommentForm() -> impl IntoView {
-    let state = expect_context::<ThreadState>();
+    let state = expect_context::<FormState>();
+    let tree = expect_context::<TreeState>();
     let draft = state.draft;
     let key = state.key.get_value();
     let action = format!("/api/threads/{}/comments", api::encode_key(&key));
@@ -280,7 +319,7 @@ pub fn CommentForm() -> impl IntoView {
     let token_value = move || state.token.get().map(|t| t.token).unwrap_or_default();
     let on_submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
-        submit(state);
+        submit(state, tree);
     };
     let on_body = move |ev| {
         draft.body.set(event_target_value(&ev));
@@ -430,7 +469,7 @@ pub fn CommentForm() -> impl IntoView {
 /// The form under the thread (when not replying inline), or the notice that comments are closed.
 #[component]
 pub fn ThreadFormSlot() -> impl IntoView {
-    let state = expect_context::<ThreadState>();
+    let state = expect_context::<FormState>();
     let draft = state.draft;
     view! {
         {move || {
@@ -440,7 +479,7 @@ pub fn ThreadFormSlot() -> impl IntoView {
                 .map(|n| view! { <p class="notice" role="status">{n}</p> })
         }}
         <Show
-            when=move || state.open.get()
+            when=move || state.open
             fallback=move || {
                 let reason = state
                     .closed_reason

@@ -33,47 +33,44 @@ pub fn flag_text(status: Option<Status>, flag: Option<&ModerationFlag>) -> Optio
     Some(text)
 }
 
-/// The flag and the buttons for one comment; applies the result in place.
+/// The staff concern of the thread view: whether the viewer is staff (flags and moderation
+/// buttons show), and where the result of an action goes.
+#[derive(Clone, Copy)]
+pub struct StaffState {
+    pub enabled: bool,
+    /// Takes a comment as it is after an action into the page.
+    pub applied: Callback<Comment>,
+}
+
+/// The flag and the buttons for one comment. The bar holds no copy of the comment's state:
+/// it shows what its owner gives it and hands the result of an action to `on_done`.
 #[component]
 pub fn ModerationBar(
     id: CommentId,
-    status: ArcRwSignal<Option<Status>>,
-    moderation: ArcRwSignal<Option<ModerationFlag>>,
+    #[prop(into)] status: Signal<Option<Status>>,
+    #[prop(into)] moderation: Signal<Option<ModerationFlag>>,
     /// Called with the updated comment after an action succeeded.
-    #[prop(optional, into)]
-    on_done: Option<Callback<Comment>>,
+    #[prop(into)]
+    on_done: Callback<Comment>,
 ) -> impl IntoView {
     let busy = RwSignal::new(false);
     let error = RwSignal::new(None::<String>);
-    let flag = {
-        let status = status.clone();
-        let moderation = moderation.clone();
-        move || flag_text(status.get(), moderation.read().as_ref())
-    };
+    let flag = move || moderation.with(|m| flag_text(status.get(), m.as_ref()));
     let buttons = ModerationAction::ALL
         .into_iter()
         .map(|action| {
-            let status = status.clone();
-            let moderation = moderation.clone();
-            let current = status.clone();
             // The button that would change nothing is disabled: the action is already done.
-            let done = move || current.get() == Some(action.target());
+            let done = move || status.get() == Some(action.target());
             let run = move |_| {
                 if busy.get_untracked() {
                     return;
                 }
                 busy.set(true);
-                let status = status.clone();
-                let moderation = moderation.clone();
                 leptos::task::spawn_local(async move {
                     match api::moderate(id, action).await {
                         Ok(c) => {
-                            status.set(c.status);
-                            moderation.set(c.moderation.clone());
                             error.set(None);
-                            if let Some(cb) = on_done {
-                                cb.run(c);
-                            }
+                            on_done.run(c);
                         }
                         Err(e) => error.set(Some(e.to_string())),
                     }

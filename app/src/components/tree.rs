@@ -1,207 +1,165 @@
-//! The comment tree: its reactive state and the recursive comment component.
+//! The comment tree on the thread page: the reactive wrapper around [`thread::Tree`] and the
+//! recursive component that draws it with [`CommentView`].
 //!
-//! Comments arrive as a flat list in tree order (from the page, "show more", or a post).
-//! Each comment's children live in their own signal, so inserting a reply re-renders only
-//! the list it joins, never the whole thread: that keeps 10,000-comment threads responsive.
+//! Comments arrive as a flat list in tree order (from the page, "show more", a post or a live
+//! event). The plain-Rust tree decides where each goes and reports what changed; this layer
+//! holds one trigger per list and per comment and wakes only those, so inserting a reply
+//! re-renders only the list it joins, never the whole thread: that keeps 10,000-comment
+//! threads responsive.
 
-use crate::components::form::{CommentForm, Draft};
-use crate::components::staff::ModerationBar;
-use crate::model::{
-    Comment, CommentId, FormSettings, FormToken, ModerationFlag, Status, ThreadResponse, UGC_REL,
-    display_date,
-};
+use crate::components::comment::{CommentView, Footer, Lead, Replies, Tools};
+use crate::components::form::{CommentForm, FormState};
+use crate::components::live::LiveState;
+use crate::components::staff::{ModerationBar, StaffState};
+use crate::live::Event;
+use crate::model::{Comment, CommentId, ModerationFlag, Status, ThreadResponse};
+use crate::thread::{Changes, List, Tree};
 use leptos::prelude::*;
 use std::collections::HashMap;
 
-#[derive(Clone)]
-struct Node {
-    comment: Comment,
-    /// Staff only: where the comment stands, updated in place by staff actions.
-    status: ArcRwSignal<Option<Status>>,
-    moderation: ArcRwSignal<Option<ModerationFlag>>,
-    /// Taken down while this page was open (readers): hidden in place.
-    gone: ArcRwSignal<bool>,
-    children: ArcRwSignal<Vec<CommentId>>,
+/// What a trigger wakes: the views of one list, or of one comment's status and visibility.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Watch {
+    List(List),
+    Comment(CommentId),
 }
 
-/// Everything the thread page's components share, provided as context.
+/// The tree concern of the thread view: the comments, the published count, paging and the
+/// highlight. Provided as context by the thread page.
 #[derive(Clone, Copy)]
-pub struct ThreadState {
+pub struct TreeState {
     pub key: StoredValue<String>,
-    nodes: StoredValue<HashMap<CommentId, Node>>,
-    /// Top-level comments, in order.
-    pub roots: RwSignal<Vec<CommentId>>,
-    /// The comment the form replies to; `None` puts the form under the thread.
-    pub reply_to: RwSignal<Option<CommentId>>,
+    tree: StoredValue<Tree>,
+    /// Made when a view first watches something; a change without watchers wakes nothing.
+    triggers: StoredValue<HashMap<Watch, ArcTrigger>>,
+    count: RwSignal<i64>,
     /// The comment just posted, highlighted until the next one.
     pub highlighted: RwSignal<Option<CommentId>>,
-    pub settings: StoredValue<FormSettings>,
-    pub open: RwSignal<bool>,
-    /// Why comments are closed, when they are.
-    pub closed_reason: StoredValue<Option<String>>,
-    pub token: RwSignal<Option<FormToken>>,
     /// Cursor of the next page, when there is one.
     pub next: RwSignal<Option<String>>,
     pub remaining_top_level: RwSignal<i64>,
-    pub comment_count: RwSignal<i64>,
-    /// What the reader has typed: kept here so the form can move between reply spots.
-    pub draft: Draft,
-    /// The viewer is staff: flags and moderation buttons show.
-    pub staff: bool,
-    /// The newest live event this page reflects (the catch-up cursor).
-    pub cursor: StoredValue<i64>,
-    /// The live socket is connected.
-    pub live: RwSignal<bool>,
-    /// Comments that arrived live and were not yet looked at, oldest first.
-    pub unseen: RwSignal<Vec<CommentId>>,
-    /// Comments that arrived live, marked until the next reload.
-    pub fresh: RwSignal<Vec<CommentId>>,
+    /// Replies deeper than this keep the indent of this level.
+    pub max_depth: u32,
 }
 
-impl ThreadState {
-    /// Builds the state from the first page of a thread.
-    pub fn new(
-        data: ThreadResponse,
-        token: Option<FormToken>,
-        reply_to: Option<CommentId>,
-        staff: bool,
-    ) -> Self {
-        let state = ThreadState {
+impl TreeState {
+    /// Builds the tree from the first page of a thread.
+    pub fn new(data: &ThreadResponse) -> Self {
+        let mut tree = Tree::new();
+        tree.load(data.comments.iter().cloned(), data.thread.comment_count);
+        TreeState {
             key: StoredValue::new(data.thread.key.clone()),
-            nodes: StoredValue::new(HashMap::with_capacity(data.comments.len())),
-            roots: RwSignal::new(Vec::new()),
-            reply_to: RwSignal::new(reply_to),
+            count: RwSignal::new(tree.published()),
+            tree: StoredValue::new(tree),
+            triggers: StoredValue::new(HashMap::new()),
             highlighted: RwSignal::new(None),
-            settings: StoredValue::new(data.form_settings.clone()),
-            open: RwSignal::new(data.thread.comments_open),
-            closed_reason: StoredValue::new(data.thread.closed_reason.clone()),
-            token: RwSignal::new(token),
             next: RwSignal::new(data.next.clone()),
             remaining_top_level: RwSignal::new(data.remaining_top_level),
-            comment_count: RwSignal::new(data.thread.comment_count),
-            draft: Draft::new(&data.thread.key),
-            staff,
-            cursor: StoredValue::new(data.last_event_id),
-            live: RwSignal::new(false),
-            unseen: RwSignal::new(Vec::new()),
-            fresh: RwSignal::new(Vec::new()),
-        };
-        state.insert_all(data.comments);
-        state
+            max_depth: data.form_settings.max_depth,
+        }
     }
 
-    /// Adds comments given in tree order; ones already present are skipped.
-    pub fn insert_all(&self, comments: Vec<Comment>) {
-        // Batch the new top-level ids so the root list is written once, not per comment.
-        let mut new_roots = Vec::new();
-        let mut child_updates: Vec<(ArcRwSignal<Vec<CommentId>>, CommentId)> = Vec::new();
-        self.nodes.update_value(|nodes| {
-            for c in comments {
-                if nodes.contains_key(&c.id) {
-                    continue;
-                }
-                let id = c.id;
-                let parent = c
-                    .parent_id
-                    .and_then(|p| nodes.get(&p))
-                    .map(|p| p.children.clone());
-                nodes.insert(
-                    id,
-                    Node {
-                        status: ArcRwSignal::new(c.status),
-                        moderation: ArcRwSignal::new(c.moderation.clone()),
-                        gone: ArcRwSignal::new(false),
-                        comment: c,
-                        children: ArcRwSignal::new(Vec::new()),
-                    },
-                );
-                match parent {
-                    Some(children) => child_updates.push((children, id)),
-                    // A reply whose parent is not visible to this viewer still shows, at the top.
-                    None => new_roots.push(id),
+    /// Changes the tree and wakes the views of what changed.
+    fn change(&self, f: impl FnOnce(&mut Tree) -> Changes) -> Changes {
+        let Some((changes, count)) = self.tree.try_update_value(|t| {
+            let changes = f(t);
+            (changes, t.published())
+        }) else {
+            return Changes::default();
+        };
+        // Woken after the tree is released: a woken view reads it.
+        self.triggers.with_value(|triggers| {
+            let lists = changes.lists.iter().map(|l| Watch::List(*l));
+            let comments = changes.updated.iter().map(|id| Watch::Comment(*id));
+            for watch in lists.chain(comments) {
+                if let Some(t) = triggers.get(&watch) {
+                    t.notify();
                 }
             }
         });
-        for (children, id) in child_updates {
-            children.update(|v| v.push(id));
+        if self.count.get_untracked() != count {
+            self.count.set(count);
         }
-        if !new_roots.is_empty() {
-            self.roots.update(|r| r.extend(new_roots));
+        changes
+    }
+
+    fn watch(&self, watch: Watch) {
+        let trigger = self
+            .triggers
+            .try_update_value(|t| t.entry(watch).or_insert_with(ArcTrigger::new).clone());
+        if let Some(t) = trigger {
+            t.track();
         }
     }
 
-    /// Adds one comment (e.g. just posted) and returns whether it was new.
-    pub fn insert(&self, comment: Comment) -> bool {
+    /// Takes in a page of comments (first page, "show more", refetch) and the server's count.
+    pub fn load(&self, comments: Vec<Comment>, published: i64) -> Changes {
+        self.change(|t| t.load(comments, published))
+    }
+
+    /// Adds one comment just posted here; returns whether it was new.
+    pub fn add(&self, comment: Comment) -> bool {
         let id = comment.id;
-        let known = self.nodes.with_value(|n| n.contains_key(&id));
-        if !known {
-            self.insert_all(vec![comment]);
-            self.comment_count.update(|n| *n += 1);
-        }
-        !known
+        self.change(|t| t.add(comment)).appeared.contains(&id)
     }
 
-    /// Takes a comment's new status and flag (after a staff action) into the tree.
+    /// Takes a comment's new status and flag after a staff action.
     pub fn update(&self, comment: &Comment) {
-        if let Some(node) = self.node(comment.id) {
-            node.status.set(comment.status);
-            node.moderation.set(comment.moderation.clone());
-            node.gone.set(false);
-        }
+        self.change(|t| t.update(comment));
     }
 
-    /// Shows a comment that became public, or adds it if this page never had it.
-    pub fn reveal(&self, comment: Comment) -> bool {
-        match self.node(comment.id) {
-            Some(node) => {
-                let was_gone = node.gone.get_untracked();
-                node.gone.set(false);
-                node.status.set(comment.status);
-                was_gone
-            }
-            None => self.insert(comment),
-        }
+    /// Applies a live event; returns what changed (what appeared is marked new).
+    pub fn apply(&self, event: &Event, staff: bool) -> Changes {
+        self.change(|t| t.apply(event, staff))
     }
 
-    /// Hides a comment that was taken down (for readers).
-    pub fn hide(&self, id: CommentId) {
-        if let Some(node) = self.node(id)
-            && !node.gone.get_untracked()
-        {
-            node.gone.set(true);
-            self.comment_count.update(|n| *n = (*n - 1).max(0));
-        }
+    /// The comments of a list, in order (tracked).
+    fn list(&self, list: List) -> Vec<CommentId> {
+        self.watch(Watch::List(list));
+        self.tree.with_value(|t| t.list(list).to_vec())
     }
 
-    fn node(&self, id: CommentId) -> Option<Node> {
-        self.nodes.with_value(|n| n.get(&id).cloned())
+    fn comment(&self, id: CommentId) -> Option<Comment> {
+        self.tree.with_value(|t| t.comment(id).cloned())
     }
 
-    /// Replies below a comment, at any depth, among those loaded.
+    /// A comment's status (tracked).
+    fn status(&self, id: CommentId) -> Option<Status> {
+        self.watch(Watch::Comment(id));
+        self.tree.with_value(|t| t.status(id))
+    }
+
+    /// A comment's moderation flag (tracked).
+    fn moderation(&self, id: CommentId) -> Option<ModerationFlag> {
+        self.watch(Watch::Comment(id));
+        self.tree.with_value(|t| t.moderation(id))
+    }
+
+    /// Whether a comment was taken down while the page was open (tracked).
+    fn is_gone(&self, id: CommentId) -> bool {
+        self.watch(Watch::Comment(id));
+        self.tree.with_value(|t| t.is_gone(id))
+    }
+
+    /// The thread's published comments (tracked).
+    pub fn count(&self) -> i64 {
+        self.count.get()
+    }
+
+    /// Replies below a comment, at any depth, among those loaded and shown.
     pub fn descendant_count(&self, id: CommentId) -> usize {
-        self.nodes.with_value(|nodes| {
-            let mut count = 0;
-            let mut stack = vec![id];
-            while let Some(i) = stack.pop() {
-                if let Some(n) = nodes.get(&i) {
-                    let kids = n.children.get_untracked();
-                    count += kids.len();
-                    stack.extend(kids);
-                }
-            }
-            count
-        })
+        self.tree.with_value(|t| t.descendant_count(id))
     }
 }
 
 /// The whole tree: top-level comments and, recursively, their replies.
 #[component]
 pub fn CommentTree() -> impl IntoView {
-    let state = expect_context::<ThreadState>();
+    let tree = expect_context::<TreeState>();
     view! {
         <div class="comment-tree">
             <For
-                each=move || state.roots.get()
+                each=move || tree.list(List::Top)
                 key=|id| *id
                 children=move |id| view! { <CommentNode id/> }
             />
@@ -209,44 +167,23 @@ pub fn CommentTree() -> impl IntoView {
     }
 }
 
-/// One comment, its reply link and its collapsible replies.
+/// One comment of the tree with its toggle, reply link, staff tools and collapsible replies.
 #[component]
 pub fn CommentNode(id: CommentId) -> impl IntoView {
-    let state = expect_context::<ThreadState>();
-    let Some(Node {
-        comment,
-        status,
-        moderation,
-        gone,
-        children,
-    }) = state.node(id)
-    else {
+    let tree = expect_context::<TreeState>();
+    let form = expect_context::<FormState>();
+    let live = expect_context::<LiveState>();
+    let staff = expect_context::<StaffState>();
+    let Some(comment) = tree.comment(id) else {
         return ().into_any();
     };
-    let flagged = {
-        let status = status.clone();
-        move || status.get().is_some_and(|s| s != Status::Published)
-    };
     let collapsed = RwSignal::new(false);
-    let max_depth = state.settings.with_value(|s| s.max_depth);
     // Past max_depth, replies keep the indent of the last level instead of narrowing on.
-    let replies_class = if comment.depth + 1 >= max_depth {
-        "replies flat"
-    } else {
-        "replies"
-    };
-    let author = match comment.author_url.clone() {
-        Some(url) => {
-            view! { <a class="author" href=url rel=UGC_REL>{comment.author_name.clone()}</a> }
-                .into_any()
-        }
-        None => view! { <span class="author">{comment.author_name.clone()}</span> }.into_any(),
-    };
-    let shown_date = display_date(&comment.created_at);
+    let flat = comment.depth + 1 >= tree.max_depth;
+    let status = Signal::derive(move || tree.status(id));
     let toggle_label = move || {
         if collapsed.get() {
-            let n = state.descendant_count(id);
-            match n {
+            match tree.descendant_count(id) {
                 0 => "[+]".to_owned(),
                 1 => "[+] 1 reply".to_owned(),
                 n => format!("[+] {n} replies"),
@@ -255,24 +192,24 @@ pub fn CommentNode(id: CommentId) -> impl IntoView {
             "[–]".to_owned()
         }
     };
-    let kids = children.clone();
     let on_reply = move |ev: leptos::ev::MouseEvent| {
         ev.prevent_default();
-        state.reply_to.set(Some(id));
+        form.reply_to.set(Some(id));
     };
+    let open = form.open;
     view! {
-        <article
-            class="comment"
-            id=format!("c{id}")
-            data-id=id
-            data-depth=comment.depth
-            class:highlight=move || state.highlighted.get() == Some(id)
-            class:collapsed=move || collapsed.get()
-            class:moderated=flagged
-            class:gone=move || gone.get()
-            class:fresh=move || state.fresh.with(|f| f.contains(&id))
+        <CommentView
+            comment
+            highlight=Signal::derive(move || tree.highlighted.get() == Some(id))
+            collapsed=collapsed
+            moderated=Signal::derive(move || {
+                staff.enabled && status.get().is_some_and(|s| s != Status::Published)
+            })
+            gone=Signal::derive(move || tree.is_gone(id))
+            fresh=Signal::derive(move || live.fresh.with(|f| f.contains(&id)))
+            awaiting=Signal::derive(move || !staff.enabled && status.get() == Some(Status::Held))
         >
-            <header class="comment-meta">
+            <Lead slot>
                 <button
                     class="toggle"
                     type="button"
@@ -282,41 +219,197 @@ pub fn CommentNode(id: CommentId) -> impl IntoView {
                 >
                     {toggle_label}
                 </button>
-                " "
-                {author}
-                " "
-                <a class="permalink" href=format!("#c{id}")>
-                    <time datetime=comment.created_at.clone()>{shown_date}</time>
-                </a>
-                {
-                    let own_status = status.clone();
-                    move || {
-                        (!state.staff && own_status.get() == Some(Status::Held))
-                            .then(|| view! { <span class="awaiting">"(awaiting moderation)"</span> })
-                    }
-                }
-                {state.staff.then(|| view! { <ModerationBar id status moderation/> })}
-            </header>
-            <div class="comment-body" class:hidden=move || collapsed.get()>
-                {comment.title.clone().map(|t| view! { <h3 class="comment-title">{t}</h3> })}
-                <div class="comment-text" inner_html=comment.body_html.clone()></div>
-                <Show when=move || state.open.get()>
-                    <a class="reply-link" href=format!("?reply={id}#comment-form") on:click=on_reply>
-                        "reply"
-                    </a>
-                </Show>
-                <Show when=move || state.reply_to.get() == Some(id)>
+            </Lead>
+            <Tools slot>
+                {staff
+                    .enabled
+                    .then(|| {
+                        view! {
+                            <ModerationBar
+                                id
+                                status
+                                moderation=Signal::derive(move || tree.moderation(id))
+                                on_done=staff.applied
+                            />
+                        }
+                    })}
+            </Tools>
+            <Footer slot>
+                {open
+                    .then(|| {
+                        view! {
+                            <a
+                                class="reply-link"
+                                href=format!("?reply={id}#comment-form")
+                                on:click=on_reply
+                            >
+                                "reply"
+                            </a>
+                        }
+                    })}
+                <Show when=move || form.reply_to.get() == Some(id)>
                     <CommentForm/>
                 </Show>
-            </div>
-            <div class=replies_class class:hidden=move || collapsed.get()>
+            </Footer>
+            <Replies slot flat>
                 <For
-                    each=move || kids.get()
+                    each=move || tree.list(List::RepliesOf(id))
                     key=|id| *id
                     children=move |id| view! { <CommentNode id/> }
                 />
-            </div>
-        </article>
+            </Replies>
+        </CommentView>
     }
     .into_any()
+}
+
+#[cfg(all(test, feature = "ssr"))]
+mod tests {
+    use super::*;
+    use crate::components::comment::{comment_html, normalize};
+    use crate::model::{FormSettings, ModerationFlag, ThreadInfo};
+
+    fn comment(id: CommentId, parent: Option<CommentId>, depth: u32) -> Comment {
+        Comment {
+            id,
+            parent_id: parent,
+            depth,
+            author_name: format!("<b>Author {id}</b>"),
+            author_url: Some("https://a.example/?x=1&y=2".into()),
+            title: Some(format!("Title {id}")),
+            body_html: format!("<p>Text {id}</p>"),
+            created_at: "2026-11-21T10:00:00Z".into(),
+            status: None,
+            moderation: None,
+        }
+    }
+
+    fn page(comments: Vec<Comment>, published: i64) -> ThreadResponse {
+        ThreadResponse {
+            thread: ThreadInfo {
+                key: "t".into(),
+                title: "T".into(),
+                kind: "page".into(),
+                comments_open: true,
+                closed_reason: None,
+                comment_count: published,
+            },
+            comments,
+            threaded: true,
+            next: None,
+            remaining_top_level: 0,
+            last_event_id: 0,
+            form_settings: FormSettings {
+                exclude_fields: Vec::new(),
+                max_length: 1000,
+                max_depth: 5,
+            },
+        }
+    }
+
+    /// Renders the thread page's tree for `data` as the server does, after `then` ran
+    /// against its tree state.
+    fn render(data: &ThreadResponse, staff: bool, then: impl FnOnce(TreeState)) -> String {
+        let owner = Owner::new();
+        owner.with(|| {
+            let tree = TreeState::new(data);
+            provide_context(tree);
+            provide_context(FormState::new(data, None, None));
+            provide_context(LiveState::new(data));
+            provide_context(StaffState {
+                enabled: staff,
+                applied: Callback::new(move |c: Comment| tree.update(&c)),
+            });
+            then(tree);
+            normalize(&view! { <CommentTree/> }.to_html())
+        })
+    }
+
+    /// Where the part of `html` from `start` up to and including the next `end` lies.
+    fn cut(html: &str, start: &str, end: &str) -> Option<(usize, usize)> {
+        let a = html.find(start)?;
+        let b = html[a..].find(end)? + a + end.len();
+        Some((a, b))
+    }
+
+    #[test]
+    fn the_api_html_is_the_page_comment_without_its_slots() {
+        let leaf = comment(2, Some(1), 1);
+        let data = page(vec![comment(1, None, 0), leaf.clone()], 2);
+        let html = render(&data, false, |_| {});
+        let (a, _) = cut(&html, r#"<article id="c2""#, ">").unwrap();
+        let mut article = html[a..].to_owned();
+        // A leaf: its markup ends at the first closing article tag.
+        let end = article.find("</article>").unwrap() + "</article>".len();
+        article.truncate(end);
+        // Take away what the tree's slots add: the toggle, the reply link, the reply list.
+        let slots = [
+            (r#"<button type="button" title="Collapse"#, "</button> "),
+            (r#"<a href="?reply=2#comment-form""#, "</a>"),
+            (r#"<div class="replies">"#, "</div>"),
+        ];
+        for (start, end) in slots {
+            let (a, b) = cut(&article, start, end).expect("the page's comment has its slots");
+            article.replace_range(a..b, "");
+        }
+        assert_eq!(article, normalize(&comment_html(&leaf)));
+    }
+
+    #[test]
+    fn readers_get_no_staff_tools_and_staff_get_the_flag_in_place() {
+        let mut held = comment(1, None, 0);
+        let reader_html = render(&page(vec![held.clone()], 1), false, |_| {});
+        assert!(!reader_html.contains("mod-bar"), "{reader_html}");
+        assert!(!reader_html.contains("moderated"), "{reader_html}");
+
+        held.status = Some(Status::Held);
+        held.moderation = Some(ModerationFlag {
+            flagged: true,
+            reason: Some("too many links".into()),
+            score: Some(0.25),
+        });
+        let staff_html = render(&page(vec![held], 0), true, |_| {});
+        assert!(
+            staff_html.contains(r#"data-depth="0" class="comment moderated">"#),
+            "{staff_html}"
+        );
+        assert!(
+            staff_html.contains("(moderated) held: too many links · spam score 0.25</span>"),
+            "{staff_html}"
+        );
+        // The bar sits in the comment's header, where the tree's CSS expects it.
+        let header = cut(&staff_html, r#"<header class="comment-meta">"#, "</header>").unwrap();
+        assert!(staff_html[header.0..header.1].contains(r#"<span class="mod-bar">"#));
+    }
+
+    #[test]
+    fn live_changes_render_where_they_belong() {
+        let data = page(vec![comment(1, None, 0), comment(2, None, 0)], 2);
+        let html = render(&data, false, |tree| {
+            tree.apply(
+                &Event::CommentPosted {
+                    comment: comment(3, Some(1), 1),
+                    awaiting_moderation: false,
+                },
+                false,
+            );
+            tree.apply(
+                &Event::CommentStatusChanged {
+                    comment_id: 2,
+                    visible: Some(false),
+                    status_before: None,
+                    comment: None,
+                },
+                false,
+            );
+            assert_eq!(tree.count.get_untracked(), 2);
+        });
+        // 3 is inside 1's replies, which come before 2; 2 is hidden in place.
+        let replies_of_1 = html.find(r#"<div class="replies">"#).unwrap();
+        let c3 = html.find(r#"id="c3""#).unwrap();
+        let c2 = html
+            .find(r#"<article id="c2" data-id="2" data-depth="0" class="comment gone">"#)
+            .unwrap();
+        assert!(replies_of_1 < c3 && c3 < c2, "{html}");
+    }
 }

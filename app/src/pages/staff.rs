@@ -1,9 +1,11 @@
 //! Staff pages: sign-in, the moderation queue, the audit log.
 
 use crate::api;
+use crate::components::comment::{Byline, CommentView, Tools};
 use crate::components::staff::ModerationBar;
 use crate::model::{
-    ApiError, CommentId, ModerationAction, ModerationFlag, QueueResponse, Status, display_date,
+    ApiError, Comment, CommentId, ModerationAction, ModerationFlag, QueueResponse, Status,
+    display_date,
 };
 use leptos::prelude::*;
 use leptos_meta::Title;
@@ -243,6 +245,13 @@ fn QueueView(q: QueueResponse, current: String) -> impl IntoView {
                 );
             });
             let link = format!("/t/{}#c{id}", api::encode_key(&item.thread));
+            let on_done = Callback::new({
+                let (status, moderation) = (status.clone(), moderation.clone());
+                move |c: Comment| {
+                    status.set(c.status);
+                    moderation.set(c.moderation);
+                }
+            });
             view! {
                 <li class="queue-item" data-id=id>
                     <label class="select">
@@ -261,16 +270,15 @@ fn QueueView(q: QueueResponse, current: String) -> impl IntoView {
                         />
                     </label>
                     <div class="queue-body">
-                        <header class="comment-meta">
-                            <span class="author">{c.author_name.clone()}</span>
-                            " on "
-                            <a href=link rel="external">{item.thread.clone()}</a>
-                            " · "
-                            <time datetime=c.created_at.clone()>{display_date(&c.created_at)}</time>
-                        </header>
-                        {c.title.clone().map(|t| view! { <h3 class="comment-title">{t}</h3> })}
-                        <div class="comment-text" inner_html=c.body_html.clone()></div>
-                        <ModerationBar id status moderation/>
+                        <CommentView comment=c>
+                            <Byline slot>
+                                " on "
+                                <a href=link rel="external">{item.thread}</a>
+                            </Byline>
+                            <Tools slot>
+                                <ModerationBar id status=status moderation=moderation on_done/>
+                            </Tools>
+                        </CommentView>
                     </div>
                 </li>
             }

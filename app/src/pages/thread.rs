@@ -1,9 +1,10 @@
 //! The thread page: `/t/{key}`.
 
 use crate::api;
-use crate::components::form::ThreadFormSlot;
-use crate::components::live::LiveStatus;
-use crate::components::tree::{CommentTree, ThreadState};
+use crate::components::form::{FormState, ThreadFormSlot};
+use crate::components::live::{LiveState, LiveStatus};
+use crate::components::staff::StaffState;
+use crate::components::tree::{CommentTree, TreeState};
 use crate::model::{ApiError, ThreadPage as PageData};
 use leptos::prelude::*;
 use leptos_meta::Title;
@@ -54,16 +55,23 @@ fn ThreadView(data: PageData) -> impl IntoView {
         .and_then(|r| r.parse().ok());
     let error = query.read_untracked().get("error");
     let title = data.data.thread.title.clone();
-    let state = ThreadState::new(data.data, data.form, reply_to, data.viewer.staff);
-    provide_context(state);
-    let count_label = move || match state.comment_count.get() {
+    // One state per concern; each component asks only for those it uses.
+    let tree = TreeState::new(&data.data);
+    provide_context(tree);
+    provide_context(FormState::new(&data.data, data.form, reply_to));
+    provide_context(LiveState::new(&data.data));
+    provide_context(StaffState {
+        enabled: data.viewer.staff,
+        applied: Callback::new(move |c| tree.update(&c)),
+    });
+    let count_label = move || match tree.count() {
         0 => "No comments yet".to_owned(),
         1 => "1 comment".to_owned(),
         n => format!("{n} comments"),
     };
     view! {
         <Title text=format!("{title} · Moderato")/>
-        <section class="thread" data-thread=state.key.get_value()>
+        <section class="thread" data-thread=tree.key.get_value()>
             <h1>{title}</h1>
             <p class="thread-meta">
                 <span class="comment-count">{count_label}</span>
@@ -80,7 +88,7 @@ fn ThreadView(data: PageData) -> impl IntoView {
 /// Loads the next page of top-level comments (and the rest of a cut-off subtree).
 #[component]
 fn ShowMore() -> impl IntoView {
-    let state = expect_context::<ThreadState>();
+    let state = expect_context::<TreeState>();
     let loading = RwSignal::new(false);
     let load = move |ev: leptos::ev::MouseEvent| {
         ev.prevent_default();
@@ -93,7 +101,7 @@ fn ShowMore() -> impl IntoView {
         loading.set(true);
         leptos::task::spawn_local(async move {
             if let Ok(more) = api::more_comments(state.key.get_value(), cursor).await {
-                state.insert_all(more.comments);
+                state.load(more.comments, more.thread.comment_count);
                 state.next.set(more.next);
                 state.remaining_top_level.set(more.remaining_top_level);
             }
