@@ -1,5 +1,7 @@
 //! The engine: what the HTTP layer, the pages and the CLI ask of Moderato, in plain Rust.
 
+pub mod embed;
+
 use crate::comment::{self, NewComment, Viewer, to_public};
 use crate::config::{Config, ConfigError};
 use crate::moderation::{Candidate, Registry, Verdict, email::Mailer};

@@ -16,6 +16,7 @@ pub async fn ws(
     State(state): State<AppState>,
     connect: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
+    uri: axum::http::Uri,
     session: Session,
     up: WebSocketUpgrade,
 ) -> Response {
@@ -33,7 +34,18 @@ pub async fn ws(
         .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
     let identity = Identity {
         staff: viewer.is_staff(),
-        author_tokens: cookie(&headers, AUTHOR_COOKIE).into_iter().collect(),
+        // A framed page without third-party cookies names the token it kept (`?author=`).
+        author_tokens: cookie(&headers, AUTHOR_COOKIE)
+            .into_iter()
+            .chain(
+                uri.query()
+                    .unwrap_or("")
+                    .split('&')
+                    .filter_map(|kv| kv.strip_prefix("author="))
+                    .filter(|t| app::embed::valid_author_token(t))
+                    .map(str::to_owned),
+            )
+            .collect(),
         ip,
     };
     let hub = state.engine.hub.clone();
