@@ -8,6 +8,7 @@
 pub mod api;
 pub mod components;
 pub mod embed;
+pub mod live;
 pub mod model;
 pub mod pages;
 
