@@ -2,7 +2,8 @@
 # README command 2: install what is missing and run every test:
 #   1. the Rust tests of the workspace on SQLite,
 #   2. the same engine and HTTP tests against a real PostgreSQL server started here,
-#   3. Playwright in Debian's Chromium against a release build on a free port.
+#   3. Playwright in Debian's Chromium against a release build on a free port, then the
+#      embed's size report (scripts/embed-size.sh).
 # Ends with one line "N passed, N failed" over all of them; exits non-zero on any failure.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -50,7 +51,11 @@ fi
 echo "== 3/3 Playwright (release build, Chromium)"
 if cargo leptos build --release 2>&1 | tee "$logs/leptos-build.log" | grep -E '^(error|warning: unused)|Finished|Compiling server' ; [ "${PIPESTATUS[0]}" = 0 ]; then
   work=$(mktemp -d /tmp/moderato-e2e.XXXXXX)
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+  port=$(free_port)
+  # The embed stories' two static sites (served by Playwright): one allowed, one not.
+  embed_host_port=$(free_port)
+  embed_foreign_port=$(free_port)
   cat > "$work/moderato.toml" <<'TOML'
 [comments]
 # Each browser test opens a thread of its own.
@@ -66,6 +71,8 @@ moderate_after_days = 7
 posts_per_minute = 0
 sign_ins_per_minute = 60
 TOML
+  printf '\n[embed]\n# The embed stories host page; Moderato itself is reached as http://localhost:PORT.\nallowed_origins = ["http://127.0.0.1:%s"]\n' \
+    "$embed_host_port" >> "$work/moderato.toml"
   # The staff account the moderation stories sign in with.
   MODERATO_PASSWORD=e2e-staff-password target/release/moderato user add e2e-staff --staff \
     --database "sqlite://$work/e2e.db" >/dev/null
@@ -76,8 +83,17 @@ TOML
   (cd end2end && MODERATO_URL="http://127.0.0.1:$port" MODERATO_STAFF_USER=e2e-staff \
     MODERATO_STAFF_PASSWORD=e2e-staff-password MODERATO_BIN="$root/target/release/moderato" \
     MODERATO_DATABASE_URL="sqlite://$work/e2e.db" MODERATO_CONFIG="$work/moderato.toml" \
+    MODERATO_EMBED_URL="http://localhost:$port" MODERATO_EMBED_HOST_PORT="$embed_host_port" \
+    MODERATO_EMBED_FOREIGN_PORT="$embed_foreign_port" \
     npx playwright test) 2>&1 | tee "$logs/playwright.log"
   [ "${PIPESTATUS[0]}" = 0 ] || steps_failed+=("Playwright")
+  # What embedding costs a host page (fails if embed.js is over its budget).
+  if scripts/embed-size.sh "http://127.0.0.1:$port" welcome 2>&1 | tee "$logs/embed-size.log"; [ "${PIPESTATUS[0]}" = 0 ]; then
+    passed=$((passed + 1))
+  else
+    steps_failed+=("embed size")
+    failed=$((failed + 1))
+  fi
   kill "$server_pid" 2>/dev/null
   wait "$server_pid" 2>/dev/null
   results=end2end/test-results/results.json

@@ -191,13 +191,22 @@ pub async fn form_token(key: String) -> Result<FormToken, ApiError> {
 pub async fn post_comment(key: String, req: PostComment) -> Result<PostResponse, ApiError> {
     #[cfg(feature = "hydrate")]
     {
-        let resp =
-            gloo_net::http::Request::post(&format!("/api/threads/{}/comments", encode_key(&key)))
-                .json(&req)
-                .map_err(|e| ApiError::Other(e.to_string()))?
-                .send()
-                .await
-                .map_err(|e| ApiError::Other(format!("network error: {e}")))?;
+        let mut builder =
+            gloo_net::http::Request::post(&format!("/api/threads/{}/comments", encode_key(&key)));
+        // Framed on a site whose browser blocks third-party cookies, the author cookie never
+        // comes back: the token kept in the frame's storage stands in for it.
+        if let Some(token) = crate::embed::stored_author_token() {
+            builder = builder.header(crate::embed::AUTHOR_HEADER, &token);
+        }
+        let resp = builder
+            .json(&req)
+            .map_err(|e| ApiError::Other(e.to_string()))?
+            .send()
+            .await
+            .map_err(|e| ApiError::Other(format!("network error: {e}")))?;
+        if let Some(token) = resp.headers().get(crate::embed::AUTHOR_HEADER) {
+            crate::embed::store_author_token(&token);
+        }
         if resp.status() == 429 {
             return Ok(PostResponse::error(
                 &key,

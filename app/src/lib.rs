@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod components;
+pub mod embed;
 pub mod live;
 pub mod model;
 pub mod pages;
@@ -55,10 +56,7 @@ pub fn App() -> impl IntoView {
         <Stylesheet id="leptos" href="/pkg/moderato.css"/>
         <Title text="Moderato"/>
         <Router>
-            <header class="site-header">
-                <a href="/" class="brand" rel="external">"Moderato"</a>
-                <pages::staff::SessionLinks/>
-            </header>
+            <SiteHeader/>
             <main>
                 <Routes fallback=pages::NotFound>
                     <Route path=StaticSegment("") view=pages::home::HomePage ssr=SsrMode::Async/>
@@ -67,6 +65,16 @@ pub fn App() -> impl IntoView {
                     <Route
                         path=(StaticSegment("t"), ParamSegment("key"))
                         view=pages::thread::ThreadPage
+                        ssr=SsrMode::Async
+                    />
+                    <Route
+                        path=(StaticSegment("embed"), StaticSegment("t"), ParamSegment("key"))
+                        view=pages::embed::EmbedThreadPage
+                        ssr=SsrMode::Async
+                    />
+                    <Route
+                        path=(StaticSegment("embed"), StaticSegment("login"))
+                        view=pages::embed::EmbedLoginPage
                         ssr=SsrMode::Async
                     />
                     <Route path=StaticSegment("login") view=pages::staff::LoginPage ssr=SsrMode::Async/>
@@ -85,4 +93,21 @@ pub fn App() -> impl IntoView {
             </main>
         </Router>
     }
+}
+
+/// The site's header; not on the framed thread view (`/embed/...`), which sits inside
+/// another site's page.
+#[component]
+fn SiteHeader() -> impl IntoView {
+    let path = leptos_router::hooks::use_location()
+        .pathname
+        .get_untracked();
+    (!path.starts_with("/embed/")).then(|| {
+        view! {
+            <header class="site-header">
+                <a href="/" class="brand" rel="external">"Moderato"</a>
+                <pages::staff::SessionLinks/>
+            </header>
+        }
+    })
 }

@@ -52,6 +52,26 @@ pub enum Command {
     /// Train, evaluate and run the spam filter.
     #[command(subcommand)]
     Spam(SpamCommand),
+    /// Put the comments on another site.
+    #[command(subcommand)]
+    Embed(EmbedCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EmbedCommand {
+    /// Print the HTML to paste into a page of an allowed site (`[embed] allowed_origins`),
+    /// for the configured `site.public_url`.
+    Snippet {
+        /// The thread's key; without it, each page's path becomes its key.
+        #[arg(long)]
+        thread: Option<String>,
+        /// The thread's title, used when the embed creates the thread.
+        #[arg(long)]
+        title: Option<String>,
+        /// Also print a comment-count span and count.js, for list pages.
+        #[arg(long)]
+        count: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -163,6 +183,18 @@ pub async fn run() -> Result<()> {
             key_create(&cli.common, &user, &name).await
         }
         Command::Spam(cmd) => spam(&cli.common, cmd).await,
+        Command::Embed(EmbedCommand::Snippet {
+            thread,
+            title,
+            count,
+        }) => {
+            let config = load_config(cli.common.config.as_ref())?;
+            print!(
+                "{}",
+                embed_snippet(&config, thread.as_deref(), title.as_deref(), count)?
+            );
+            Ok(())
+        }
     }
 }
 
@@ -235,6 +267,46 @@ async fn thread_set(common: &Common, args: ThreadSetArgs) -> Result<()> {
         t.title
     );
     Ok(())
+}
+
+/// The snippet a site owner pastes: the thread's element and embed.js from this server.
+pub fn embed_snippet(
+    config: &Config,
+    thread: Option<&str>,
+    title: Option<&str>,
+    count: bool,
+) -> Result<String> {
+    let base = config.site.public_url.trim_end_matches('/');
+    if crate::engine::embed::normalise_origin(base).is_none() {
+        bail!(
+            "set [site] public_url to this server's address (e.g. \"https://comments.example.org\") \
+             in the configuration first"
+        );
+    }
+    if let Some(key) = thread
+        && (!crate::engine::valid_thread_key(key)
+            || crate::engine::embed::RESERVED_THREAD_KEYS.contains(&key))
+    {
+        bail!(
+            "--thread {key:?} is not a usable thread key: use 1 to 200 letters, digits, '-', '_', '.' or '~'"
+        );
+    }
+    let attr = |name: &str, v: Option<&str>| {
+        v.map(|v| format!(" {name}=\"{}\"", ammonia::clean_text(v)))
+            .unwrap_or_default()
+    };
+    let mut out = format!(
+        "<div id=\"moderato-thread\"{}{}></div>\n<script src=\"{base}/embed.js\" async></script>\n",
+        attr("data-thread", thread),
+        attr("data-title", title),
+    );
+    if count {
+        out.push_str(&format!(
+            "<span data-moderato-count=\"{}\"></span>\n<script src=\"{base}/count.js\" async></script>\n",
+            ammonia::clean_text(thread.unwrap_or("THREAD-KEY"))
+        ));
+    }
+    Ok(out)
 }
 
 async fn serve(common: &Common, args: ServeArgs) -> Result<()> {

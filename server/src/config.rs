@@ -15,6 +15,28 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub live: LiveConfig,
     pub site: SiteConfig,
+    pub embed: EmbedConfig,
+}
+
+/// `[embed]`: which other sites may show these comments (see `crate::engine::embed`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmbedConfig {
+    /// Origins (`scheme://host[:port]`) whose pages may frame `/embed/*`, read the counts
+    /// and the HTML fragment, and create a thread on first use. Empty: no other site.
+    pub allowed_origins: Vec<String>,
+    /// What happens to a trailing slash in a page URL an embed sends: "keep", "strip" or
+    /// "add", so `/post` and `/post/` are one page on sites that serve both.
+    pub trailing_slash: String,
+}
+
+impl Default for EmbedConfig {
+    fn default() -> Self {
+        EmbedConfig {
+            allowed_origins: Vec::new(),
+            trailing_slash: "keep".into(),
+        }
+    }
 }
 
 /// `[site]`.
@@ -270,6 +292,20 @@ impl Config {
             return Err(ConfigError::Invalid(format!(
                 "moderation.pre_moderation: {:?} is not \"none\", \"all\" or \"first\"",
                 self.moderation.pre_moderation
+            )));
+        }
+        for o in &self.embed.allowed_origins {
+            if crate::engine::embed::normalise_origin(o).is_none() {
+                return Err(ConfigError::Invalid(format!(
+                    "embed.allowed_origins: {o:?} is not an origin like \"https://blog.example.org\" \
+                     (scheme, host and port only: no path)"
+                )));
+            }
+        }
+        if !matches!(self.embed.trailing_slash.as_str(), "keep" | "strip" | "add") {
+            return Err(ConfigError::Invalid(format!(
+                "embed.trailing_slash: {:?} is not \"keep\", \"strip\" or \"add\"",
+                self.embed.trailing_slash
             )));
         }
         if !(0.0..=1.0).contains(&self.spam.threshold) {

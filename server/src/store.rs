@@ -1068,3 +1068,66 @@ impl Tx {
         Ok(id)
     }
 }
+
+/// Embeds: threads created by an embed, and the public counts host pages show.
+impl Store {
+    /// Creates a thread for an embed and records the page it was made for, in one
+    /// transaction; false when a thread with that key already exists.
+    pub async fn create_embed_thread(
+        &self,
+        key: &str,
+        title: &str,
+        url: &str,
+        origin: &str,
+    ) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO threads (key, kind, title, comments_enabled, published_at, \
+             created_at, updated_at) VALUES ($1, 'page', $2, 1, $3, $3, $3) \
+             ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(title)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO embed_threads (thread_id, url, origin, created_at) \
+             SELECT id, $2, $3, $4 FROM threads WHERE key = $1",
+        )
+        .bind(key)
+        .bind(url)
+        .bind(origin)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Published comments of the threads with these keys that have any, in one query.
+    pub async fn published_counts(
+        &self,
+        keys: &[String],
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        // One bind parameter per key ($1 .. $n): the SQL text holds only placeholders, every
+        // value is bound, and the same statement runs on SQLite and PostgreSQL.
+        let placeholders: Vec<String> = (1..=keys.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT t.key, COUNT(c.id) FROM threads t \
+             JOIN comments c ON c.thread_id = t.id AND c.status = 'published' \
+             WHERE t.key IN ({}) GROUP BY t.key",
+            placeholders.join(", ")
+        );
+        let mut q = sqlx::query_as::<_, (String, i64)>(&sql);
+        for k in keys {
+            q = q.bind(k);
+        }
+        Ok(q.fetch_all(&self.pool).await?)
+    }
+}

@@ -152,7 +152,11 @@ fn socket_url() -> Option<String> {
     } else {
         "ws"
     };
-    Some(format!("{scheme}://{}/ws", loc.host().ok()?))
+    // A framed page without third-party cookies names its author token itself.
+    let author = crate::embed::stored_author_token()
+        .map(|t| format!("?author={t}"))
+        .unwrap_or_default();
+    Some(format!("{scheme}://{}/ws{author}", loc.host().ok()?))
 }
 
 /// Opens the live connection and keeps it open for the life of the page.

@@ -1,5 +1,6 @@
 //! Routed pages.
 
+pub mod embed;
 pub mod home;
 pub mod spam;
 pub mod staff;

@@ -9,6 +9,7 @@
 //! moderation, the queue, the audit log, the spam filter and accounts; `demo` the demo thread.
 
 mod demo;
+pub(crate) mod embed;
 mod post;
 mod staff;
 

@@ -111,7 +111,14 @@ async fn post_comment(
         Err(e) => return respond(&key, form, Err(e)),
     };
     // The author token lets this browser see its own held comment on the live socket.
-    let (author, new_author) = match cookie(&headers, AUTHOR_COOKIE) {
+    // Framed on another site whose browser blocks third-party cookies, the frame sends the
+    // token it kept itself instead.
+    let kept = headers
+        .get(app::embed::AUTHOR_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|t| app::embed::valid_author_token(t))
+        .map(str::to_owned);
+    let (author, new_author) = match cookie(&headers, AUTHOR_COOKIE).or(kept) {
         Some(t) => (t, false),
         None => (crate::token::random_token(18), true),
     };
@@ -121,22 +128,22 @@ async fn post_comment(
         .await;
     let mut resp = respond(&key, form, result);
     if new_author && (resp.status().is_success() || resp.status().is_redirection()) {
+        let https = state
+            .engine
+            .config()
+            .site
+            .public_url
+            .starts_with("https://");
         let value = format!(
-            "{AUTHOR_COOKIE}={author}; Path=/; HttpOnly; SameSite=Lax; Max-Age=31536000{}",
-            if state
-                .engine
-                .config()
-                .site
-                .public_url
-                .starts_with("https://")
-            {
-                "; Secure"
-            } else {
-                ""
-            }
+            "{AUTHOR_COOKIE}={author}; Path=/; HttpOnly; Max-Age=31536000; {}",
+            super::embed::cookie_site_attributes(https)
         );
         if let Ok(v) = HeaderValue::from_str(&value) {
             resp.headers_mut().append(header::SET_COOKIE, v);
+        }
+        // Also in the answer itself, for a frame whose browser drops the cookie.
+        if let Ok(v) = HeaderValue::from_str(&author) {
+            resp.headers_mut().insert(app::embed::AUTHOR_HEADER, v);
         }
     }
     resp

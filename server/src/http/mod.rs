@@ -1,6 +1,7 @@
 //! The HTTP surface: the JSON API, the server-rendered pages and static files.
 
 mod api;
+mod embed;
 mod error;
 mod extract;
 mod pages;
@@ -66,6 +67,16 @@ pub fn router(engine: Arc<Engine>, leptos_options: LeptosOptions) -> Router {
         .with_same_site(SameSite::Lax)
         .with_secure(secure)
         .with_expiry(Expiry::OnInactivity(time::Duration::days(14)));
+    let frame_policy = Arc::new(embed::FramePolicy::new(
+        &engine.config().embed.allowed_origins,
+    ));
+    let embed_routes = embed::router(&engine.config().embed.allowed_origins);
+    // The framed thread view has its own handler (it may create the thread first).
+    let page_routes: Vec<AxumRouteListing> = routes
+        .iter()
+        .filter(|r| !r.path().starts_with("/embed/"))
+        .cloned()
+        .collect();
     let state = AppState {
         engine,
         leptos_options,
@@ -75,12 +86,21 @@ pub fn router(engine: Arc<Engine>, leptos_options: LeptosOptions) -> Router {
         .route("/health", get(health))
         .route("/ws", get(ws::ws))
         .nest("/api", api::router().merge(staff::router()))
-        .leptos_routes_with_handler(routes, get(pages::render))
+        .merge(embed_routes)
+        .leptos_routes_with_handler(page_routes, get(pages::render))
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(
             app::shell,
         ))
         .layer(middleware::from_fn(same_origin_only))
         .layer(sessions)
+        .layer(middleware::from_fn_with_state(
+            secure,
+            embed::embed_session_cookie,
+        ))
+        .layer(middleware::from_fn_with_state(
+            frame_policy,
+            embed::frame_headers,
+        ))
         .with_state(state)
 }
 

@@ -17,6 +17,7 @@ pub(crate) async fn ws(
     ClientAddr(ip): ClientAddr,
     headers: HeaderMap,
     viewer: Result<CurrentViewer, Error>,
+    uri: axum::http::Uri,
     up: WebSocketUpgrade,
 ) -> Response {
     // The identity comes from cookies, which a browser sends even when another site opens
@@ -31,7 +32,18 @@ pub(crate) async fn ws(
     let ip = ip.unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
     let identity = Identity {
         staff: viewer.is_staff(),
-        author_tokens: cookie(&headers, AUTHOR_COOKIE).into_iter().collect(),
+        // A framed page without third-party cookies names the token it kept (`?author=`).
+        author_tokens: cookie(&headers, AUTHOR_COOKIE)
+            .into_iter()
+            .chain(
+                uri.query()
+                    .unwrap_or("")
+                    .split('&')
+                    .filter_map(|kv| kv.strip_prefix("author="))
+                    .filter(|t| app::embed::valid_author_token(t))
+                    .map(str::to_owned),
+            )
+            .collect(),
         ip,
     };
     let hub = state.engine.hub().clone();
