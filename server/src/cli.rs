@@ -52,6 +52,13 @@ pub enum Command {
     /// Train, evaluate and run the spam filter.
     #[command(subcommand)]
     Spam(SpamCommand),
+    /// Import comments from Disqus, WordPress, Isso, Remark42, Commento or a Moderato export.
+    Import(crate::transfer::cli::ImportArgs),
+    /// Export threads, comments and the audit log as JSON lines (docs/transfer.md).
+    Export(crate::transfer::cli::ExportArgs),
+    /// Back up the database as an export.
+    #[command(subcommand)]
+    Backup(crate::transfer::cli::BackupCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -164,6 +171,9 @@ pub async fn run() -> Result<()> {
             key_create(&cli.common, &user, &name).await
         }
         Command::Spam(cmd) => spam(&cli.common, cmd).await,
+        Command::Import(args) => crate::transfer::cli::import(&cli.common, args).await,
+        Command::Export(args) => crate::transfer::cli::export_cmd(&cli.common, args).await,
+        Command::Backup(cmd) => crate::transfer::cli::backup_cmd(&cli.common, cmd).await,
     }
 }
 
@@ -295,6 +305,7 @@ async fn serve(common: &Common, args: ServeArgs) -> Result<()> {
             }
         })
     };
+    let backups = crate::transfer::backup::spawn(engine.store.clone(), engine.config.backup.clone());
     let hub = engine.hub.clone();
     axum::serve(
         listener,
@@ -308,6 +319,9 @@ async fn serve(common: &Common, args: ServeArgs) -> Result<()> {
     })
     .await?;
     housekeeping.abort();
+    if let Some(b) = backups {
+        b.abort();
+    }
     engine.store.pool.close().await;
     tracing::info!("stopped");
     Ok(())

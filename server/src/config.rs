@@ -15,6 +15,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub live: LiveConfig,
     pub site: SiteConfig,
+    pub backup: crate::transfer::backup::BackupConfig,
 }
 
 /// `[site]`.
@@ -272,6 +273,7 @@ impl Config {
                 self.moderation.pre_moderation
             )));
         }
+        self.backup.validate().map_err(ConfigError::Invalid)?;
         if !(0.0..=1.0).contains(&self.spam.threshold) {
             return Err(ConfigError::Invalid(
                 "spam.threshold must be between 0 and 1".into(),

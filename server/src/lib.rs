@@ -13,3 +13,4 @@ pub mod moderation;
 pub mod spam;
 pub mod store;
 pub mod token;
+pub mod transfer;
