@@ -164,6 +164,15 @@ async fn a_disqus_export_becomes_threads_with_nested_replies_statuses_and_placeh
     );
     assert_eq!(find(&t, "Fay")["status"], "held");
 
+    // Imported spam is training data: a retrain counts it (the rest of this file's
+    // published comments are the ham).
+    let r = app
+        .send_with("POST", "/api/spam/retrain", &[("cookie", &cookie)], None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json()["spam_count"], 1, "{}", r.text);
+    assert_eq!(r.json()["ham_count"], 6, "{}", r.text);
+
     // Unicode survives; scripts do not.
     let u = thread_as(&app, "unicode", None).await;
     assert_eq!(u["thread"]["title"], "Ünïcödé 日本");
