@@ -115,9 +115,12 @@ async fn main() {
         size as f64 / 1e6,
         started.elapsed().as_secs_f64()
     );
-    let store = Store::open(&format!("sqlite://{}", dir.path().join("bench.db").display()))
-        .await
-        .expect("open the database");
+    let store = Store::open(&format!(
+        "sqlite://{}",
+        dir.path().join("bench.db").display()
+    ))
+    .await
+    .expect("open the database");
     let before = vm_hwm_kib();
     let started = Instant::now();
     let summary = server::transfer::import_file(

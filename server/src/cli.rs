@@ -305,7 +305,8 @@ async fn serve(common: &Common, args: ServeArgs) -> Result<()> {
             }
         })
     };
-    let backups = crate::transfer::backup::spawn(engine.store.clone(), engine.config.backup.clone());
+    let backups =
+        crate::transfer::backup::spawn(engine.store.clone(), engine.config.backup.clone());
     let hub = engine.hub.clone();
     axum::serve(
         listener,

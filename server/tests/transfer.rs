@@ -116,9 +116,15 @@ async fn a_disqus_export_becomes_threads_with_nested_replies_statuses_and_placeh
     assert_eq!(s.imported["held"], 1, "{s}");
     assert_eq!(s.imported["spam"], 1, "{s}");
     assert_eq!(s.placeholders, 1, "{s}");
-    assert_eq!(s.skipped["post of a thread that is not in the file"], 1, "{s}");
+    assert_eq!(
+        s.skipped["post of a thread that is not in the file"], 1,
+        "{s}"
+    );
     assert_eq!(s.skipped["post of a deleted thread"], 1, "{s}");
-    assert_eq!(s.skipped["deleted at the source, without replies"], 1, "{s}");
+    assert_eq!(
+        s.skipped["deleted at the source, without replies"], 1,
+        "{s}"
+    );
 
     // Readers: tree order, oldest first; the deleted parent keeps its reply in place.
     let t = thread_as(&app, "2020-hello-world", None).await;
@@ -150,7 +156,13 @@ async fn a_disqus_export_becomes_threads_with_nested_replies_statuses_and_placeh
     assert!(!t.to_string().contains("This comment was deleted"));
     // Staff-only data never reaches a reader.
     let text = t.to_string();
-    for secret in ["ann@example.org", "192.0.2.1", "Buy cheap", "Waiting", "spam"] {
+    for secret in [
+        "ann@example.org",
+        "192.0.2.1",
+        "Buy cheap",
+        "Waiting",
+        "spam",
+    ] {
         assert!(!text.contains(secret), "{secret} in {text}");
     }
 
@@ -176,7 +188,10 @@ async fn a_disqus_export_becomes_threads_with_nested_replies_statuses_and_placeh
     // Unicode survives; scripts do not.
     let u = thread_as(&app, "unicode", None).await;
     assert_eq!(u["thread"]["title"], "Ünïcödé 日本");
-    let z = find(&u, "Zoë 山田")["body_html"].as_str().unwrap().to_owned();
+    let z = find(&u, "Zoë 山田")["body_html"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert!(z.contains("Grüße 😀"), "{z}");
     assert!(!z.contains("script") && !z.contains("alert"), "{z}");
 
@@ -216,13 +231,15 @@ async fn a_later_export_adds_only_the_new_replies_under_their_old_parents() {
     import(&app, Format::Disqus, &fixture("disqus.xml")).await;
     let dir = tempfile::tempdir().unwrap();
     let newer = dir.path().join("newer.xml");
-    let text = std::fs::read_to_string(fixture("disqus.xml")).unwrap().replace(
-        "</disqus>",
-        r#"<post dsq:id="2000"><message><![CDATA[<p>late reply</p>]]></message>
+    let text = std::fs::read_to_string(fixture("disqus.xml"))
+        .unwrap()
+        .replace(
+            "</disqus>",
+            r#"<post dsq:id="2000"><message><![CDATA[<p>late reply</p>]]></message>
            <createdAt>2021-01-01T00:00:00Z</createdAt><isDeleted>false</isDeleted>
            <isSpam>false</isSpam><author><name>Late</name></author>
            <thread dsq:id="100" /><parent dsq:id="1010" /></post></disqus>"#,
-    );
+        );
     std::fs::write(&newer, text).unwrap();
     let s = import(&app, Format::Disqus, &newer).await;
     assert_eq!(s.imported_total(), 1, "{s}");
@@ -249,7 +266,11 @@ async fn a_malformed_file_is_refused_with_its_position_and_changes_nothing() {
 
     // Cut short in the middle of the posts: the valid threads before it are not written.
     let cut = dir.path().join("cut.xml");
-    std::fs::write(&cut, &original[..original.find("<post dsq:id=\"1004\">").unwrap()]).unwrap();
+    std::fs::write(
+        &cut,
+        &original[..original.find("<post dsq:id=\"1004\">").unwrap()],
+    )
+    .unwrap();
     let err = import_with(&app, Format::Disqus, &cut, &ImportOptions::default())
         .await
         .unwrap_err();
@@ -286,7 +307,11 @@ async fn a_malformed_file_is_refused_with_its_position_and_changes_nothing() {
 
     // Mismatched tags.
     let broken = dir.path().join("broken.xml");
-    std::fs::write(&broken, original.replace("</title>\n    <message />", "</titel>")).unwrap();
+    std::fs::write(
+        &broken,
+        original.replace("</title>\n    <message />", "</titel>"),
+    )
+    .unwrap();
     let err = import_with(&app, Format::Disqus, &broken, &ImportOptions::default())
         .await
         .unwrap_err();
@@ -328,15 +353,16 @@ async fn a_wordpress_export_maps_approval_states_and_skips_pingbacks() {
     assert_eq!(s.imported["held"], 1, "{s}");
     assert_eq!(s.imported["spam"], 1, "{s}");
     assert_eq!(s.placeholders, 1, "{s}");
-    assert_eq!(s.skipped["WordPress item that is not a post or page"], 2, "{s}");
     assert_eq!(
-        s.skipped["pingback or trackback (keep them with --keep-pingbacks)"],
-        1,
+        s.skipped["WordPress item that is not a post or page"], 2,
         "{s}"
     );
     assert_eq!(
-        s.notes["a reply to a comment that is not in the file became a top-level comment"],
-        1,
+        s.skipped["pingback or trackback (keep them with --keep-pingbacks)"], 1,
+        "{s}"
+    );
+    assert_eq!(
+        s.notes["a reply to a comment that is not in the file became a top-level comment"], 1,
         "{s}"
     );
     let t = thread_as(&app, "2021-05-hello", None).await;
@@ -391,7 +417,13 @@ async fn keys_can_come_from_ids_or_a_rewritten_url() {
     import_with(&app, Format::Wordpress, &fixture("wordpress.xml"), &by_id)
         .await
         .unwrap();
-    assert_eq!(thread_as(&app, "hello", None).await["comments"].as_array().unwrap().len(), 5);
+    assert_eq!(
+        thread_as(&app, "hello", None).await["comments"]
+            .as_array()
+            .unwrap()
+            .len(),
+        5
+    );
 
     let app = spawn_app().await;
     let moved = ImportOptions {
@@ -403,12 +435,11 @@ async fn keys_can_come_from_ids_or_a_rewritten_url() {
         .await
         .unwrap();
     thread_as(&app, "new.example-2021-05-hello", None).await;
-    let url: Option<String> = sqlx::query_scalar(
-        "SELECT url FROM threads WHERE key = 'new.example-2021-05-hello'",
-    )
-    .fetch_one(&app.engine.store.pool)
-    .await
-    .unwrap();
+    let url: Option<String> =
+        sqlx::query_scalar("SELECT url FROM threads WHERE key = 'new.example-2021-05-hello'")
+            .fetch_one(&app.engine.store.pool)
+            .await
+            .unwrap();
     assert_eq!(url.as_deref(), Some("https://new.example/2021/05/hello/"));
 }
 
@@ -452,7 +483,10 @@ async fn an_isso_database_is_read_without_being_changed() {
     assert_eq!(s.threads_created, 2, "{s}");
     assert_eq!(s.imported["published"], 4, "{s}");
     assert_eq!(s.imported["held"], 1, "{s}");
-    assert_eq!(s.skipped["comment of a thread that is not in the database"], 1);
+    assert_eq!(
+        s.skipped["comment of a thread that is not in the database"],
+        1
+    );
     let t = thread_as(&app, "posts-isso-one", None).await;
     assert_eq!(t["thread"]["title"], "Isso one");
     assert_eq!(
@@ -473,7 +507,10 @@ async fn an_isso_database_is_read_without_being_changed() {
             sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", other.display()))
                 .await
                 .unwrap();
-        sqlx::query("CREATE TABLE x (y)").execute(&mut c).await.unwrap();
+        sqlx::query("CREATE TABLE x (y)")
+            .execute(&mut c)
+            .await
+            .unwrap();
     }
     let err = import_with(&app, Format::Isso, &other, &ImportOptions::default())
         .await
@@ -495,7 +532,10 @@ async fn a_remark42_backup_and_a_commento_export_import() {
         names(&t),
         pairs(&[("Anna", 0), ("Бьорн", 1), ("[deleted]", 0), ("Cat", 1)])
     );
-    assert_eq!(find(&t, "Anna")["body_html"], "<p>Top <strong>level</strong></p>\n");
+    assert_eq!(
+        find(&t, "Anna")["body_html"],
+        "<p>Top <strong>level</strong></p>\n"
+    );
     assert_eq!(find(&t, "Anna")["created_at"], "2022-03-01T09:00:00Z");
     assert_eq!(
         find(&t, "Cat")["body_html"],
@@ -506,11 +546,17 @@ async fn a_remark42_backup_and_a_commento_export_import() {
     assert_eq!(s.threads_created, 2, "{s}");
     assert_eq!(s.imported["published"], 2, "{s}");
     assert_eq!(s.imported["held"], 2, "{s}");
-    assert_eq!(s.skipped["deleted at the source, without replies"], 1, "{s}");
+    assert_eq!(
+        s.skipped["deleted at the source, without replies"], 1,
+        "{s}"
+    );
     let t = thread_as(&app, "blog-one", None).await;
     assert_eq!(names(&t), pairs(&[("Una", 0), ("Anonymous", 1)]));
     assert_eq!(find(&t, "Una")["author_url"], "https://una.example/");
-    assert_eq!(find(&t, "Una")["body_html"], "<p>First <strong>comment</strong></p>\n");
+    assert_eq!(
+        find(&t, "Una")["body_html"],
+        "<p>First <strong>comment</strong></p>\n"
+    );
     let cookie = staff(&app).await;
     let t = thread_as(&app, "blog-two", Some(&cookie)).await;
     assert_eq!(find(&t, "Vic")["status"], "held");
@@ -521,16 +567,26 @@ async fn a_remark42_backup_and_a_commento_export_import() {
 /// A site with history: nested replies, held, spam and removed comments, staff actions.
 async fn busy_site() -> (TestApp, String) {
     let app = spawn_app_with(
-        Config::parse("[moderation]\nbanned_words = [\"casino\"]\n[limits]\nposts_per_minute = 0\n")
-            .unwrap(),
+        Config::parse(
+            "[moderation]\nbanned_words = [\"casino\"]\n[limits]\nposts_per_minute = 0\n",
+        )
+        .unwrap(),
     )
     .await;
     app.thread("alpha").await;
     app.thread("beta").await;
     let cookie = staff(&app).await;
     let a = app.publish("alpha", "Ann", "First *comment*", None).await;
-    let b = app.publish("alpha", "Ben", "A reply with a [link](https://example.org)", Some(a)).await;
-    app.publish("alpha", "Cy", "Deeper ünïcode 日本", Some(b)).await;
+    let b = app
+        .publish(
+            "alpha",
+            "Ben",
+            "A reply with a [link](https://example.org)",
+            Some(a),
+        )
+        .await;
+    app.publish("alpha", "Cy", "Deeper ünïcode 日本", Some(b))
+        .await;
     let d = app.publish("alpha", "Dee", "To be removed", None).await;
     let r = app
         .post_comment(
@@ -629,7 +685,9 @@ async fn one_thread_can_be_exported_alone_and_merged_into_another_site() {
     assert_eq!((end.threads, end.comments, end.audit), (1, 2, 1));
     let other = spawn_app().await;
     other.thread("elsewhere").await;
-    other.publish("elsewhere", "Local", "already here", None).await;
+    other
+        .publish("elsewhere", "Local", "already here", None)
+        .await;
     let s = import(&other, Format::Moderato, &file).await;
     assert_eq!(s.imported_total(), 2, "{s}");
     let t = thread_as(&other, "beta", None).await;
@@ -653,7 +711,8 @@ async fn backups_run_on_schedule_and_keep_the_newest() {
     // 0.0003 hours = 1.08 s: backups at about 0, 1.1, 2.2 and 3.2 s.
     let task = server::transfer::backup::spawn(app.engine.store.clone(), config.backup).unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
-    app.publish("beta", "Later", "posted between two backups", None).await;
+    app.publish("beta", "Later", "posted between two backups", None)
+        .await;
     tokio::time::sleep(std::time::Duration::from_millis(2400)).await;
     task.abort();
     let files = server::transfer::backup::list(dir.path()).unwrap();
@@ -683,13 +742,24 @@ async fn the_cli_imports_exports_and_backs_up() {
     let xml = fixture("disqus.xml");
     let out = run(&["import", "--format", "disqus", xml.to_str().unwrap()]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("comments: 8 imported (1 held, 6 published, 1 spam)"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("comments: 8 imported (1 held, 6 published, 1 spam)"),
+        "{stdout}"
+    );
     assert!(stdout.contains("spam filter retrained"), "{stdout}");
 
     let export = dir.path().join("all.jsonl.gz");
     let out = run(&["export", "--out", export.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut text = String::new();
     std::io::Read::read_to_string(
         &mut flate2::read::GzDecoder::new(std::fs::File::open(&export).unwrap()),
@@ -697,18 +767,35 @@ async fn the_cli_imports_exports_and_backs_up() {
     )
     .unwrap();
     assert!(text.starts_with("{\"type\":\"header\",\"format\":\"moderato-export\",\"version\":1"));
-    assert!(text.contains("ann@example.org"), "staff fields are in the export");
+    assert!(
+        text.contains("ann@example.org"),
+        "staff fields are in the export"
+    );
 
     let backups = dir.path().join("backups");
     let out = run(&["backup", "now", "--dir", backups.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(server::transfer::backup::list(&backups).unwrap().len(), 1);
 
     let out = run(&["import", "--format", "wordpress", xml.to_str().unwrap()]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("line 2, column 1") && err.contains("WordPress"), "{err}");
+    assert!(
+        err.contains("line 2, column 1") && err.contains("WordPress"),
+        "{err}"
+    );
     assert_eq!(err.lines().count(), 1, "{err}");
-    let out = run(&["import", "--format", "disqus", "--url-prefix", "nonsense", xml.to_str().unwrap()]);
+    let out = run(&[
+        "import",
+        "--format",
+        "disqus",
+        "--url-prefix",
+        "nonsense",
+        xml.to_str().unwrap(),
+    ]);
     assert!(!out.status.success());
 }

@@ -88,15 +88,16 @@ pub(crate) fn scan(path: &Path) -> Result<Plan, ImportError> {
     for (n, c) in export.comments.iter().enumerate() {
         let at = |message: String| {
             malformed(
-                Position::Line {
-                    line: 1,
-                    column: 1,
-                },
+                Position::Line { line: 1, column: 1 },
                 format!("comment #{} ({}): {message}", n + 1, c.comment_hex),
             )
         };
-        let created_at = parse_rfc3339(&c.creation_date)
-            .ok_or_else(|| at(format!("creationDate {:?} is not RFC 3339", c.creation_date)))?;
+        let created_at = parse_rfc3339(&c.creation_date).ok_or_else(|| {
+            at(format!(
+                "creationDate {:?} is not RFC 3339",
+                c.creation_date
+            ))
+        })?;
         let fate = if c.deleted {
             Fate::Deleted
         } else {

@@ -38,7 +38,9 @@ pub(crate) fn scan(path: &Path, progress: &dyn Fn(u64)) -> Result<Plan, ImportEr
     loop {
         let before = r.buffer_position();
         buf.clear();
-        let event = r.read_event_into(&mut buf).map_err(|e| xml_error(&r, 0, e))?;
+        let event = r
+            .read_event_into(&mut buf)
+            .map_err(|e| xml_error(&r, 0, e))?;
         let empty = matches!(event, Event::Empty(_));
         match event {
             Event::Start(s) if depth == 0 => {
@@ -201,7 +203,10 @@ pub(crate) fn parse_post_fragment(bytes: &[u8], base: u64) -> Result<Post, Impor
     let mut buf = Vec::new();
     loop {
         buf.clear();
-        match r.read_event_into(&mut buf).map_err(|e| xml_error(&r, base, e))? {
+        match r
+            .read_event_into(&mut buf)
+            .map_err(|e| xml_error(&r, base, e))?
+        {
             Event::Start(s) => {
                 let s = s.into_owned();
                 let mut inner = Vec::new();

@@ -138,8 +138,14 @@ fn tokens(html: &str) -> Vec<Token> {
 
 enum Block {
     Quote,
-    List { ordered: bool, next: u64 },
-    Item { width: usize, marker: Option<String> },
+    List {
+        ordered: bool,
+        next: u64,
+    },
+    Item {
+        width: usize,
+        marker: Option<String>,
+    },
 }
 
 #[derive(Default)]
@@ -321,12 +327,7 @@ pub fn to_markdown(html: &str) -> String {
         match token {
             Token::Text(t) => w.text(&t),
             Token::Start(name, attrs) => {
-                let attr = |k: &str| {
-                    attrs
-                        .iter()
-                        .find(|(n, _)| n == k)
-                        .map(|(_, v)| v.clone())
-                };
+                let attr = |k: &str| attrs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
                 match name.as_str() {
                     "p" | "div" => w.block(),
                     "h1" | "h2" | "h3" | "h4" | "h5" | "h6" => {
@@ -462,8 +463,7 @@ pub fn to_markdown(html: &str) -> String {
                         } else {
                             ""
                         };
-                        w.out
-                            .push_str(&format!("{ticks}{pad}{code}{pad}{ticks}"));
+                        w.out.push_str(&format!("{ticks}{pad}{code}{pad}{ticks}"));
                         w.space = false;
                     }
                 }
@@ -511,7 +511,10 @@ mod tests {
     fn markdown_syntax_in_text_is_escaped() {
         let md = to_markdown("<p>1. not a list *nor emphasis* &lt;b&gt;</p>");
         let html = render_markdown(&md);
-        assert!(html.contains("1. not a list *nor emphasis* &lt;b&gt;"), "{html}");
+        assert!(
+            html.contains("1. not a list *nor emphasis* &lt;b&gt;"),
+            "{html}"
+        );
     }
 
     #[test]

@@ -75,10 +75,7 @@ pub struct ImportOptions {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Position {
     /// A byte offset, with the line and column it falls on (1-based) once located.
-    Byte {
-        byte: u64,
-        line: Option<(u64, u64)>,
-    },
+    Byte { byte: u64, line: Option<(u64, u64)> },
     /// A line of a JSON-lines file (1-based) and a column in it.
     Line { line: u64, column: u64 },
     /// A row of a database file.
@@ -533,7 +530,10 @@ pub(crate) fn thread_key(t: &SourceThread, options: &ImportOptions) -> Option<St
                     (u.host_str().unwrap_or("").to_owned(), path)
                 }
                 // Isso and Commento keep paths, not URLs.
-                _ => (String::new(), url.split('#').next().unwrap_or("").to_owned()),
+                _ => (
+                    String::new(),
+                    url.split('#').next().unwrap_or("").to_owned(),
+                ),
             };
             let text = if options.key_from == KeyFrom::Url {
                 format!("{host}/{path}")

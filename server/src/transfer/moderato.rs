@@ -157,10 +157,7 @@ pub(crate) fn scan(path: &Path, progress: &dyn Fn(u64)) -> Result<Plan, ImportEr
                     return Err(at("a second header".into()));
                 }
                 if h.format != FORMAT_NAME {
-                    return Err(at(format!(
-                        "format {:?} is not {FORMAT_NAME:?}",
-                        h.format
-                    )));
+                    return Err(at(format!("format {:?} is not {FORMAT_NAME:?}", h.format)));
                 }
                 if h.version == 0 || h.version > FORMAT_VERSION {
                     return Err(at(format!(
@@ -195,7 +192,10 @@ pub(crate) fn scan(path: &Path, progress: &dyn Fn(u64)) -> Result<Plan, ImportEr
                 });
             }
             Record::Comment(c) => {
-                let current = plan.threads.last_mut().and_then(|t| t.thread.native.as_ref());
+                let current = plan
+                    .threads
+                    .last_mut()
+                    .and_then(|t| t.thread.native.as_ref());
                 if current.is_none_or(|t| t.key != c.thread) || !audit_free(audit) {
                     return Err(at(format!(
                         "comment {} of thread {:?} is not right after its thread's other records",
@@ -254,10 +254,7 @@ pub(crate) fn scan(path: &Path, progress: &dyn Fn(u64)) -> Result<Plan, ImportEr
     })?;
     let Some((end, number)) = end else {
         return Err(malformed(
-            Position::Line {
-                line: 1,
-                column: 1,
-            },
+            Position::Line { line: 1, column: 1 },
             "the file has no end record: is it cut short?",
         ));
     };

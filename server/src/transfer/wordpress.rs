@@ -26,7 +26,9 @@ pub(crate) fn scan(
     loop {
         let before = r.buffer_position();
         buf.clear();
-        let event = r.read_event_into(&mut buf).map_err(|e| xml_error(&r, 0, e))?;
+        let event = r
+            .read_event_into(&mut buf)
+            .map_err(|e| xml_error(&r, 0, e))?;
         let empty = matches!(event, Event::Empty(_));
         match event {
             Event::Start(s) if depth == 0 => {
@@ -133,7 +135,8 @@ fn item_of(
     }
     let post_type = e.text_of("wp:post_type").unwrap_or_else(|| "post".into());
     let status = e.text_of("wp:status").unwrap_or_else(|| "publish".into());
-    if comments.is_empty() && !(matches!(post_type.as_str(), "post" | "page") && status == "publish")
+    if comments.is_empty()
+        && !(matches!(post_type.as_str(), "post" | "page") && status == "publish")
     {
         return Ok(None);
     }
@@ -218,7 +221,10 @@ pub(crate) fn parse_item_fragment(
     let mut buf = Vec::new();
     loop {
         buf.clear();
-        match r.read_event_into(&mut buf).map_err(|e| xml_error(&r, base, e))? {
+        match r
+            .read_event_into(&mut buf)
+            .map_err(|e| xml_error(&r, base, e))?
+        {
             Event::Start(s) => {
                 let s = s.into_owned();
                 let mut inner = Vec::new();

@@ -112,12 +112,7 @@ pub(super) async fn run(
     };
     let native = plan.native.take();
     let mut ctx = Ctx {
-        format_name: plan
-            .source
-            .split(':')
-            .next()
-            .unwrap_or("import")
-            .to_owned(),
+        format_name: plan.source.split(':').next().unwrap_or("import").to_owned(),
         source: plan.source.clone(),
         preserve_ids: false,
         same_instance: false,
@@ -255,7 +250,8 @@ pub(super) fn build_tree(comments: &[SourceComment], known: &dyn Fn(&str) -> boo
     for (i, c) in comments.iter().enumerate() {
         if index.contains_key(c.source_id.as_str()) {
             duplicate[i] = true;
-            tree.skipped.push((i, "the same comment id twice in the file"));
+            tree.skipped
+                .push((i, "the same comment id twice in the file"));
         } else {
             index.insert(&c.source_id, i);
         }
@@ -383,7 +379,9 @@ fn clean_url(u: Option<&str>) -> Result<Option<String>, ()> {
     match u.map(str::trim).filter(|u| !u.is_empty()) {
         None => Ok(None),
         // Isso and WordPress keep what commenters typed, often without a scheme.
-        Some(u) if !u.contains("://") && !u.contains(':') => clean_url(Some(&format!("http://{u}"))),
+        Some(u) if !u.contains("://") && !u.contains(':') => {
+            clean_url(Some(&format!("http://{u}")))
+        }
         Some(u) => match url::Url::parse(u) {
             Ok(p)
                 if matches!(p.scheme(), "http" | "https")
@@ -533,11 +531,7 @@ async fn write_thread(
         }
         let parent: Option<Placed> = match tree.parent[i] {
             Some(j) => placed_here.get(&j).cloned(),
-            None => c
-                .parent
-                .as_deref()
-                .and_then(|p| existing.get(p))
-                .cloned(),
+            None => c.parent.as_deref().and_then(|p| existing.get(p)).cloned(),
         };
         let id = match (&c.native, ctx.preserve_ids) {
             (Some(n), true) => n.id,
@@ -986,7 +980,11 @@ mod tests {
             c("0", None, 5, Fate::Published),
         ];
         let t = build_tree(&list, &|_| false);
-        let ids: Vec<&str> = t.order.iter().map(|&i| list[i].source_id.as_str()).collect();
+        let ids: Vec<&str> = t
+            .order
+            .iter()
+            .map(|&i| list[i].source_id.as_str())
+            .collect();
         assert_eq!(ids, ["0", "1", "2", "3"]);
     }
 

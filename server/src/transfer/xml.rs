@@ -49,7 +49,10 @@ pub(crate) fn reader<R: BufRead>(r: R) -> Reader<R> {
 
 /// The quick-xml error as an import error at its position.
 pub(crate) fn xml_error<R>(r: &Reader<R>, base: u64, e: quick_xml::Error) -> ImportError {
-    at_byte(base + r.error_position(), format!("not well-formed XML: {e}"))
+    at_byte(
+        base + r.error_position(),
+        format!("not well-formed XML: {e}"),
+    )
 }
 
 fn name_of(start: &BytesStart<'_>) -> String {
@@ -91,13 +94,19 @@ pub(crate) fn read_elem<R: BufRead>(
             }
             Event::Text(t) => {
                 let text = t.decode().map_err(|e| {
-                    at_byte(base + r.buffer_position(), format!("bad text encoding: {e}"))
+                    at_byte(
+                        base + r.buffer_position(),
+                        format!("bad text encoding: {e}"),
+                    )
                 })?;
                 current.text.push_str(&text);
             }
             Event::CData(t) => {
                 let text = t.decode().map_err(|e| {
-                    at_byte(base + r.buffer_position(), format!("bad text encoding: {e}"))
+                    at_byte(
+                        base + r.buffer_position(),
+                        format!("bad text encoding: {e}"),
+                    )
                 })?;
                 current.text.push_str(&text);
             }
