@@ -154,7 +154,7 @@ pub(super) async fn run(
             sum.skip("thread without a usable URL or id", 1);
             sum.skip(
                 "comment of a thread without a usable URL or id",
-                pt.items.len() as u64,
+                (pt.items.len() + pt.loaded.len()) as u64,
             );
             continue;
         };
