@@ -84,7 +84,7 @@ pub(crate) fn scan(path: &Path, progress: &dyn Fn(u64)) -> Result<Plan, ImportEr
                     _ => {}
                 }
                 n += 1;
-                if n % 512 == 0 {
+                if n.is_multiple_of(512) {
                     progress(end);
                 }
             }

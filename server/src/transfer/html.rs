@@ -239,7 +239,7 @@ impl Writer {
         let mut words = String::new();
         for c in t.chars() {
             if c.is_whitespace() {
-                if !self.space && !(words.is_empty() && self.need_text_start()) {
+                if !(self.space || words.is_empty() && self.need_text_start()) {
                     words.push(' ');
                     self.space = true;
                 }

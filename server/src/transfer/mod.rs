@@ -227,9 +227,10 @@ impl Plan {
     }
 }
 
-/// Reads records back by their spans.
+/// Reads records back by their spans. Unbuffered on purpose: a buffer would be refilled
+/// (64 KiB) at every seek, for records of a few hundred bytes.
 pub(crate) struct SpanReader {
-    file: std::io::BufReader<std::fs::File>,
+    file: std::fs::File,
     buf: Vec<u8>,
 }
 
@@ -237,7 +238,7 @@ impl SpanReader {
     pub(crate) fn open(path: &Path) -> Result<SpanReader, ImportError> {
         let file = std::fs::File::open(path).map_err(|source| io_error(path, source))?;
         Ok(SpanReader {
-            file: std::io::BufReader::with_capacity(1 << 16, file),
+            file,
             buf: Vec::new(),
         })
     }
@@ -578,7 +579,7 @@ pub(crate) fn for_each_line(
         number += 1;
         f(&line, offset, number)?;
         offset += n as u64;
-        if number % 1024 == 0 {
+        if number.is_multiple_of(1024) {
             progress(offset);
         }
     }

@@ -146,6 +146,39 @@ pub(super) async fn run(
             reserve_ids(store, "audit_log", n.max_audit_id).await?;
         }
     }
+    // One connection for every thread's transaction. On SQLite it commits without waiting
+    // for the disk (synchronous = NORMAL: in WAL mode a power cut may lose the last threads
+    // written, never corrupt or split one, and a second run writes them). It is closed
+    // afterwards rather than returned to the pool with that setting.
+    let mut conn = store.pool.acquire().await?;
+    if !is_postgres(store) {
+        sqlx::query("PRAGMA synchronous = NORMAL")
+            .execute(&mut *conn)
+            .await?;
+    }
+    let result = write_threads(
+        store, &mut conn, &ctx, &mut plan, loader, options, progress, &mut sum,
+    )
+    .await;
+    conn.close().await?;
+    result?;
+    if let (Some(n), Loader::Moderato(reader)) = (&native, loader) {
+        write_audit(store, &ctx, n, reader, &mut sum).await?;
+    }
+    Ok(sum)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn write_threads(
+    store: &Store,
+    conn: &mut sqlx::pool::PoolConnection<Any>,
+    ctx: &Ctx,
+    plan: &mut Plan,
+    loader: &mut Loader,
+    options: &ImportOptions,
+    progress: Progress<'_>,
+    sum: &mut Summary,
+) -> Result<(), ImportError> {
     let total = plan.comment_count;
     let mut done = 0u64;
     progress("importing", 0, total);
@@ -164,14 +197,11 @@ pub(super) async fn run(
             sum.skip("thread without comments (--skip-empty-threads)", 1);
             continue;
         }
-        write_thread(store, &ctx, &key, &pt.thread, comments, &mut sum).await?;
+        write_thread(store, conn, ctx, &key, &pt.thread, comments, sum).await?;
         done += n;
         progress("importing", done, total);
     }
-    if let (Some(n), Loader::Moderato(reader)) = (&native, loader) {
-        write_audit(store, &ctx, n, reader, &mut sum).await?;
-    }
-    Ok(sum)
+    Ok(())
 }
 
 /// Moves a table's id counter past `max`, so posts made while a restore runs never take an
@@ -420,6 +450,7 @@ fn source_of(body: &Body) -> String {
 
 async fn write_thread(
     store: &Store,
+    conn: &mut sqlx::pool::PoolConnection<Any>,
     ctx: &Ctx,
     key: &str,
     t: &SourceThread,
@@ -427,7 +458,20 @@ async fn write_thread(
     sum: &mut Summary,
 ) -> Result<(), ImportError> {
     let now = now_ms();
-    let mut tx = store.pool.begin().await?;
+    // The bodies' markdown and HTML, on all cores, before the transaction takes the lock.
+    let rendered: Vec<(String, String)> = {
+        use rayon::prelude::*;
+        comments
+            .par_iter()
+            .map(|c| {
+                let source = source_of(&c.body);
+                let html = crate::comment::render_markdown(&source);
+                (source, html)
+            })
+            .collect()
+    };
+    let mut rendered: Vec<Option<(String, String)>> = rendered.into_iter().map(Some).collect();
+    let mut tx = sqlx::Connection::begin(&mut **conn).await?;
     // A write first, so SQLite takes the write lock at once (no deferred upgrade).
     let (kind, title, enabled, published_at, created_at, updated_at) = match &t.native {
         Some(n) => (
@@ -574,8 +618,7 @@ async fn write_thread(
                 source_id: &c.source_id,
             }
         } else {
-            let body_source = source_of(&c.body);
-            let body_html = crate::comment::render_markdown(&body_source);
+            let (body_source, body_html) = rendered[i].take().unwrap_or_default();
             let (status, moderator, reason, score, updated_at) = match (&c.fate, &c.native) {
                 (Fate::Status(s), Some(n)) => (
                     s.clone(),
