@@ -52,6 +52,13 @@ pub enum Command {
     /// Train, evaluate and run the spam filter.
     #[command(subcommand)]
     Spam(SpamCommand),
+    /// Import comments from Disqus, WordPress, Isso, Remark42, Commento or a Moderato export.
+    Import(crate::transfer::cli::ImportArgs),
+    /// Export threads, comments and the audit log as JSON lines (docs/transfer.md).
+    Export(crate::transfer::cli::ExportArgs),
+    /// Back up the database as an export.
+    #[command(subcommand)]
+    Backup(crate::transfer::cli::BackupCommand),
     /// Put the comments on another site.
     #[command(subcommand)]
     Embed(EmbedCommand),
@@ -195,6 +202,9 @@ pub async fn run() -> Result<()> {
             );
             Ok(())
         }
+        Command::Import(args) => crate::transfer::cli::import(&cli.common, args).await,
+        Command::Export(args) => crate::transfer::cli::export_cmd(&cli.common, args).await,
+        Command::Backup(cmd) => crate::transfer::cli::backup_cmd(&cli.common, cmd).await,
     }
 }
 
@@ -344,6 +354,7 @@ async fn serve(common: &Common, args: ServeArgs) -> Result<()> {
             }
         })
     };
+    let backups = engine.spawn_backups(&engine.config().backup);
     let hub = engine.hub().clone();
     axum::serve(
         listener,
@@ -357,6 +368,9 @@ async fn serve(common: &Common, args: ServeArgs) -> Result<()> {
     })
     .await?;
     housekeeping.abort();
+    if let Some(b) = backups {
+        b.abort();
+    }
     engine.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -455,6 +455,7 @@ mod tests {
             moderator: Some("links".into()),
             reason: Some("too many links".into()),
             score: Some(0.5),
+            ip: Some("127.0.0.1".into()),
             created_at: 0,
             updated_at: 0,
         };

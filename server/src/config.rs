@@ -16,6 +16,7 @@ pub struct Config {
     pub live: LiveConfig,
     pub site: SiteConfig,
     pub embed: EmbedConfig,
+    pub backup: crate::transfer::backup::BackupConfig,
 }
 
 /// `[embed]`: which other sites may show these comments (see `crate::engine::embed`).
@@ -308,6 +309,7 @@ impl Config {
                 self.embed.trailing_slash
             )));
         }
+        self.backup.validate().map_err(ConfigError::Invalid)?;
         if !(0.0..=1.0).contains(&self.spam.threshold) {
             return Err(ConfigError::Invalid(
                 "spam.threshold must be between 0 and 1".into(),

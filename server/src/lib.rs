@@ -21,6 +21,7 @@ mod moderation;
 pub mod spam;
 mod store;
 mod token;
+pub mod transfer;
 
 pub use auth::{Staff, Viewer};
 pub use comment::render_markdown;

@@ -39,8 +39,10 @@ impl StoreError {
 /// The connection pool and which backend it talks to.
 #[derive(Clone, Debug)]
 pub struct Store {
-    pool: AnyPool,
-    backend: Backend,
+    // Crate-visible for `transfer`, whose bulk import and snapshot export need the pool
+    // itself (savepoints, a snapshot transaction, one connection with relaxed sync).
+    pub(crate) pool: AnyPool,
+    pub(crate) backend: Backend,
 }
 
 /// One write transaction. Every change of a use case (its rows, its audit entries, its events
@@ -78,6 +80,7 @@ pub struct CommentRow {
     pub moderator: Option<String>,
     pub reason: Option<String>,
     pub score: Option<f64>,
+    pub ip: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -85,7 +88,7 @@ pub struct CommentRow {
 /// The columns of [`CommentRow`], for SELECTs.
 pub const COMMENT_COLUMNS: &str = "id, thread_id, parent_id, depth, path, author_name, \
      author_email, author_url, title, body_source, body_html, status, moderator, reason, score, \
-     created_at, updated_at";
+     ip, created_at, updated_at";
 
 const THREAD_COLUMNS: &str =
     "id, key, kind, title, comments_enabled, published_at, created_at, updated_at";

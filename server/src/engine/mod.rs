@@ -12,6 +12,7 @@ mod demo;
 pub(crate) mod embed;
 mod post;
 mod staff;
+mod transfer;
 
 use crate::auth::{self, Credentials, Staff, Viewer};
 use crate::comment;
@@ -446,6 +447,7 @@ mod tests {
             moderator: None,
             reason: None,
             score: None,
+            ip: None,
             created_at: 0,
             updated_at: 0,
         }
