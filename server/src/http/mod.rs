@@ -57,9 +57,20 @@ pub fn low_latency(stream: &mut tokio::net::TcpStream) {
     }
 }
 
+/// The app's routes, generated once per process.
+///
+/// Generating them runs the app with resource loading suppressed by a process-wide flag
+/// (leptos-rs/leptos#4773): a page rendered on another thread meanwhile would wait forever
+/// on its first resource. Routers built later (several per test binary) reuse this list,
+/// and a render can only start once some router, hence this list, exists.
+fn route_list() -> &'static Vec<AxumRouteListing> {
+    static ROUTES: std::sync::OnceLock<Vec<AxumRouteListing>> = std::sync::OnceLock::new();
+    ROUTES.get_or_init(|| generate_route_list(app::App))
+}
+
 /// The whole application.
 pub fn router(engine: Arc<Engine>, leptos_options: LeptosOptions) -> Router {
-    let routes = generate_route_list(app::App);
+    let routes = route_list().clone();
     let secure = engine.config().site.public_url.starts_with("https://");
     let sessions = SessionManagerLayer::new(engine.session_store())
         .with_name(SESSION_COOKIE)
