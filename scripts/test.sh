@@ -71,7 +71,7 @@ moderate_after_days = 7
 posts_per_minute = 0
 sign_ins_per_minute = 60
 TOML
-  printf '\n[embed]\n# The embed stories host page; Moderato itself is reached as http://localhost:PORT.\nallowed_origins = ["http://127.0.0.1:%s"]\n' \
+  printf '\n[embed]\n# The embed stories host page; Moderato itself is reached as http://localhost:PORT.\nallowed_origins = ["http://127.0.0.1:%s"]\nnew_threads_per_minute = 0\n' \
     "$embed_host_port" >> "$work/moderato.toml"
   # The staff account the moderation stories sign in with.
   MODERATO_PASSWORD=e2e-staff-password target/release/moderato user add e2e-staff --staff \

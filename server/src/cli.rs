@@ -294,8 +294,7 @@ pub fn embed_snippet(
         );
     }
     if let Some(key) = thread
-        && (!crate::engine::valid_thread_key(key)
-            || crate::engine::embed::RESERVED_THREAD_KEYS.contains(&key))
+        && !crate::engine::usable_thread_key(key)
     {
         bail!(
             "--thread {key:?} is not a usable thread key: use 1 to 200 letters, digits, '-', '_', '.' or '~'"

@@ -34,6 +34,18 @@ fn has_nul(s: &str) -> bool {
     s.contains('\0')
 }
 
+/// Characters that hide or reorder text without showing themselves: bidirectional
+/// embeddings, overrides, isolates and marks (a name that displays as "Admin" but sorts and
+/// searches as something else), and invisible spaces and joiners-of-nothing. The zero-width
+/// (non-)joiners U+200C/U+200D are allowed: Persian and Indic names and emoji sequences need
+/// them.
+fn is_hidden_or_reordering(c: char) -> bool {
+    matches!(c,
+        '\u{200B}' | '\u{200E}' | '\u{200F}' | '\u{061C}' | '\u{00AD}' | '\u{180E}'
+        | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}'
+        | '\u{FEFF}')
+}
+
 /// Trims an optional field, treating blank as absent.
 fn optional(v: &Option<String>) -> Option<String> {
     v.as_deref()
@@ -86,6 +98,11 @@ impl NewComment {
             errors.insert(
                 "name".into(),
                 "The name must not contain control characters.".into(),
+            );
+        } else if name.chars().any(is_hidden_or_reordering) {
+            errors.insert(
+                "name".into(),
+                "The name must not contain invisible or text-direction characters.".into(),
             );
         }
 
@@ -147,6 +164,11 @@ impl NewComment {
                     "title".into(),
                     "The title must not contain control characters.".into(),
                 );
+            } else if t.chars().any(is_hidden_or_reordering) {
+                errors.insert(
+                    "title".into(),
+                    "The title must not contain invisible or text-direction characters.".into(),
+                );
             } else if t.chars().count() > MAX_TITLE_CHARS {
                 errors.insert(
                     "title".into(),
@@ -176,7 +198,7 @@ impl NewComment {
 /// with `rel="nofollow ugc noopener noreferrer"`.
 pub fn render_markdown(source: &str) -> String {
     let options = Options::ENABLE_STRIKETHROUGH | Options::ENABLE_TABLES;
-    let events = Parser::new_ext(source, options).map(|event| match event {
+    let events = linked_events(source, options).map(|event| match event {
         Event::Html(html) | Event::InlineHtml(html) => Event::Text(html),
         Event::Start(Tag::Image {
             dest_url,
@@ -238,9 +260,50 @@ fn sanitizer() -> ammonia::Builder<'static> {
     b
 }
 
+/// A comment's markdown events, with bare http(s) URLs in its text made into links, as
+/// readers of every rival expect. Rendering and link counting both read this stream, so a
+/// moderator counts exactly the links a reader sees (five bare URLs are five links).
+fn linked_events(source: &str, options: Options) -> impl Iterator<Item = Event<'_>> {
+    let mut finder = linkify::LinkFinder::new();
+    finder.kinds(&[linkify::LinkKind::Url]);
+    // Inside a link its text is not linked again; inside a code block URLs stay code.
+    let (mut in_link, mut in_code) = (0usize, 0usize);
+    pulldown_cmark::TextMergeStream::new(Parser::new_ext(source, options)).flat_map(move |event| {
+        match &event {
+            Event::Start(Tag::Link { .. } | Tag::Image { .. }) => in_link += 1,
+            Event::End(TagEnd::Link | TagEnd::Image) => in_link = in_link.saturating_sub(1),
+            Event::Start(Tag::CodeBlock(_)) => in_code += 1,
+            Event::End(TagEnd::CodeBlock) => in_code = in_code.saturating_sub(1),
+            Event::Text(text) if in_link == 0 && in_code == 0 => {
+                let mut out = Vec::new();
+                for span in finder.spans(text) {
+                    let piece = pulldown_cmark::CowStr::from(span.as_str().to_owned());
+                    let is_web_url = span.kind().is_some()
+                        && (piece.starts_with("http://") || piece.starts_with("https://"));
+                    if is_web_url {
+                        out.push(Event::Start(Tag::Link {
+                            link_type: LinkType::Autolink,
+                            dest_url: piece.clone(),
+                            title: "".into(),
+                            id: "".into(),
+                        }));
+                        out.push(Event::Text(piece));
+                        out.push(Event::End(TagEnd::Link));
+                    } else {
+                        out.push(Event::Text(piece));
+                    }
+                }
+                return out;
+            }
+            _ => {}
+        }
+        vec![event]
+    })
+}
+
 /// Links in a comment's source, for moderators that count them.
 pub fn count_links(source: &str) -> usize {
-    Parser::new_ext(source, Options::empty())
+    linked_events(source, Options::empty())
         .filter(|e| {
             matches!(
                 e,
@@ -344,6 +407,33 @@ mod tests {
     }
 
     #[test]
+    fn names_and_titles_that_hide_or_reorder_text_are_refused() {
+        let config = Config::default();
+        // "Admin" displayed, "nimdA" stored; a zero-width space; a byte-order mark.
+        for name in [
+            "\u{202E}nimdA",
+            "Ad\u{200B}min",
+            "\u{FEFF}Ann",
+            "Ann\u{2067}x\u{2069}",
+        ] {
+            let e = NewComment::parse(&req(name, "hi"), &config).unwrap_err();
+            assert!(e["name"].contains("invisible"), "{name:?}: {e:?}");
+        }
+        let mut titled = req("Ann", "hi");
+        titled.title = Some("Re\u{202D}: hi".into());
+        let e = NewComment::parse(&titled, &config).unwrap_err();
+        assert!(e["title"].contains("text-direction"), "{e:?}");
+        // Joiners that real names and emoji need still pass.
+        for name in ["می\u{200C}خواهم", "👩\u{200D}💻 Dev", "שרה כהן", "محمد"]
+        {
+            assert!(
+                NewComment::parse(&req(name, "hi"), &config).is_ok(),
+                "{name:?}"
+            );
+        }
+    }
+
+    #[test]
     fn nul_characters_are_refused() {
         let e = NewComment::parse(&req("A", "hi\0there"), &Config::default()).unwrap_err();
         assert!(e["body"].contains("NUL"));
@@ -404,6 +494,28 @@ mod tests {
             ),
             "{html}"
         );
+    }
+
+    #[test]
+    fn bare_urls_are_links_and_count_as_links() {
+        let five = "see https://a.example/1 https://b.example/2, http://c.example/3 \
+                    https://d.example/4 and https://e.example/5.";
+        assert_eq!(count_links(five), 5);
+        let html = render_markdown("Read https://example.org/a?b=1&c=2. Thanks");
+        assert!(
+            html.contains(
+                r#"<a href="https://example.org/a?b=1&amp;c=2" rel="nofollow ugc noopener noreferrer">https://example.org/a?b=1&amp;c=2</a>. Thanks"#
+            ),
+            "{html}"
+        );
+        // A link's own text, code and other schemes are left alone.
+        assert_eq!(count_links("[https://a.example](https://b.example)"), 1);
+        assert_eq!(
+            count_links("`https://a.example` and\n\n    https://b.example\n"),
+            0
+        );
+        let html = render_markdown("mailto:x@y.example javascript:alert(1) ftp://f.example");
+        assert!(!html.contains("<a"), "{html}");
     }
 
     #[test]

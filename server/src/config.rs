@@ -29,6 +29,9 @@ pub struct EmbedConfig {
     /// What happens to a trailing slash in a page URL an embed sends: "keep", "strip" or
     /// "add", so `/post` and `/post/` are one page on sites that serve both.
     pub trailing_slash: String,
+    /// Threads an embed may create per client IP per minute; 0 turns the limit off. Reading
+    /// and posting on existing threads are not counted.
+    pub new_threads_per_minute: u32,
 }
 
 impl Default for EmbedConfig {
@@ -36,6 +39,7 @@ impl Default for EmbedConfig {
         EmbedConfig {
             allowed_origins: Vec::new(),
             trailing_slash: "keep".into(),
+            new_threads_per_minute: 10,
         }
     }
 }

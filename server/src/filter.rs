@@ -288,7 +288,7 @@ impl SpamFilter {
 
 async fn training_counts(store: &Store) -> Result<TrainingCounts, StoreError> {
     let mut counts = TrainingCounts::default();
-    for (status, n) in store.status_counts().await? {
+    for (status, n) in store.training_status_counts().await? {
         match label_of(&status) {
             Some(Label::Spam) => counts.spam += n,
             Some(Label::Ham) => counts.ham += n,
@@ -300,7 +300,7 @@ async fn training_counts(store: &Store) -> Result<TrainingCounts, StoreError> {
 
 /// Every moderated comment as a training sample.
 pub async fn moderated_samples(store: &Store) -> Result<Vec<Sample>, StoreError> {
-    let rows = store.comments_with_status(&["published", "spam"]).await?;
+    let rows = store.training_comments(&["published", "spam"]).await?;
     Ok(rows
         .iter()
         .filter_map(|r| label_of(&r.status).map(|l| sample_of(r, l)))

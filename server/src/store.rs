@@ -36,6 +36,24 @@ impl StoreError {
     }
 }
 
+macro_rules! placeholder_moderator {
+    () => {
+        "import placeholder"
+    };
+}
+
+/// The `moderator` of a comment that an import keeps only so that its replies stay in place
+/// (deleted at the source, shown as "[deleted]"): published, but nobody's decision, so never
+/// spam-filter training data.
+pub const PLACEHOLDER_MODERATOR: &str = placeholder_moderator!();
+
+/// SQL that leaves placeholders out (after a `WHERE`).
+const NOT_PLACEHOLDER: &str = concat!(
+    "AND (moderator IS NULL OR moderator <> '",
+    placeholder_moderator!(),
+    "')"
+);
+
 /// The connection pool and which backend it talks to.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -562,17 +580,6 @@ impl Store {
         .await?)
     }
 
-    /// Published comments by this name from commenters who gave no email.
-    pub async fn published_by_name(&self, name: &str) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar::<_, i64>(
-            "SELECT COUNT(*) FROM comments WHERE author_name = $1 AND author_email IS NULL \
-             AND status = 'published'",
-        )
-        .bind(name)
-        .fetch_one(&self.pool)
-        .await?)
-    }
-
     /// Creates a user; a taken name is a unique violation.
     pub async fn create_user(
         &self,
@@ -739,14 +746,16 @@ impl Store {
         Ok(())
     }
 
-    /// Every comment in one of `statuses`, oldest first (training data for the spam filter).
-    pub async fn comments_with_status(
+    /// Every comment in one of `statuses` that is a decision, oldest first (training data
+    /// for the spam filter): import placeholders ([`PLACEHOLDER_MODERATOR`]) are left out.
+    pub async fn training_comments(
         &self,
         statuses: &[&str],
     ) -> Result<Vec<CommentRow>, StoreError> {
         let list: Vec<String> = (1..=statuses.len()).map(|i| format!("${i}")).collect();
         let sql = format!(
-            "SELECT {COMMENT_COLUMNS} FROM comments WHERE status IN ({}) ORDER BY id",
+            "SELECT {COMMENT_COLUMNS} FROM comments WHERE status IN ({}) {NOT_PLACEHOLDER} \
+             ORDER BY id",
             list.join(", ")
         );
         let mut q = sqlx::query_as::<_, CommentRow>(&sql);
@@ -868,19 +877,28 @@ impl Store {
 
     /// Comment counts per status.
     pub async fn status_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        self.count_by_status("").await
+    }
+
+    /// [`Store::status_counts`] of the comments [`Store::training_comments`] returns.
+    pub async fn training_status_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        self.count_by_status(&format!("WHERE TRUE {NOT_PLACEHOLDER}"))
+            .await
+    }
+
+    async fn count_by_status(&self, filter: &str) -> Result<Vec<(String, i64)>, StoreError> {
         #[derive(FromRow)]
         struct Row {
             status: String,
             n: i64,
         }
-        Ok(
-            sqlx::query_as::<_, Row>("SELECT status, COUNT(*) AS n FROM comments GROUP BY status")
-                .fetch_all(&self.pool)
-                .await?
-                .into_iter()
-                .map(|r| (r.status, r.n))
-                .collect(),
-        )
+        let sql = format!("SELECT status, COUNT(*) AS n FROM comments {filter} GROUP BY status");
+        Ok(sqlx::query_as::<_, Row>(&sql)
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(|r| (r.status, r.n))
+            .collect())
     }
 }
 

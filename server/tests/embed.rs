@@ -272,6 +272,35 @@ async fn a_thread_is_created_only_by_a_frame_on_an_allowed_site_for_its_own_page
 }
 
 #[tokio::test]
+async fn one_address_may_create_only_a_few_threads_a_minute() {
+    let app = embed_app("new_threads_per_minute = 2\n").await;
+    for (key, status) in [
+        ("one", StatusCode::OK),
+        ("two", StatusCode::OK),
+        ("three", StatusCode::NOT_FOUND),
+    ] {
+        let page = format!("{HOST}/{key}");
+        let r = framed(&app, &embed_path(key, HOST, &page, key), HOST).await;
+        assert_eq!(r.status, status, "{key}");
+    }
+    assert!(thread_title(&app, "one").await.is_some());
+    assert!(thread_title(&app, "two").await.is_some());
+    assert_eq!(thread_title(&app, "three").await, None, "over the limit");
+    assert_eq!(app.count_rows("threads").await, 2);
+    // Threads that exist are still shown to the same address, any number of times.
+    for _ in 0..5 {
+        let r = framed(
+            &app,
+            &embed_path("one", HOST, &format!("{HOST}/one"), "one"),
+            HOST,
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert!(r.text.contains("data-moderato-embed"), "{}", r.text);
+    }
+}
+
+#[tokio::test]
 async fn the_trailing_slash_policy_applies_to_the_recorded_page() {
     let app = embed_app("trailing_slash = \"strip\"\n").await;
     framed(

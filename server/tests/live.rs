@@ -38,7 +38,15 @@ async fn serve(config: Config) -> Live {
 
 impl Live {
     async fn connect_with(&self, headers: &[(&str, &str)]) -> Result<Ws, tungstenite::Error> {
-        let mut req = format!("ws://{}/ws", self.addr)
+        self.connect_to("/ws", headers).await
+    }
+
+    async fn connect_to(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Ws, tungstenite::Error> {
+        let mut req = format!("ws://{}{path}", self.addr)
             .into_client_request()
             .unwrap();
         for (k, v) in headers {
@@ -255,6 +263,60 @@ async fn the_author_sees_their_own_held_comment_as_awaiting_moderation() {
     assert_eq!(m["event"]["kind"], "comment_posted");
     assert_eq!(m["event"]["awaiting_moderation"], true);
     assert!(m["event"]["comment"].get("status").is_none());
+    silent(&mut other).await;
+}
+
+/// A framed page whose browser blocks third-party cookies keeps the author token itself
+/// (from `X-Moderato-Author`) and names it on the socket instead.
+#[tokio::test]
+async fn without_cookies_the_author_token_in_the_socket_url_shows_their_held_comment() {
+    let live = serve(Config::parse("[moderation]\npre_moderation = \"all\"\n").unwrap()).await;
+    live.app.thread("t").await;
+    let token = live.app.token("t").await;
+    let r = live
+        .app
+        .post_json(
+            "/api/threads/t/comments",
+            &json!({"name": "Ann", "body": "first", "form_token": token}),
+        )
+        .await;
+    let author = r
+        .headers
+        .get("x-moderato-author")
+        .expect("the author token is returned")
+        .to_str()
+        .unwrap()
+        .to_owned();
+
+    let mut mine = live
+        .connect_to(&format!("/ws?author={author}"), &[])
+        .await
+        .unwrap();
+    // A token that is not well formed is ignored, not trusted.
+    let mut forged = live
+        .connect_to("/ws?author=../../etc&author=", &[])
+        .await
+        .unwrap();
+    let mut other = live.connect().await;
+    for ws in [&mut mine, &mut forged, &mut other] {
+        subscribe(ws, "t", None).await;
+    }
+    let token = live.app.token("t").await;
+    let r = live
+        .app
+        .send_with(
+            "POST",
+            "/api/threads/t/comments",
+            &[("x-moderato-author", &author)],
+            Some(&json!({"name": "Ann", "body": "second", "form_token": token})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    let m = next(&mut mine).await;
+    assert_eq!(m["event"]["kind"], "comment_posted");
+    assert_eq!(m["event"]["awaiting_moderation"], true);
+    assert_eq!(m["event"]["comment"]["body_html"], "<p>second</p>\n");
+    silent(&mut forged).await;
     silent(&mut other).await;
 }
 

@@ -218,11 +218,49 @@ async fn first_comment_pre_moderation_holds_until_one_is_approved() {
             .status,
         StatusCode::CREATED
     );
-    // Without an email the name identifies the commenter.
-    assert_eq!(
-        app.post_comment("t", post(None, "Bob")).await.status,
-        StatusCode::ACCEPTED
-    );
+    // A name alone is anyone's: without an email every comment is held, and the answer is
+    // the same for an approved name as for a new one.
+    let answer = |r: common::Reply| {
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+        let mut v = r.json();
+        for own in ["comment_id", "html", "comment"] {
+            v[own] = json!(null);
+        }
+        v
+    };
+    let known = answer(app.post_comment("t", post(None, "Ann")).await);
+    let unknown = answer(app.post_comment("t", post(None, "Zed")).await);
+    assert_eq!(known, unknown);
+}
+
+#[tokio::test]
+async fn the_switches_close_a_thread_under_every_moderator_configuration() {
+    for config in [
+        "[moderation]\ndefault = \"none\"\n",
+        "[moderation.kinds.page]\nenable_field = false\n",
+        "",
+    ] {
+        let app = app_with(config).await;
+        app.thread_with(ThreadSpec {
+            key: "off".into(),
+            comments_enabled: Some(false),
+            ..Default::default()
+        })
+        .await;
+        let r = app
+            .post_comment("off", json!({"name": "A", "body": "hello"}))
+            .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{config:?}: {}", r.text);
+        let t = app.get("/api/threads/off").await.json();
+        assert_eq!(t["thread"]["comments_open"], false, "{config:?}");
+    }
+    let app = app_with("[comments]\nenabled = false\n[moderation]\ndefault = \"none\"\n").await;
+    app.thread("on").await;
+    let r = app
+        .post_comment("on", json!({"name": "A", "body": "hello"}))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    assert_eq!(app.count_rows("comments").await, 0);
 }
 
 #[tokio::test]

@@ -346,6 +346,43 @@ async fn a_thread_with_comments_disabled_answers_403_with_the_reason() {
 }
 
 #[tokio::test]
+async fn posts_to_a_closed_thread_write_nothing_until_they_pass_the_limit_and_the_token() {
+    let mut config = Config::default();
+    config.limits.posts_per_minute = 3;
+    let app = spawn_app_with(config).await;
+    app.thread_with(ThreadSpec {
+        key: "t1".into(),
+        comments_enabled: Some(false),
+        ..Default::default()
+    })
+    .await;
+    // Empty bodies and forged tokens: told the thread is closed, nothing logged.
+    for body in [
+        json!({}),
+        json!({"name": "A", "body": "hi", "form_token": "forged"}),
+    ] {
+        let r = app.post_json("/api/threads/t1/comments", &body).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    }
+    assert_eq!(app.count_rows("audit_log").await, 0);
+    // A real form is a real attempt: logged once.
+    let r = app
+        .post_comment("t1", json!({"name": "A", "body": "hi"}))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    assert_eq!(app.count_rows("audit_log").await, 1);
+    // Past the limit: 429 before anything else, and still nothing more is written.
+    for _ in 0..5 {
+        let r = app
+            .post_comment("t1", json!({"name": "A", "body": "hi"}))
+            .await;
+        assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.text);
+    }
+    assert_eq!(app.count_rows("audit_log").await, 1);
+    assert_eq!(app.count_rows("comments").await, 0);
+}
+
+#[tokio::test]
 async fn the_global_switch_closes_every_thread() {
     let mut config = Config::default();
     config.comments.enabled = false;
@@ -402,11 +439,44 @@ async fn an_unknown_thread_gets_404_unless_threads_are_auto_created() {
     let mut config = Config::default();
     config.comments.auto_create_threads = true;
     let app = spawn_app_with(config).await;
+    // Reading an unknown thread shows it empty and open, but stores nothing.
+    for path in ["/api/threads/fresh", "/t/fresh", "/api/threads/fresh/form"] {
+        let r = app.get(path).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.text);
+    }
+    let t = app.get("/api/threads/fresh").await.json();
+    assert_eq!(t["thread"]["comments_open"], true);
+    assert_eq!(t["comments"], json!([]));
+    assert_eq!(app.count_rows("threads").await, 0, "a GET created a thread");
+    // The first post creates it.
     let r = app
         .post_comment("fresh", json!({"name": "A", "body": "hi"}))
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     assert_eq!(app.comments("fresh").await.len(), 1);
+    assert_eq!(app.count_rows("threads").await, 1);
+    // The live protocol's staff room is never a thread, however it is asked for.
+    let r = app
+        .post_json(
+            "/api/threads/moderation/comments",
+            &json!({"name": "A", "body": "hi"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        app.get("/api/threads/moderation").await.status,
+        StatusCode::NOT_FOUND
+    );
+    let err = app
+        .engine
+        .set_thread(&ThreadSpec {
+            key: "moderation".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("reserved"), "{err}");
+    assert_eq!(app.count_rows("threads").await, 1);
 }
 
 #[tokio::test]

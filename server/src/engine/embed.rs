@@ -2,14 +2,12 @@
 //! thread created on first use by an embed, the public comment counts host pages show, and
 //! the HTML fragment a static site can include for search engines.
 
-use super::{Engine, valid_thread_key};
+use super::{Engine, RESERVED_THREAD_KEYS, valid_thread_key};
 use crate::auth::Viewer;
 use crate::error::{Error, Result};
 use app::model::comment_html;
 use std::collections::BTreeMap;
-
-/// Keys no thread may have: the live protocol's staff room is named like a thread.
-pub const RESERVED_THREAD_KEYS: &[&str] = &["moderation"];
+use std::net::IpAddr;
 
 /// At most this many thread keys per counts request.
 pub const MAX_COUNT_KEYS: usize = 100;
@@ -71,6 +69,8 @@ pub struct EmbedRequest<'a> {
     pub title: Option<&'a str>,
     pub url: Option<&'a str>,
     pub framing_origin: Option<&'a str>,
+    /// Who asks (counted against `embed.new_threads_per_minute` if a thread is created).
+    pub client: Option<IpAddr>,
 }
 
 /// What became of an embed's thread.
@@ -139,6 +139,14 @@ impl Engine {
         {
             return Ok(EmbedThread::Refused(
                 "the title must be at most 200 characters, without control characters".into(),
+            ));
+        }
+        // Last, so that only a request that would create a thread is counted.
+        if let (Some(limiter), Some(ip)) = (&self.embed_thread_limiter, req.client)
+            && limiter.check_key(&ip).is_err()
+        {
+            return Ok(EmbedThread::Refused(
+                "too many new threads from this address; try again in a minute".into(),
             ));
         }
         let origin = normalise_origin(origin).unwrap_or_default();

@@ -41,6 +41,8 @@ pub struct Engine {
     signer: FormSigner,
     post_limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
     sign_in_limiter: DefaultKeyedRateLimiter<IpAddr>,
+    /// Threads created by embeds, per client address.
+    embed_thread_limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
     /// Which moderators run for which thread kind.
     registry: Registry,
     /// The Naive Bayes filter (also the pipeline's "spam" moderator).
@@ -58,6 +60,17 @@ fn live_limits(c: &crate::config::LiveConfig) -> live::Limits {
         max_message_bytes: c.max_message_bytes,
         ..live::Limits::default()
     }
+}
+
+/// Keys that name something else: the live protocol's staff room.
+pub const RESERVED_THREAD_KEYS: &[&str] = &[app::live::MODERATION_ROOM];
+
+/// The id of a thread that reads as empty but is not stored (see `find_thread_to_read`).
+const UNSAVED_THREAD_ID: i64 = 0;
+
+/// A key a new thread may have: well formed and not reserved.
+pub fn usable_thread_key(key: &str) -> bool {
+    valid_thread_key(key) && !RESERVED_THREAD_KEYS.contains(&key)
 }
 
 /// Checks a thread key: 1 to 200 characters of letters, digits, `-`, `_`, `.` or `~`.
@@ -93,6 +106,8 @@ impl Engine {
             .await?;
         let post_limiter = NonZeroU32::new(config.limits.posts_per_minute)
             .map(|n| RateLimiter::keyed(Quota::per_minute(n)));
+        let embed_thread_limiter = NonZeroU32::new(config.embed.new_threads_per_minute)
+            .map(|n| RateLimiter::keyed(Quota::per_minute(n)));
         let sign_ins =
             NonZeroU32::new(config.limits.sign_ins_per_minute.max(1)).unwrap_or(NonZeroU32::MIN);
         let mailer = Mailer::new(&config.smtp, &config.moderation.notify_emails)
@@ -122,6 +137,7 @@ impl Engine {
             signer: FormSigner::new(secret.as_bytes()),
             post_limiter,
             sign_in_limiter: RateLimiter::keyed(Quota::per_minute(sign_ins)),
+            embed_thread_limiter,
             registry,
             spam,
             hub,
@@ -202,9 +218,14 @@ impl Engine {
                 "Comments are closed.".to_owned(),
             ));
         }
-        self.registry
-            .pipeline(&thread.kind)
-            .closed(thread, now_ms())
+        // The thread's own switch holds whatever the moderators are (also with
+        // `default = "none"` and for kinds that leave `enable_field` out).
+        use crate::moderation::{Moderator, builtin::EnableField};
+        let now = now_ms();
+        if let Some(reason) = EnableField.closed(thread, now) {
+            return Some((EnableField.name().to_owned(), reason));
+        }
+        self.registry.pipeline(&thread.kind).closed(thread, now)
     }
 
     fn form_settings(&self) -> FormSettings {
@@ -215,29 +236,55 @@ impl Engine {
         }
     }
 
-    /// A thread by key, created first when `auto_create_threads` is on.
+    /// The thread a post goes to, created first when `auto_create_threads` is on.
     async fn find_thread(&self, key: &str) -> Result<ThreadRow> {
+        match self.find_thread_to_read(key).await? {
+            t if t.id != UNSAVED_THREAD_ID => Ok(t),
+            _ => Ok(self
+                .store
+                .set_thread(&ThreadSpec {
+                    key: key.to_owned(),
+                    ..Default::default()
+                })
+                .await?),
+        }
+    }
+
+    /// The thread a read shows. With `auto_create_threads`, an unknown thread reads as an
+    /// empty open one without being stored: only a post creates it, so a crawler (or an
+    /// attacker) walking made-up URLs writes nothing.
+    async fn find_thread_to_read(&self, key: &str) -> Result<ThreadRow> {
         let missing = || Error::NotFound(format!("There is no thread {key:?}."));
-        if !valid_thread_key(key) {
+        if !usable_thread_key(key) {
             return Err(missing());
         }
         if let Some(t) = self.store.thread(key).await? {
             return Ok(t);
         }
         if self.config.comments.auto_create_threads {
-            return Ok(self
-                .store
-                .set_thread(&ThreadSpec {
-                    key: key.to_owned(),
-                    ..Default::default()
-                })
-                .await?);
+            return Ok(ThreadRow {
+                id: UNSAVED_THREAD_ID,
+                key: key.to_owned(),
+                kind: "page".into(),
+                title: key.to_owned(),
+                comments_enabled: 1,
+                published_at: Some(now_ms()),
+            });
         }
         Err(missing())
     }
 
     /// Creates or updates a thread (`moderato thread set`).
     pub async fn set_thread(&self, spec: &ThreadSpec) -> Result<ThreadInfo> {
+        if RESERVED_THREAD_KEYS.contains(&spec.key.as_str()) {
+            return Err(Error::invalid(
+                "key",
+                format!(
+                    "{:?} is reserved (the live protocol and the site use it)",
+                    spec.key
+                ),
+            ));
+        }
         if !valid_thread_key(&spec.key) {
             return Err(Error::invalid(
                 "key",
@@ -288,7 +335,7 @@ impl Engine {
         paged: bool,
         viewer: &Viewer,
     ) -> Result<ThreadResponse> {
-        let thread = self.find_thread(key).await?;
+        let thread = self.find_thread_to_read(key).await?;
         // Read before the comments: an event in between is then both on the page and
         // replayed, and the client drops the duplicate by id; never neither.
         let last_event_id = self.store.last_event_id(&thread.key).await?;
@@ -366,7 +413,7 @@ impl Engine {
 
     /// A new signed, single-use form token for a thread.
     pub async fn form_token(&self, key: &str) -> Result<FormToken> {
-        let thread = self.find_thread(key).await?;
+        let thread = self.find_thread_to_read(key).await?;
         let expires_at = now_ms() + self.config.comments.form_token_minutes * 60_000;
         Ok(FormToken {
             token: self.signer.issue(&thread.key, expires_at),

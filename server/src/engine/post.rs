@@ -34,9 +34,10 @@ impl Engine {
     /// Posts or previews a comment for thread `key`.
     ///
     /// The checks run in this order, and nothing is written before the request has passed
-    /// the ones that guard writes: thread (404), closed (403, logged), preview (200), rate
-    /// limit (429), form token and honeypot (400), fields (422), parent (422), spent token
-    /// (400); then the moderators (403 when one refuses, logged; held or published).
+    /// the ones that guard writes: thread (404), preview (200, or 403 when closed), rate
+    /// limit (429), closed (403; logged only with a valid form token), form token and
+    /// honeypot (400), fields (422), parent (422), spent token (400); then the moderators
+    /// (403 when one refuses, logged; held or published).
     pub async fn post(
         &self,
         key: &str,
@@ -46,16 +47,12 @@ impl Engine {
         author_token: Option<&str>,
     ) -> Result<Posted> {
         let thread = self.find_thread(key).await?;
-        if let Some((moderator, reason)) = self.closed_reason(&thread) {
-            if !req.preview {
-                self.store
-                    .record_rejection(thread.id, &moderator, &reason)
-                    .await?;
-            }
-            return Err(Error::Closed(reason));
-        }
+        let closed = self.closed_reason(&thread);
         if req.preview {
-            return self.preview(key, req);
+            return match closed {
+                Some((_, reason)) => Err(Error::Closed(reason)),
+                None => self.preview(key, req),
+            };
         }
         if let (Some(limiter), Some(ip)) = (&self.post_limiter, ip)
             && let Err(not_until) = limiter.check_key(&ip)
@@ -68,8 +65,19 @@ impl Engine {
         let token = match req.form_token.as_deref().filter(|t| !t.is_empty()) {
             None => Err(TokenError::Missing),
             Some(t) => self.signer.verify(t, &thread.key, now_ms()),
+        };
+        if let Some((moderator, reason)) = closed {
+            // The reader learns the thread is closed either way; the audit log records only
+            // attempts that passed the limit with a real form, so a stream of empty POSTs
+            // cannot grow it.
+            if token.is_ok() {
+                self.store
+                    .record_rejection(thread.id, &moderator, &reason)
+                    .await?;
+            }
+            return Err(Error::Closed(reason));
         }
-        .map_err(|e| Error::bad_form(e.to_string()))?;
+        let token = token.map_err(|e| Error::bad_form(e.to_string()))?;
         if req.honeypot.as_deref().is_some_and(|h| !h.is_empty()) {
             return Err(Error::bad_form("The form was not filled in by a person."));
         }

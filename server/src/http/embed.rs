@@ -4,6 +4,7 @@
 //! and CORS for the read-only endpoints that host pages call.
 
 use super::AppState;
+use super::extract::ClientAddr;
 use crate::engine::embed::{EmbedRequest, EmbedThread, normalise_origin};
 use crate::error::Error;
 use app::embed::{COUNT_JS, EMBED_JS, FRAME_JS, version};
@@ -353,6 +354,7 @@ async fn thread(
     State(state): State<AppState>,
     Path(key): Path<String>,
     Query(q): Query<EmbedQuery>,
+    ClientAddr(client): ClientAddr,
     req: Request<Body>,
 ) -> Response {
     if let Some(stem) = key.strip_suffix(".html") {
@@ -383,6 +385,7 @@ async fn thread(
             title: q.title.as_deref(),
             url: q.url.as_deref(),
             framing_origin: referer_origin.as_deref(),
+            client,
         };
         match state.engine.thread_for_embed(&ask).await {
             Ok(EmbedThread::Refused(why)) => {

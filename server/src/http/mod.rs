@@ -11,7 +11,7 @@ mod ws;
 use crate::engine::Engine;
 use crate::error::Error;
 use axum::extract::{FromRef, Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -19,6 +19,7 @@ use axum::{Json, Router};
 use leptos::prelude::LeptosOptions;
 use leptos_axum::{AxumRouteListing, LeptosRoutes, generate_route_list};
 use std::sync::Arc;
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_sessions::cookie::SameSite;
 use tower_sessions::{Expiry, SessionManagerLayer};
 
@@ -112,7 +113,35 @@ pub fn router(engine: Arc<Engine>, leptos_options: LeptosOptions) -> Router {
             frame_policy,
             embed::frame_headers,
         ))
+        .layer(middleware::from_fn(personal_responses_are_not_stored))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("strict-origin-when-cross-origin"),
+        ))
         .with_state(state)
+}
+
+/// Pages and JSON differ per viewer (a staff view, an author's held comment, a fresh form
+/// token), so neither a shared cache nor the browser's back-forward store may keep them,
+/// unless the handler said otherwise (the counts, the scripts, static files).
+async fn personal_responses_are_not_stored(req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    let personal = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html") || v.starts_with("application/json"));
+    if personal && !resp.headers().contains_key(header::CACHE_CONTROL) {
+        resp.headers_mut().insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("private, no-store"),
+        );
+    }
+    resp
 }
 
 /// Refuses state-changing requests that a browser sent from another site (CSRF): the

@@ -609,8 +609,10 @@ async fn write_thread(
                 body_source: PLACEHOLDER.into(),
                 body_html: crate::comment::render_markdown(PLACEHOLDER),
                 status: "published".into(),
-                moderator: None,
-                reason: None,
+                moderator: Some(crate::store::PLACEHOLDER_MODERATOR.into()),
+                reason: Some(
+                    "deleted at the source; kept so that its replies stay in place".into(),
+                ),
                 score: None,
                 ip: None,
                 created_at: c.created_at,
