@@ -4,7 +4,6 @@ use crate::auth::Staff;
 use crate::config::Config;
 use crate::engine::{Engine, ThreadSpec};
 use anyhow::{Context, Result, bail};
-use axum::serve::ListenerExt;
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -339,8 +338,13 @@ async fn serve(common: &Common, args: ServeArgs) -> Result<()> {
     let app = crate::http::router(engine.clone(), crate::http::leptos_options(&site_root));
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
-        .with_context(|| format!("cannot listen on {}", args.addr))?
-        .tap_io(crate::http::low_latency);
+        .with_context(|| format!("cannot listen on {}", args.addr))?;
+    let limits = &engine.config().limits;
+    let serve_limits = crate::http::ServeLimits {
+        header_timeout: std::time::Duration::from_secs(limits.header_timeout_secs.max(1)),
+        max_connections: limits.max_connections,
+        shutdown_grace: std::time::Duration::from_secs(10),
+    };
     tracing::info!(addr = %args.addr, database = %common.database, "Moderato is listening");
     // Housekeeping: forget spent form nonces and live events past the retention window.
     let housekeeping = {
@@ -355,17 +359,14 @@ async fn serve(common: &Common, args: ServeArgs) -> Result<()> {
     };
     let backups = engine.spawn_backups(&engine.config().backup);
     let hub = engine.hub().clone();
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    crate::http::serve(listener, app, serve_limits, async move {
         shutdown_signal().await;
-        // WebSocket tasks are not tracked by axum: tell them and give them time to close.
+        // Upgraded WebSockets are not HTTP connections any more: tell them and give them
+        // time to close.
         hub.shutdown("The server is restarting; reconnecting shortly.");
         hub.wait_closed(std::time::Duration::from_secs(5)).await;
     })
-    .await?;
+    .await;
     housekeeping.abort();
     if let Some(b) = backups {
         b.abort();

@@ -185,6 +185,12 @@ pub struct LimitsConfig {
     pub max_body_bytes: usize,
     /// Sign-in attempts per client IP per minute.
     pub sign_ins_per_minute: u32,
+    /// Seconds a client has to send a request's head (slowloris).
+    pub header_timeout_secs: u64,
+    /// Seconds a client has to send a request's body.
+    pub body_timeout_secs: u64,
+    /// HTTP connections served at once; more wait to be accepted.
+    pub max_connections: usize,
 }
 
 impl Default for LimitsConfig {
@@ -193,6 +199,9 @@ impl Default for LimitsConfig {
             posts_per_minute: 10,
             max_body_bytes: 65536,
             sign_ins_per_minute: 5,
+            header_timeout_secs: 10,
+            body_timeout_secs: 30,
+            max_connections: 4096,
         }
     }
 }

@@ -39,6 +39,9 @@ pub enum Error {
     /// The request body is larger than allowed (413).
     #[error("{0}")]
     TooLarge(String),
+    /// The request body did not arrive in time (408).
+    #[error("{0}")]
+    TimedOut(String),
     /// The change conflicts with the current state (409).
     #[error("{0}")]
     Conflict(String),

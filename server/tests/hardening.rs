@@ -1,10 +1,16 @@
-//! What a hostile or careless client meets: security headers on every answer, and
-//! per-viewer answers that no cache may keep.
+//! What a hostile or careless client meets: security headers on every answer, per-viewer
+//! answers that no cache may keep, and a server that slow clients cannot hold.
 
 mod common;
 
 use axum::http::StatusCode;
 use common::*;
+use server::config::Config;
+use server::http::ServeLimits;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 
 fn header<'a>(r: &'a Reply, name: &str) -> Option<&'a str> {
     r.headers.get(name).and_then(|v| v.to_str().ok())
@@ -61,4 +67,144 @@ async fn pages_and_json_that_differ_per_viewer_are_never_stored_but_scripts_are_
         "{:?}",
         header(&script, "cache-control")
     );
+}
+
+/// Serves `app` with `limits` on a free loopback port; completing the sender shuts it down.
+async fn served(
+    app: &TestApp,
+    limits: ServeLimits,
+) -> (
+    SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let router = app.router.clone();
+    let task = tokio::spawn(server::http::serve(listener, router, limits, async move {
+        let _ = stopped.await;
+    }));
+    (addr, stop, task)
+}
+
+fn limits(header_secs: u64, max_connections: usize) -> ServeLimits {
+    ServeLimits {
+        header_timeout: Duration::from_secs(header_secs),
+        max_connections,
+        shutdown_grace: Duration::from_secs(1),
+    }
+}
+
+/// What the server sends before it closes, or within `wait`.
+async fn read_until_close(stream: &mut TcpStream, wait: Duration) -> Option<String> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => return None, // still open
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(String::from_utf8_lossy(&got).into_owned()),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+async fn get_health(addr: SocketAddr, wait: Duration) -> Option<String> {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    read_until_close(&mut s, wait).await
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_request_head_is_cut_off() {
+    let app = spawn_app().await;
+    let (addr, _stop, _task) = served(&app, limits(1, 100)).await;
+    let mut slow = TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let answer = read_until_close(&mut slow, Duration::from_secs(5)).await;
+    assert!(
+        answer.is_some(),
+        "the slow connection is still open after 5 s"
+    );
+    assert!(!answer.unwrap().contains("200 OK"));
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    // Others are served as usual.
+    let ok = get_health(addr, Duration::from_secs(5)).await.unwrap();
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+}
+
+#[tokio::test]
+async fn connections_over_the_cap_wait_until_one_closes() {
+    let app = spawn_app().await;
+    let (addr, _stop, _task) = served(&app, limits(30, 2)).await;
+    let idle_a = TcpStream::connect(addr).await.unwrap();
+    let _idle_b = TcpStream::connect(addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A third client is not served while two sockets are held...
+    let third = tokio::spawn(get_health(addr, Duration::from_secs(10)));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!third.is_finished(), "served over the connection cap");
+    // ...and is as soon as one of them goes away.
+    drop(idle_a);
+    let answer = tokio::time::timeout(Duration::from_secs(5), third)
+        .await
+        .expect("served after a slot freed")
+        .unwrap()
+        .expect("an answer");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+#[tokio::test]
+async fn shutdown_is_not_held_up_by_a_slow_client() {
+    let app = spawn_app().await;
+    let (addr, stop, task) = served(&app, limits(600, 100)).await;
+    let mut slow = TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"POST /api/threads/t/comments HTTP/1.1\r\nHost: t\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the server stopped")
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    // Nothing listens any more.
+    assert!(TcpStream::connect(addr).await.is_err());
+}
+
+#[tokio::test]
+async fn a_body_that_does_not_arrive_in_time_gets_408_and_writes_nothing() {
+    let mut config = Config::default();
+    config.limits.body_timeout_secs = 1;
+    let app = spawn_app_with(config).await;
+    app.thread("t").await;
+    let (addr, _stop, _task) = served(&app, limits(30, 100)).await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        b"POST /api/threads/t/comments HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
+          Content-Length: 100\r\nConnection: close\r\n\r\n{\"name\": \"A\",",
+    )
+    .await
+    .unwrap();
+    let answer = read_until_close(&mut s, Duration::from_secs(5))
+        .await
+        .expect("answered and closed within 5 s");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert_eq!(app.count_rows("comments").await, 0);
 }

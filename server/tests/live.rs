@@ -25,14 +25,18 @@ async fn serve(config: Config) -> Live {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let router = app.router.clone();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
+    // The accept loop `moderato serve` runs, so the upgrade path is the production one.
+    let limits = server::http::ServeLimits {
+        header_timeout: std::time::Duration::from_secs(10),
+        max_connections: 1000,
+        shutdown_grace: std::time::Duration::from_secs(1),
+    };
+    tokio::spawn(server::http::serve(
+        listener,
+        router,
+        limits,
+        std::future::pending(),
+    ));
     Live { app, addr }
 }
 

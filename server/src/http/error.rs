@@ -30,6 +30,7 @@ pub(crate) fn status_of(e: &Error) -> StatusCode {
         Error::Forbidden(_) | Error::Closed(_) => StatusCode::FORBIDDEN,
         Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        Error::TimedOut(_) => StatusCode::REQUEST_TIMEOUT,
         Error::Conflict(_) => StatusCode::CONFLICT,
         Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -134,6 +135,9 @@ mod tests {
         .into_response();
         assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(resp.headers()[header::RETRY_AFTER], "7");
+        let (status, json) = body(Error::TimedOut("too slow".into())).await;
+        assert_eq!(status, StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(json["errors"]["__all__"], "too slow");
         let resp = Error::Unavailable("away".into()).into_response();
         assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert!(resp.headers().contains_key(header::RETRY_AFTER));

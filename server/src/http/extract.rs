@@ -47,6 +47,25 @@ impl FromRequestParts<AppState> for StaffOnly {
     }
 }
 
+/// Why reading a body failed: over the size limit, too slow (`[limits] body_timeout_secs`),
+/// or the client went away.
+fn body_error(e: &axum::Error, too_large: impl Fn() -> Error) -> Error {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.is::<tower_http::timeout::TimeoutError>() {
+            return Error::TimedOut("The request body did not arrive in time.".into());
+        }
+        if s.is::<http_body_util::LengthLimitError>() {
+            return too_large();
+        }
+        source = s.source();
+    }
+    Error::BadRequest(crate::error::field(
+        "__all__",
+        "The request body could not be read.",
+    ))
+}
+
 /// The client's address, when the server knows it (every real connection; not `oneshot`).
 pub(crate) struct ClientAddr(pub Option<IpAddr>);
 
@@ -116,7 +135,7 @@ impl<T: DeserializeOwned + FromForm> FromRequest<AppState> for JsonOrForm<T> {
         }
         let bytes = axum::body::to_bytes(req.into_body(), limit)
             .await
-            .map_err(|_| reject(too_large()))?;
+            .map_err(|e| reject(body_error(&e, too_large)))?;
         if std::str::from_utf8(&bytes).is_err() {
             return Err(reject(Error::BadRequest(crate::error::field(
                 "__all__",

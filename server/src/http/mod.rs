@@ -5,8 +5,11 @@ mod embed;
 mod error;
 mod extract;
 mod pages;
+mod serve;
 mod staff;
 mod ws;
+
+pub use serve::{ServeLimits, serve};
 
 use crate::engine::Engine;
 use crate::error::Error;
@@ -19,7 +22,9 @@ use axum::{Json, Router};
 use leptos::prelude::LeptosOptions;
 use leptos_axum::{AxumRouteListing, LeptosRoutes, generate_route_list};
 use std::sync::Arc;
+use std::time::Duration;
 use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_sessions::cookie::SameSite;
 use tower_sessions::{Expiry, SessionManagerLayer};
 
@@ -72,6 +77,7 @@ fn route_list() -> &'static Vec<AxumRouteListing> {
 /// The whole application.
 pub fn router(engine: Arc<Engine>, leptos_options: LeptosOptions) -> Router {
     let routes = route_list().clone();
+    let engine_limits = engine.config().limits.clone();
     let secure = engine.config().site.public_url.starts_with("https://");
     let sessions = SessionManagerLayer::new(engine.session_store())
         .with_name(SESSION_COOKIE)
@@ -104,6 +110,9 @@ pub fn router(engine: Arc<Engine>, leptos_options: LeptosOptions) -> Router {
             app::shell,
         ))
         .layer(middleware::from_fn(same_origin_only))
+        .layer(RequestBodyTimeoutLayer::new(Duration::from_secs(
+            engine_limits.body_timeout_secs.max(1),
+        )))
         .layer(sessions)
         .layer(middleware::from_fn_with_state(
             secure,
