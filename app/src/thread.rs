@@ -14,6 +14,8 @@ struct Entry {
     comment: Comment,
     /// Replies, oldest first.
     children: Vec<CommentId>,
+    /// The comment whose replies list holds this one (`None`: top level).
+    under: Option<CommentId>,
     /// Taken down while the page was open (readers): kept, so a later reveal shows it in
     /// place, but hidden and not counted.
     gone: bool,
@@ -177,9 +179,20 @@ impl Tree {
             return None;
         }
         let id = c.id;
-        let list = match c.parent_id {
-            Some(p) if self.nodes.contains_key(&p) => List::RepliesOf(p),
-            _ => List::Top,
+        // A reply past the depth cap is stored at the cap beside its parent: it hangs under
+        // the nearest ancestor one level up, so nesting (and the view's recursion) never
+        // passes the cap however long a reply chain grows.
+        let mut under = c.parent_id.filter(|p| self.nodes.contains_key(p));
+        while let Some(p) = under {
+            let parent = &self.nodes[&p];
+            if c.depth == 0 || parent.comment.depth < c.depth {
+                break;
+            }
+            under = parent.under;
+        }
+        let list = match under {
+            Some(p) => List::RepliesOf(p),
+            None => List::Top,
         };
         match list {
             List::Top => self.roots.push(id),
@@ -194,6 +207,7 @@ impl Tree {
             Entry {
                 comment: c,
                 children: Vec::new(),
+                under,
                 gone: false,
             },
         );
@@ -384,6 +398,36 @@ mod tests {
         // The same event replayed after a reconnect.
         assert!(t.apply(&posted(c(3, Some(1)), false), false).is_empty());
         assert_eq!(t.published(), 3);
+    }
+
+    #[test]
+    fn replies_stored_at_the_depth_cap_hang_beside_their_parent() {
+        let at = |id, parent, depth| Comment {
+            depth,
+            ..c(id, parent)
+        };
+        // A chain 1 <- 2 <- 3 <- 4 <- 5 with the cap at depth 2: 4 and 5 answer 3 and 4 but
+        // are stored at depth 2, like 3.
+        let mut t = Tree::new();
+        t.load(
+            [
+                at(1, None, 0),
+                at(2, Some(1), 1),
+                at(3, Some(2), 2),
+                at(4, Some(3), 2),
+            ],
+            4,
+        );
+        let ch = t.apply(&posted(at(5, Some(4), 2), false), false);
+        assert_eq!(ch.lists, vec![List::RepliesOf(2)]);
+        assert_eq!(t.list(List::RepliesOf(2)), &[3, 4, 5]);
+        assert!(t.list(List::RepliesOf(3)).is_empty());
+        assert_eq!(t.in_order(), vec![1, 2, 3, 4, 5]);
+        assert_eq!(
+            t.comment(5).unwrap().parent_id,
+            Some(4),
+            "still names whom it answers"
+        );
     }
 
     #[test]

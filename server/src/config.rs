@@ -51,6 +51,9 @@ pub struct SiteConfig {
     /// The public address, e.g. "https://comments.example.org". When it is https, session
     /// cookies are marked Secure. Empty: taken from each request's Host header.
     pub public_url: String,
+    /// Reverse proxies (CIDR, e.g. "127.0.0.1/32") whose `Forwarded` / `X-Forwarded-For`
+    /// name the client. Requests from anywhere else are taken at their connection's address.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// `[comments]`.

@@ -13,6 +13,11 @@ use app::model::{SpamTraining, Status};
 #[derive(Clone, Debug)]
 pub(crate) struct PendingEvent {
     pub room: String,
+    /// The comment a thread event is about.
+    pub comment_id: Option<i64>,
+    /// The comment just left `published`: earlier events about it stop carrying it for
+    /// readers and authors before this one is stored.
+    pub hides_comment: bool,
     pub reader: Option<Payload>,
     pub staff: Payload,
     pub author: Option<(String, Payload)>,
@@ -29,6 +34,8 @@ pub(crate) fn comment_posted(
     let reader_comment = to_public(row, Audience::Reader);
     let mut out = vec![PendingEvent {
         room: thread.to_owned(),
+        comment_id: Some(row.id),
+        hides_comment: false,
         reader: public.then(|| Payload::CommentPosted {
             comment: reader_comment.clone(),
             awaiting_moderation: false,
@@ -76,6 +83,8 @@ pub(crate) fn status_changed(before: &str, row: &CommentRow, thread: &str) -> Ve
     vec![
         PendingEvent {
             room: thread.to_owned(),
+            comment_id: Some(row.id),
+            hides_comment: was_public && !is_public,
             reader,
             staff: Payload::CommentStatusChanged {
                 comment_id: row.id,
@@ -93,6 +102,8 @@ fn queue_event(row: &CommentRow, thread: &str, before: Option<&str>) -> PendingE
     let comment = to_public(row, Audience::Staff);
     PendingEvent {
         room: MODERATION_ROOM.to_owned(),
+        comment_id: None,
+        hides_comment: false,
         reader: None,
         staff: Payload::ModerationUpdate {
             comment_id: row.id,
@@ -124,6 +135,8 @@ pub(crate) fn filter_retrained(training: &SpamTraining) -> PendingEvent {
 fn staff_only(staff: Payload) -> PendingEvent {
     PendingEvent {
         room: MODERATION_ROOM.to_owned(),
+        comment_id: None,
+        hides_comment: false,
         reader: None,
         staff,
         author: None,
@@ -142,8 +155,12 @@ pub(crate) async fn write(
 ) -> Result<Vec<live::Event>, StoreError> {
     let mut out = Vec::with_capacity(pending.len());
     for p in pending {
+        if let (true, Some(id)) = (p.hides_comment, p.comment_id) {
+            tx.forget_public_payloads(&p.room, id).await?;
+        }
         let row = NewEventRow {
             room: &p.room,
+            comment_id: p.comment_id,
             reader: p.reader.as_ref().map(json),
             staff: json(&p.staff),
             author: p.author.as_ref().map(|(t, a)| (t.as_str(), json(a))),

@@ -18,6 +18,7 @@ mod filter;
 pub mod http;
 pub mod live;
 mod moderation;
+mod net;
 pub mod spam;
 mod store;
 mod token;

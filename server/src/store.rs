@@ -119,6 +119,20 @@ pub fn path_segment(id: i64) -> String {
     format!("{id:0width$}", width = PATH_SEGMENT)
 }
 
+/// Where a reply to the comment at `path` and `depth` hangs in the stored tree: under it, or,
+/// when that would pass `max_depth`, beside it under the ancestor one level above the cap.
+/// The reply's `parent_id` still names whom it answers; only its depth and path stop
+/// growing, so whatever a poster does, paths, page nesting and the tree view's recursion stay
+/// bounded. Returns the tree parent's (path, depth); the reply goes one level below it.
+pub fn capped_parent(path: &str, depth: i64, max_depth: u32) -> (String, i64) {
+    let max = i64::from(max_depth.max(1));
+    if depth < max {
+        return (path.to_owned(), depth);
+    }
+    let keep = (max as usize) * PATH_SEGMENT;
+    (path[..keep.min(path.len())].to_owned(), max - 1)
+}
+
 /// Now, in Unix milliseconds.
 pub fn now_ms() -> i64 {
     (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
@@ -172,6 +186,8 @@ pub enum StatusOutcome {
 #[derive(Clone, Debug)]
 pub struct NewEventRow<'a> {
     pub room: &'a str,
+    /// The comment a thread event is about (see [`Tx::forget_public_payloads`]).
+    pub comment_id: Option<i64>,
     pub reader: Option<String>,
     pub staff: String,
     /// `(author token, payload)`.
@@ -1074,8 +1090,8 @@ impl Tx {
         .fetch_one(&mut *self.tx)
         .await?;
         sqlx::query(
-            "INSERT INTO events (room, id, created_at, reader, staff, author_token, author) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO events (room, id, created_at, reader, staff, author_token, author, \
+             comment_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(e.room)
         .bind(id)
@@ -1084,9 +1100,28 @@ impl Tx {
         .bind(&e.staff)
         .bind(e.author.as_ref().map(|(t, _)| *t))
         .bind(e.author.as_ref().map(|(_, a)| a.as_str()))
+        .bind(e.comment_id)
         .execute(&mut *self.tx)
         .await?;
         Ok(id)
+    }
+
+    /// Blanks what the stored events of `room` about `comment_id` tell readers and authors,
+    /// so that replaying them shows nothing of it; staff payloads stay.
+    pub async fn forget_public_payloads(
+        &mut self,
+        room: &str,
+        comment_id: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE events SET reader = NULL, author_token = NULL, author = NULL \
+             WHERE room = $1 AND comment_id = $2",
+        )
+        .bind(room)
+        .bind(comment_id)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
     }
 }
 

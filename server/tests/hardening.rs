@@ -208,3 +208,86 @@ async fn a_body_that_does_not_arrive_in_time_gets_408_and_writes_nothing() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert_eq!(app.count_rows("comments").await, 0);
 }
+
+/// Posts to thread `t` as a connection from `peer` carrying `forwarded_for`, if any.
+async fn post_from(app: &TestApp, peer: &str, forwarded_for: Option<&str>) -> StatusCode {
+    let token = app.token("t").await;
+    let mut req = axum::http::Request::post("/api/threads/t/comments")
+        .header("content-type", "application/json");
+    if let Some(xff) = forwarded_for {
+        req = req.header("x-forwarded-for", xff);
+    }
+    let mut req = req
+        .body(axum::body::Body::from(
+            serde_json::json!({"name": "A", "body": "hello there", "form_token": token})
+                .to_string(),
+        ))
+        .unwrap();
+    let peer: std::net::IpAddr = peer.parse().unwrap();
+    req.extensions_mut()
+        .insert(axum::extract::ConnectInfo(SocketAddr::new(peer, 5000)));
+    app.send(req).await.status
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_limits_count_the_client_it_names_and_no_one_else_can_pick_one() {
+    let config = Config::parse(
+        "[limits]\nposts_per_minute = 1\n[site]\ntrusted_proxies = [\"10.0.0.0/8\"]\n",
+    )
+    .unwrap();
+    let app = spawn_app_with(config).await;
+    app.thread("t").await;
+    // Two clients behind the proxy: one post each.
+    assert_eq!(
+        post_from(&app, "10.0.0.2", Some("203.0.113.1")).await,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        post_from(&app, "10.0.0.2", Some("203.0.113.2")).await,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        post_from(&app, "10.0.0.2", Some("203.0.113.1")).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // A client prepending a fake hop is still itself.
+    assert_eq!(
+        post_from(&app, "10.0.0.2", Some("198.51.100.99, 203.0.113.2")).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // A direct client cannot escape its limit by sending the header itself.
+    assert_eq!(
+        post_from(&app, "192.0.2.7", Some("203.0.113.50")).await,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        post_from(&app, "192.0.2.7", Some("203.0.113.51")).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // The stored address is the client's.
+    let ips: Vec<(String,)> = sqlx::query_as("SELECT ip FROM comments ORDER BY id")
+        .fetch_all(&app.db)
+        .await
+        .unwrap();
+    let ips: Vec<&str> = ips.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(ips, ["203.0.113.1", "203.0.113.2", "192.0.2.7"]);
+}
+
+#[tokio::test]
+async fn an_ipv6_client_is_limited_per_64_not_per_address() {
+    let config = Config::parse("[limits]\nposts_per_minute = 1\n").unwrap();
+    let app = spawn_app_with(config).await;
+    app.thread("t").await;
+    assert_eq!(
+        post_from(&app, "2001:db8:1:2::1", None).await,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        post_from(&app, "2001:db8:1:2::ffff", None).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        post_from(&app, "2001:db8:1:3::1", None).await,
+        StatusCode::CREATED
+    );
+}

@@ -324,6 +324,75 @@ async fn without_cookies_the_author_token_in_the_socket_url_shows_their_held_com
     silent(&mut other).await;
 }
 
+/// What staff removed stays removed in every replay: a reader (or the author) catching up
+/// from before the removal gets nothing of the comment, while staff still get it all.
+#[tokio::test]
+async fn a_catch_up_never_hands_readers_a_comment_that_was_removed() {
+    let live = serve(Config::default()).await;
+    live.app.thread("t").await;
+    let cookie = live.app.sign_in_as("mod", true).await;
+    let kept = live.app.publish("t", "Ann", "this one stays", None).await;
+    let token = live.app.token("t").await;
+    let r = live
+        .app
+        .post_json(
+            "/api/threads/t/comments",
+            &json!({"name": "Bob", "body": "regrettable words", "form_token": token}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let removed = r.json()["comment_id"].as_i64().unwrap();
+    let author = r.headers["x-moderato-author"].to_str().unwrap().to_owned();
+    let r = live
+        .app
+        .send_with(
+            "POST",
+            &format!("/api/comments/{removed}/moderate"),
+            &[("cookie", &cookie)],
+            Some(&json!({"action": "remove"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+
+    let mut reader = live.connect().await;
+    let mut the_author = live
+        .connect_to(&format!("/ws?author={author}"), &[])
+        .await
+        .unwrap();
+    let mut staff = live.connect_with(&[("cookie", &cookie)]).await.unwrap();
+    for ws in [&mut reader, &mut the_author] {
+        let replay = subscribe(ws, "t", Some(0)).await;
+        let text = serde_json::to_string(&replay).unwrap();
+        assert!(!text.contains("regrettable"), "{text}");
+        // The comment that stays is replayed as usual.
+        assert!(
+            replay
+                .iter()
+                .any(|m| m["event"]["comment"]["id"] == kept
+                    && m["event"]["kind"] == "comment_posted"),
+            "{text}"
+        );
+    }
+    let staff_replay = serde_json::to_string(&subscribe(&mut staff, "t", Some(0)).await).unwrap();
+    assert!(staff_replay.contains("regrettable"), "{staff_replay}");
+    // Approved again, it is public again, live and in later replays.
+    let r = live
+        .app
+        .send_with(
+            "POST",
+            &format!("/api/comments/{removed}/moderate"),
+            &[("cookie", &cookie)],
+            Some(&json!({"action": "approve"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let m = next(&mut reader).await;
+    assert_eq!(
+        m["event"]["comment"]["body_html"], "<p>regrettable words</p>\n",
+        "{m}"
+    );
+}
+
 #[tokio::test]
 async fn a_reconnect_with_since_replays_exactly_the_missed_events() {
     let live = serve(Config::default()).await;

@@ -69,18 +69,73 @@ async fn comments_come_in_tree_order_depth_first_oldest_first() {
 }
 
 #[tokio::test]
-async fn replies_deeper_than_max_depth_are_accepted() {
+async fn replies_deeper_than_max_depth_are_kept_at_the_cap_and_still_name_their_parent() {
     let mut config = Config::default();
     config.comments.max_depth = 2;
+    config.limits.posts_per_minute = 0;
     let app = spawn_app_with(config).await;
     app.thread("t").await;
-    let mut parent = None;
-    for i in 0..5 {
-        parent = Some(app.publish("t", "A", &format!("level {i}"), parent).await);
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        ids.push(
+            app.publish("t", "A", &format!("level {i}"), ids.last().copied())
+                .await,
+        );
     }
     let comments = app.comments("t").await;
-    assert_eq!(comments.len(), 5);
-    assert_eq!(comments[4]["depth"], 4);
+    let seen: Vec<(i64, i64, Option<i64>)> = comments
+        .iter()
+        .map(|c| {
+            (
+                c["id"].as_i64().unwrap(),
+                c["depth"].as_i64().unwrap(),
+                c["parent_id"].as_i64(),
+            )
+        })
+        .collect();
+    // Reply order is kept, each names whom it answers, and nothing is deeper than 2.
+    let expected: Vec<(i64, i64, Option<i64>)> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, &id)| (id, (i as i64).min(2), i.checked_sub(1).map(|p| ids[p])))
+        .collect();
+    assert_eq!(seen, expected);
+    let paths: Vec<(String,)> = sqlx::query_as("SELECT path FROM comments ORDER BY id")
+        .fetch_all(&app.db)
+        .await
+        .unwrap();
+    assert!(paths.iter().all(|(p,)| p.len() <= 30), "{paths:?}");
+}
+
+#[tokio::test]
+async fn a_thousand_deep_reply_chain_renders_with_bounded_nesting() {
+    let mut config = Config::default();
+    config.limits.posts_per_minute = 0;
+    config.comments.page_max_comments = 2000;
+    let app = spawn_app_with(config).await;
+    app.thread("deep").await;
+    let mut parent = None;
+    for i in 0..1000 {
+        parent = Some(
+            app.publish("deep", "A", &format!("reply {i}"), parent)
+                .await,
+        );
+    }
+    let page = app.get("/t/deep").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.text.contains("reply 999"));
+    // At most max_depth (8) levels of nested articles, whatever the chain's length.
+    let mut open = 0usize;
+    let mut deepest = 0usize;
+    for (i, _) in page.text.match_indices("article") {
+        if page.text[..i].ends_with("</") {
+            open = open.saturating_sub(1);
+        } else if page.text[..i].ends_with('<') {
+            open += 1;
+            deepest = deepest.max(open);
+        }
+    }
+    assert!(deepest <= 9, "articles nested {deepest} deep");
 }
 
 #[tokio::test]
@@ -108,7 +163,7 @@ async fn a_big_thread_is_served_in_pages_that_continue_where_they_stopped() {
     let mut pages = 0;
     loop {
         let url = match &cursor {
-            None => "/api/threads/t?paged=1".to_owned(),
+            None => "/api/threads/t".to_owned(),
             Some(c) => format!("/api/threads/t?after={c}"),
         };
         let v = app.get(&url).await.json();
@@ -134,8 +189,15 @@ async fn a_big_thread_is_served_in_pages_that_continue_where_they_stopped() {
         "pages joined give the whole thread, in order, once"
     );
     assert_eq!(pages, 3);
-    // Without paging, the whole thread at once.
-    assert_eq!(app.comments("t").await.len(), 12);
+    // The whole thread at once is for staff only.
+    let r = app.get("/api/threads/t?all=1").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    let cookie = app.sign_in_as("mod", true).await;
+    let r = app
+        .send_with("GET", "/api/threads/t?all=1", &[("cookie", &cookie)], None)
+        .await;
+    assert_eq!(r.json()["comments"].as_array().unwrap().len(), 12);
+    assert!(r.json().get("next").is_none());
 }
 
 #[tokio::test]

@@ -179,6 +179,21 @@ impl Engine {
         if let Err(e) = self.store.prune_events(now - retention).await {
             tracing::warn!(error = %e, "pruning live events failed");
         }
+        self.prune_limiters();
+    }
+
+    /// Forgets the addresses whose limits have refilled, so limiter memory follows the
+    /// clients of the last minutes, not every address ever seen.
+    fn prune_limiters(&self) {
+        let limiters = [
+            self.post_limiter.as_ref(),
+            Some(&self.sign_in_limiter),
+            self.embed_thread_limiter.as_ref(),
+        ];
+        for l in limiters.into_iter().flatten() {
+            l.retain_recent();
+            l.shrink_to_fit();
+        }
     }
 
     /// Who a request comes from, given what it presented. Unknown API keys are refused (401).
@@ -197,7 +212,7 @@ impl Engine {
         ip: Option<IpAddr>,
     ) -> Result<(i64, Viewer)> {
         if let Some(ip) = ip
-            && let Err(not_until) = self.sign_in_limiter.check_key(&ip)
+            && let Err(not_until) = self.sign_in_limiter.check_key(&crate::net::limit_key(ip))
         {
             return Err(Error::RateLimited {
                 message: "too many sign-in attempts; wait a minute".into(),
@@ -476,6 +491,26 @@ fn cut_page(rows: &[CommentRow], top_limit: usize, max_comments: usize) -> (&[Co
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn limiter_memory_follows_recent_clients_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let mut config = Config::default();
+        config.spam.bundled_corpus = false;
+        // 6,000 a minute: a key's state is fresh again 10 ms after its last use.
+        config.limits.posts_per_minute = 6000;
+        let engine = Engine::open(&url, config).await.unwrap();
+        let limiter = engine.post_limiter.as_ref().unwrap();
+        for i in 0..1000u32 {
+            let ip = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            assert!(limiter.check_key(&ip).is_ok());
+        }
+        assert_eq!(limiter.len(), 1000);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        engine.housekeeping().await;
+        assert_eq!(limiter.len(), 0);
+    }
 
     fn row(id: i64, depth: i64) -> CommentRow {
         CommentRow {

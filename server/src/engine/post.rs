@@ -7,7 +7,7 @@ use crate::comment::{self, NewComment};
 use crate::error::{Error, Result};
 use crate::events;
 use crate::moderation::{Candidate, Verdict};
-use crate::store::{CommentRow, NewCommentRow, now_ms};
+use crate::store::{CommentRow, NewCommentRow, capped_parent, now_ms};
 use crate::token::TokenError;
 use app::model::{Comment, PostAction, PostComment, PostResponse, Status, comment_html};
 use std::net::IpAddr;
@@ -55,7 +55,7 @@ impl Engine {
             };
         }
         if let (Some(limiter), Some(ip)) = (&self.post_limiter, ip)
-            && let Err(not_until) = limiter.check_key(&ip)
+            && let Err(not_until) = limiter.check_key(&crate::net::limit_key(ip))
         {
             return Err(Error::RateLimited {
                 message: "You are posting too fast; wait a minute and try again.".into(),
@@ -86,7 +86,9 @@ impl Engine {
             None => None,
             Some(pid) => match self.store.comment(pid).await? {
                 Some(p) if p.thread_id == thread.id && p.status == Status::Published.as_str() => {
-                    Some((p.id, p.path, p.depth))
+                    let (path, depth) =
+                        capped_parent(&p.path, p.depth, self.config.comments.max_depth);
+                    Some((p.id, path, depth))
                 }
                 _ => {
                     return Err(Error::invalid(

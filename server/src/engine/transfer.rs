@@ -21,7 +21,11 @@ impl Engine {
         options: &ImportOptions,
         progress: Progress<'_>,
     ) -> Result<Summary, ImportError> {
-        crate::transfer::import_file(&self.store, format, path, options, progress).await
+        let options = ImportOptions {
+            max_depth: self.config.comments.max_depth,
+            ..options.clone()
+        };
+        crate::transfer::import_file(&self.store, format, path, &options, progress).await
     }
 
     /// Exports every thread (or one) to `path` as versioned JSON lines, gzip for `.gz`.

@@ -36,21 +36,28 @@ async fn list_threads(State(state): State<AppState>) -> Result<Json<ThreadList>>
 struct PageQuery {
     /// Cursor from a previous page's `next`.
     after: Option<String>,
-    /// `paged=1` asks for the first page only (as the thread view shows it).
-    paged: Option<String>,
+    /// `all=1` (staff only) asks for the whole thread in one answer.
+    all: Option<String>,
 }
 
+/// One page of a thread (follow `next` for the rest), so no request makes the server
+/// serialise a huge thread; staff may ask for all of it with `?all=1`.
 async fn get_thread(
     State(state): State<AppState>,
     Path(key): Path<String>,
     Query(q): Query<PageQuery>,
     CurrentViewer(viewer): CurrentViewer,
 ) -> Result<Json<ThreadResponse>> {
-    let paged = q.after.is_some() || q.paged.as_deref().is_some_and(|p| p != "0");
+    let all = q.all.as_deref().is_some_and(|a| a != "0");
+    if all && !viewer.is_staff() {
+        return Err(Error::Forbidden(
+            "Only staff may read a whole thread at once (?all=1); follow `next` instead.".into(),
+        ));
+    }
     Ok(Json(
         state
             .engine
-            .thread(&key, q.after.as_deref(), paged, &viewer)
+            .thread(&key, q.after.as_deref(), !all, &viewer)
             .await?,
     ))
 }

@@ -66,18 +66,22 @@ fn body_error(e: &axum::Error, too_large: impl Fn() -> Error) -> Error {
     ))
 }
 
-/// The client's address, when the server knows it (every real connection; not `oneshot`).
+/// The client's address, when the server knows it (every real connection; not `oneshot`):
+/// the connection's peer, or behind a trusted proxy the client it names.
 pub(crate) struct ClientAddr(pub Option<IpAddr>);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+impl FromRequestParts<AppState> for ClientAddr {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         Ok(ClientAddr(
             parts
                 .extensions
                 .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip()),
+                .map(|c| state.proxies.client(c.0.ip(), &parts.headers)),
         ))
     }
 }

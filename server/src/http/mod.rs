@@ -34,6 +34,8 @@ pub(crate) struct AppState {
     pub engine: Arc<Engine>,
     pub leptos_options: LeptosOptions,
     pub routes: Arc<Vec<AxumRouteListing>>,
+    /// Whose forwarding headers name the client (`[site] trusted_proxies`).
+    pub proxies: Arc<crate::net::TrustedProxies>,
 }
 
 impl FromRef<AppState> for LeptosOptions {
@@ -95,10 +97,14 @@ pub fn router(engine: Arc<Engine>, leptos_options: LeptosOptions) -> Router {
         .filter(|r| !r.path().starts_with("/embed/"))
         .cloned()
         .collect();
+    let proxies = Arc::new(crate::net::TrustedProxies::new(
+        &engine.config().site.trusted_proxies,
+    ));
     let state = AppState {
         engine,
         leptos_options,
         routes: Arc::new(routes.clone()),
+        proxies,
     };
     Router::new()
         .route("/health", get(health))

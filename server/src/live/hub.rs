@@ -14,7 +14,7 @@ use axum::extract::ws::{Message, Utf8Bytes};
 use futures_util::task::AtomicWaker;
 use futures_util::{Sink, Stream};
 use std::collections::{HashMap, VecDeque};
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::task::{Context, Poll};
@@ -197,21 +197,6 @@ impl<'e> Encodings<'e> {
     }
 }
 
-/// The admission key of an address: the address itself, or its /64 for IPv6 (one host
-/// usually owns a whole /64, so per-address counting would be no limit at all).
-fn ip_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
-                IpAddr::V6(Ipv6Addr::from(prefix))
-            }
-        },
-    }
-}
-
 pub(crate) struct Inner {
     pub limits: Limits,
     pub source: Arc<dyn EventSource>,
@@ -379,7 +364,7 @@ impl Hub {
         if self.is_shutting_down() {
             return None;
         }
-        let key = ip_key(ip);
+        let key = crate::net::limit_key(ip);
         let max = self.inner.limits.max_connections_per_ip;
         let mut ips = self
             .inner
@@ -461,21 +446,5 @@ impl Hub {
                 return self.connection_count() == 0;
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ipv6_is_grouped_by_64() {
-        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
-        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
-        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
-        assert_eq!(ip_key(a), ip_key(b));
-        assert_ne!(ip_key(a), ip_key(c));
-        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
-        assert_eq!(ip_key(mapped), "10.0.0.1".parse::<IpAddr>().unwrap());
     }
 }

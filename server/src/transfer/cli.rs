@@ -95,6 +95,8 @@ pub async fn import(common: &Common, args: ImportArgs) -> Result<()> {
             .collect::<Result<_>>()?,
         keep_pingbacks: args.keep_pingbacks,
         skip_empty_threads: args.skip_empty_threads,
+        // The engine sets it from `comments.max_depth`.
+        max_depth: 0,
     };
     if !args.file.is_file() {
         bail!("cannot read {}: no such file", args.file.display());

@@ -69,6 +69,9 @@ pub struct ImportOptions {
     pub keep_pingbacks: bool,
     /// Do not create threads that have no comments.
     pub skip_empty_threads: bool,
+    /// Replies deeper than this are stored at it, as posting does (`comments.max_depth`);
+    /// 0 means the default of 8.
+    pub max_depth: u32,
 }
 
 /// Where in the file a problem is.

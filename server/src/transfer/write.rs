@@ -97,6 +97,8 @@ struct Ctx {
     /// The file came from this very database: a comment with the same id is the same one.
     same_instance: bool,
     url_prefixes: Vec<(String, String)>,
+    /// Deeper replies are stored at this depth (see [`crate::store::capped_parent`]).
+    max_depth: u32,
 }
 
 pub(super) async fn run(
@@ -117,6 +119,10 @@ pub(super) async fn run(
         preserve_ids: false,
         same_instance: false,
         url_prefixes: options.url_prefixes.clone(),
+        max_depth: match options.max_depth {
+            0 => crate::config::CommentsConfig::default().max_depth,
+            n => n,
+        },
     };
     if let Some(n) = &native {
         let instance = n
@@ -584,7 +590,10 @@ async fn write_thread(
             })?,
         };
         let (path, depth) = match &parent {
-            Some(p) => (format!("{}{}", p.path, path_segment(id)), p.depth + 1),
+            Some(p) => {
+                let (above, d) = crate::store::capped_parent(&p.path, p.depth, ctx.max_depth);
+                (format!("{above}{}", path_segment(id)), d + 1)
+            }
             None => (path_segment(id), 0),
         };
         placed_here.insert(
