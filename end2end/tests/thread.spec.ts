@@ -1,5 +1,5 @@
 import { expect, test } from "@playwright/test";
-import { gotoHydrated } from "./helpers";
+import { expectSameDocument, freshThread, gotoHydrated, markDocument } from "./helpers";
 
 test("the welcome thread is rendered on the server before any script runs", async ({ page, request }) => {
   // The raw HTML already holds the comments.
@@ -35,4 +35,44 @@ test("after hydration a reply subtree collapses and expands", async ({ page }) =
 test("an unknown page answers 404", async ({ request }) => {
   const res = await request.get("/no/such/page");
   expect(res.status()).toBe(404);
+});
+
+test("a 1,000-deep reply chain renders and hydrates with nesting held at the depth cap", async ({ page, request }) => {
+  test.setTimeout(120_000);
+  const key = freshThread("deep");
+  let parent: number | null = null;
+  for (let i = 0; i < 1000; i++) {
+    const { token } = await (await request.get(`/api/threads/${key}/form`)).json();
+    const res = await request.post(`/api/threads/${key}/comments`, {
+      data: { name: "Deep", body: `reply ${i}`, parent_id: parent, form_token: token },
+    });
+    expect(res.status()).toBe(201);
+    parent = (await res.json()).comment_id;
+  }
+  const errors: string[] = [];
+  page.on("pageerror", (e) => errors.push(e.message));
+  page.on("console", (m) => {
+    if (m.type() === "error") errors.push(m.text());
+  });
+  await gotoHydrated(page, `/t/${key}`);
+  await markDocument(page);
+  const shown = page.locator(".comment-tree article.comment");
+  await expect(shown.first()).toContainText("reply 0");
+  // However long the chain, no comment sits inside more than max_depth (8) others.
+  const deepest = await page.evaluate(() =>
+    Math.max(
+      ...Array.from(document.querySelectorAll("article.comment")).map((a) => {
+        let n = 0;
+        for (let e = a.parentElement; e; e = e.parentElement) if (e.matches("article.comment")) n++;
+        return n;
+      }),
+    ),
+  );
+  expect(deepest).toBeLessThanOrEqual(8);
+  // Hydrated and working: replying to a comment below the cap opens the form there.
+  const last = shown.last();
+  await last.locator("> .comment-body .reply-link").click();
+  await expect(last.locator("#comment-form")).toBeVisible();
+  await expectSameDocument(page);
+  expect(errors).toEqual([]);
 });

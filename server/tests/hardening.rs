@@ -291,3 +291,50 @@ async fn an_ipv6_client_is_limited_per_64_not_per_address() {
         StatusCode::CREATED
     );
 }
+
+#[tokio::test]
+async fn pages_allow_only_their_own_and_nonced_scripts() {
+    let app = spawn_app().await;
+    app.thread("t").await;
+    for path in ["/", "/t/t", "/login", "/embed/t/t"] {
+        let r = app.get(path).await;
+        let csp = header(&r, "content-security-policy")
+            .unwrap_or("")
+            .to_owned();
+        let script_src = csp
+            .split(';')
+            .map(str::trim)
+            .find(|d| d.starts_with("script-src "))
+            .unwrap_or_else(|| panic!("{path}: no script-src in {csp:?}"));
+        assert!(!script_src.contains("unsafe-inline"), "{path}: {csp}");
+        let nonce = script_src
+            .split_whitespace()
+            .find_map(|s| s.strip_prefix("'nonce-")?.strip_suffix('\''))
+            .unwrap_or_else(|| panic!("{path}: no nonce in {csp}"));
+        // Every inline script of the page carries it; a fresh page gets a fresh one.
+        for (i, _) in r.text.match_indices("<script") {
+            let tag = &r.text[i..i + r.text[i..].find('>').unwrap()];
+            assert!(
+                tag.contains(" src=") || tag.contains(&format!("nonce=\"{nonce}\"")),
+                "{path}: {tag}"
+            );
+        }
+        let again = app.get(path).await;
+        assert!(
+            !header(&again, "content-security-policy")
+                .unwrap_or("")
+                .contains(nonce),
+            "{path}: the nonce was reused"
+        );
+        for directive in [
+            "object-src 'none'",
+            "base-uri 'none'",
+            "frame-ancestors 'self'",
+        ] {
+            assert!(
+                csp.contains(directive),
+                "{path}: {directive} missing in {csp}"
+            );
+        }
+    }
+}

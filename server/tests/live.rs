@@ -126,6 +126,19 @@ async fn subscribe(ws: &mut Ws, thread: &str, since: Option<i64>) -> Vec<Value> 
     }
 }
 
+/// Posts `fields` to thread `key` with a fresh form token, sending `headers`.
+async fn post_with(live: &Live, key: &str, mut fields: Value, headers: &[(&str, &str)]) -> Reply {
+    fields["form_token"] = json!(live.app.token(key).await);
+    live.app
+        .send_with(
+            "POST",
+            &format!("/api/threads/{key}/comments"),
+            headers,
+            Some(&fields),
+        )
+        .await
+}
+
 #[tokio::test]
 async fn a_post_reaches_every_subscriber_as_an_event() {
     let live = serve(Config::default()).await;
@@ -230,14 +243,7 @@ async fn the_author_sees_their_own_held_comment_as_awaiting_moderation() {
     let live = serve(Config::parse("[moderation]\npre_moderation = \"all\"\n").unwrap()).await;
     live.app.thread("t").await;
     // The first post sets the author cookie.
-    let token = live.app.token("t").await;
-    let r = live
-        .app
-        .post_json(
-            "/api/threads/t/comments",
-            &json!({"name": "Ann", "body": "first", "form_token": token}),
-        )
-        .await;
+    let r = post_with(&live, "t", json!({"name": "Ann", "body": "first"}), &[]).await;
     let set = r
         .headers
         .get("set-cookie")
@@ -252,16 +258,13 @@ async fn the_author_sees_their_own_held_comment_as_awaiting_moderation() {
     let mut other = live.connect().await;
     subscribe(&mut mine, "t", None).await;
     subscribe(&mut other, "t", None).await;
-    let token = live.app.token("t").await;
-    let r = live
-        .app
-        .send_with(
-            "POST",
-            "/api/threads/t/comments",
-            &[("cookie", &author)],
-            Some(&json!({"name": "Ann", "body": "second", "form_token": token})),
-        )
-        .await;
+    let r = post_with(
+        &live,
+        "t",
+        json!({"name": "Ann", "body": "second"}),
+        &[("cookie", &author)],
+    )
+    .await;
     assert_eq!(r.status, StatusCode::ACCEPTED);
     let m = next(&mut mine).await;
     assert_eq!(m["event"]["kind"], "comment_posted");
@@ -276,14 +279,7 @@ async fn the_author_sees_their_own_held_comment_as_awaiting_moderation() {
 async fn without_cookies_the_author_token_in_the_socket_url_shows_their_held_comment() {
     let live = serve(Config::parse("[moderation]\npre_moderation = \"all\"\n").unwrap()).await;
     live.app.thread("t").await;
-    let token = live.app.token("t").await;
-    let r = live
-        .app
-        .post_json(
-            "/api/threads/t/comments",
-            &json!({"name": "Ann", "body": "first", "form_token": token}),
-        )
-        .await;
+    let r = post_with(&live, "t", json!({"name": "Ann", "body": "first"}), &[]).await;
     let author = r
         .headers
         .get("x-moderato-author")
@@ -305,16 +301,13 @@ async fn without_cookies_the_author_token_in_the_socket_url_shows_their_held_com
     for ws in [&mut mine, &mut forged, &mut other] {
         subscribe(ws, "t", None).await;
     }
-    let token = live.app.token("t").await;
-    let r = live
-        .app
-        .send_with(
-            "POST",
-            "/api/threads/t/comments",
-            &[("x-moderato-author", &author)],
-            Some(&json!({"name": "Ann", "body": "second", "form_token": token})),
-        )
-        .await;
+    let r = post_with(
+        &live,
+        "t",
+        json!({"name": "Ann", "body": "second"}),
+        &[("x-moderato-author", &author)],
+    )
+    .await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
     let m = next(&mut mine).await;
     assert_eq!(m["event"]["kind"], "comment_posted");
@@ -332,27 +325,32 @@ async fn a_catch_up_never_hands_readers_a_comment_that_was_removed() {
     live.app.thread("t").await;
     let cookie = live.app.sign_in_as("mod", true).await;
     let kept = live.app.publish("t", "Ann", "this one stays", None).await;
-    let token = live.app.token("t").await;
-    let r = live
-        .app
-        .post_json(
-            "/api/threads/t/comments",
-            &json!({"name": "Bob", "body": "regrettable words", "form_token": token}),
-        )
-        .await;
+    let r = post_with(
+        &live,
+        "t",
+        json!({"name": "Bob", "body": "regrettable words"}),
+        &[],
+    )
+    .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     let removed = r.json()["comment_id"].as_i64().unwrap();
     let author = r.headers["x-moderato-author"].to_str().unwrap().to_owned();
-    let r = live
-        .app
-        .send_with(
-            "POST",
-            &format!("/api/comments/{removed}/moderate"),
-            &[("cookie", &cookie)],
-            Some(&json!({"action": "remove"})),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let moderate = |action: &'static str| {
+        let cookie = cookie.clone();
+        let app = &live.app;
+        async move {
+            let r = app
+                .send_with(
+                    "POST",
+                    &format!("/api/comments/{removed}/moderate"),
+                    &[("cookie", &cookie)],
+                    Some(&json!({ "action": action })),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        }
+    };
+    moderate("remove").await;
 
     let mut reader = live.connect().await;
     let mut the_author = live
@@ -376,16 +374,7 @@ async fn a_catch_up_never_hands_readers_a_comment_that_was_removed() {
     let staff_replay = serde_json::to_string(&subscribe(&mut staff, "t", Some(0)).await).unwrap();
     assert!(staff_replay.contains("regrettable"), "{staff_replay}");
     // Approved again, it is public again, live and in later replays.
-    let r = live
-        .app
-        .send_with(
-            "POST",
-            &format!("/api/comments/{removed}/moderate"),
-            &[("cookie", &cookie)],
-            Some(&json!({"action": "approve"})),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    moderate("approve").await;
     let m = next(&mut reader).await;
     assert_eq!(
         m["event"]["comment"]["body_html"], "<p>regrettable words</p>\n",

@@ -415,6 +415,11 @@ async fn fragment(state: &AppState, key: &str, headers: &HeaderMap) -> Response 
             [
                 (header::CONTENT_TYPE, "text/html; charset=utf-8"),
                 (header::CACHE_CONTROL, "public, max-age=60"),
+                // Markup only: opened directly, nothing in it may run or load.
+                (
+                    header::CONTENT_SECURITY_POLICY,
+                    "default-src 'none'; style-src 'self' 'unsafe-inline'",
+                ),
             ],
             html,
         )

@@ -66,6 +66,44 @@ impl Backend for RequestBackend {
     }
 }
 
+/// Sets this page's Content-Security-Policy: scripts only from this site or carrying the
+/// page's nonce (Leptos puts it on its hydration and streaming scripts), so an injected
+/// inline script does not run; wasm may compile; connections only back to this site
+/// (the live socket included); no plugins, no `<base>`, forms post here. Styles may be
+/// inline (the embed's theme variables). The frame rules are added by `embed::frame_headers`.
+fn content_security_policy() {
+    let (Some(nonce), Some(response)) = (
+        leptos::nonce::use_nonce(),
+        leptos::prelude::use_context::<leptos_axum::ResponseOptions>(),
+    ) else {
+        return;
+    };
+    let host = leptos::prelude::use_context::<axum::http::request::Parts>()
+        .and_then(|p| {
+            p.headers
+                .get(axum::http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+        })
+        .filter(|h| {
+            !h.is_empty()
+                && h.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
+        });
+    let sockets = host
+        .map(|h| format!(" ws://{h} wss://{h}"))
+        .unwrap_or_default();
+    let policy = format!(
+        "default-src 'self'; script-src 'self' 'nonce-{}' 'wasm-unsafe-eval'; \
+         style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'{sockets}; \
+         object-src 'none'; base-uri 'none'; form-action 'self'",
+        &*nonce
+    );
+    if let Ok(v) = axum::http::HeaderValue::from_str(&policy) {
+        response.insert_header(axum::http::header::CONTENT_SECURITY_POLICY, v);
+    }
+}
+
 /// Renders any Leptos route, as the request's viewer may see it.
 pub(crate) async fn render(State(state): State<AppState>, req: Request<Body>) -> Response {
     let (mut parts, body) = req.into_parts();
@@ -82,7 +120,10 @@ pub(crate) async fn render(State(state): State<AppState>, req: Request<Body>) ->
     let options = state.leptos_options.clone();
     let handler = leptos_axum::render_route_with_context(
         state.routes.as_ref().clone(),
-        move || provide_context(backend.clone()),
+        move || {
+            provide_context(backend.clone());
+            content_security_policy();
+        },
         move || app::shell(options.clone()),
     );
     handler(State(state), req).await
