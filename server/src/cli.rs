@@ -113,6 +113,9 @@ pub enum UserCommand {
         #[arg(long)]
         staff: bool,
     },
+    /// Set a user's password (from MODERATO_PASSWORD or the first line of standard input),
+    /// keeping their rights, and sign them out everywhere.
+    SetPassword { name: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -124,6 +127,14 @@ pub enum KeyCommand {
         /// A label to recognise the key by.
         #[arg(long, default_value = "api")]
         name: String,
+    },
+    /// Revoke a user's API keys: all of them, or those with one label.
+    Revoke {
+        /// The user whose keys stop working.
+        user: String,
+        /// Only the keys with this label.
+        #[arg(long)]
+        name: Option<String>,
     },
 }
 
@@ -185,8 +196,25 @@ pub async fn run() -> Result<()> {
         Command::User(UserCommand::Add { name, staff }) => {
             user_add(&cli.common, &name, staff).await
         }
+        Command::User(UserCommand::SetPassword { name }) => {
+            let password = read_password()?;
+            let engine = open_engine(&cli.common).await?;
+            let ended = engine
+                .set_password(&Staff::operator(), &name, &password)
+                .await?;
+            println!("password of {} set; {ended} session(s) ended", name.trim());
+            Ok(())
+        }
         Command::Key(KeyCommand::Create { user, name }) => {
             key_create(&cli.common, &user, &name).await
+        }
+        Command::Key(KeyCommand::Revoke { user, name }) => {
+            let engine = open_engine(&cli.common).await?;
+            let n = engine
+                .revoke_api_keys(&Staff::operator(), &user, name.as_deref())
+                .await?;
+            println!("{n} key(s) of {user} revoked");
+            Ok(())
         }
         Command::Spam(cmd) => spam(&cli.common, cmd).await,
         Command::Embed(EmbedCommand::Snippet {

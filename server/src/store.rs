@@ -733,6 +733,31 @@ impl Store {
         .await?)
     }
 
+    /// Every session record: (id, data).
+    pub async fn sessions(&self) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(
+            sqlx::query_as::<_, (String, String)>("SELECT id, data FROM sessions")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Deletes a user's API keys (those labelled `label`, if given); returns how many.
+    pub async fn delete_api_keys(
+        &self,
+        user_id: i64,
+        label: Option<&str>,
+    ) -> Result<u64, StoreError> {
+        Ok(
+            sqlx::query("DELETE FROM api_keys WHERE user_id = $1 AND ($2 IS NULL OR name = $2)")
+                .bind(user_id)
+                .bind(label)
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
+    }
+
     /// Deletes a session record.
     pub async fn session_delete(&self, id: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM sessions WHERE id = $1")

@@ -353,6 +353,97 @@ async fn an_api_key_authenticates_staff() {
 }
 
 #[tokio::test]
+async fn a_revoked_key_stops_working_and_a_new_password_signs_the_user_out_everywhere() {
+    let app = spawn_app().await;
+    let operator = server::Staff::operator();
+    app.engine
+        .add_user(&operator, "bot", "password123", true)
+        .await
+        .unwrap();
+    let ci = app
+        .engine
+        .create_api_key(&operator, "bot", "ci")
+        .await
+        .unwrap();
+    let cron = app
+        .engine
+        .create_api_key(&operator, "bot", "cron")
+        .await
+        .unwrap();
+    let queue = |key: String| {
+        let app = &app;
+        async move {
+            app.send_with(
+                "GET",
+                "/api/moderation/queue",
+                &[("authorization", &format!("Bearer {key}"))],
+                None,
+            )
+            .await
+            .status
+        }
+    };
+    assert_eq!(
+        app.engine
+            .revoke_api_keys(&operator, "bot", Some("ci"))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(queue(ci.clone()).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        queue(cron.clone()).await,
+        StatusCode::OK,
+        "other keys keep working"
+    );
+
+    // Two browsers signed in; a new password ends both sessions.
+    let first = app.sign_in_as("mod", true).await;
+    let r = app
+        .post_json(
+            "/api/session",
+            &json!({"username": "mod", "password": "password123"}),
+        )
+        .await;
+    let second = session_cookie(&r).unwrap();
+    let who = |cookie: String| {
+        let app = &app;
+        async move {
+            app.send_with("GET", "/api/session", &[("cookie", &cookie)], None)
+                .await
+                .json()["name"]
+                .clone()
+        }
+    };
+    assert_eq!(who(first.clone()).await, "mod");
+    let ended = app
+        .engine
+        .set_password(&operator, "mod", "a-new-password")
+        .await
+        .unwrap();
+    assert_eq!(ended, 2);
+    assert_eq!(who(first).await, Value::Null);
+    assert_eq!(who(second).await, Value::Null);
+    let old = app
+        .post_json(
+            "/api/session",
+            &json!({"username": "mod", "password": "password123"}),
+        )
+        .await;
+    assert_eq!(old.status, StatusCode::UNAUTHORIZED);
+    let new = app
+        .post_json(
+            "/api/session",
+            &json!({"username": "mod", "password": "a-new-password"}),
+        )
+        .await;
+    assert_eq!(new.status, StatusCode::OK);
+    assert_eq!(new.json()["staff"], true, "rights are kept");
+    // The bot's sessions were not touched by mod's new password; its other key still works.
+    assert_eq!(queue(cron).await, StatusCode::OK);
+}
+
+#[tokio::test]
 async fn an_action_is_idempotent_and_audited_once() {
     let app = app_with("[moderation]\npre_moderation = \"all\"\n").await;
     app.thread("t").await;

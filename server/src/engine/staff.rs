@@ -210,10 +210,62 @@ impl Engine {
             Ok(_) => Ok(true),
             Err(e) if e.is_unique_violation() => {
                 self.store.update_user(name, &hash, is_staff).await?;
+                // A new password ends every session signed in with the old one.
+                if let Some(u) = self.store.user_by_name(name).await? {
+                    self.end_sessions(u.id).await?;
+                }
                 Ok(false)
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Sets an existing user's password, keeping their rights, and signs them out
+    /// everywhere; returns how many sessions ended.
+    pub async fn set_password(&self, _staff: &Staff, name: &str, password: &str) -> Result<u64> {
+        if password.chars().count() < 8 {
+            return Err(Error::invalid(
+                "password",
+                "the password must be at least 8 characters",
+            ));
+        }
+        let Some(u) = self.store.user_by_name(name.trim()).await? else {
+            return Err(Error::NotFound(format!(
+                "no user {name:?} (create it with `moderato user add`)"
+            )));
+        };
+        self.store
+            .update_user(&u.username, &auth::hash_password(password), u.is_staff != 0)
+            .await?;
+        self.end_sessions(u.id).await
+    }
+
+    /// Deletes every session of user `user_id`; returns how many.
+    async fn end_sessions(&self, user_id: i64) -> Result<u64> {
+        let mut ended = 0;
+        for (id, data) in self.store.sessions().await? {
+            let owner = serde_json::from_str::<serde_json::Value>(&data)
+                .ok()
+                .and_then(|r| r["data"][auth::USER_ID_KEY].as_i64());
+            if owner == Some(user_id) {
+                self.store.session_delete(&id).await?;
+                ended += 1;
+            }
+        }
+        Ok(ended)
+    }
+
+    /// Revokes a user's API keys (only those labelled `label`, if given); returns how many.
+    pub async fn revoke_api_keys(
+        &self,
+        _staff: &Staff,
+        user: &str,
+        label: Option<&str>,
+    ) -> Result<u64> {
+        let Some(u) = self.store.user_by_name(user).await? else {
+            return Err(Error::NotFound(format!("no user {user:?}")));
+        };
+        Ok(self.store.delete_api_keys(u.id, label).await?)
     }
 
     /// Creates an API key for a user; returns the key, which is shown this once (only its
