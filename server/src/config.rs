@@ -17,6 +17,27 @@ pub struct Config {
     pub site: SiteConfig,
     pub embed: EmbedConfig,
     pub backup: crate::transfer::backup::BackupConfig,
+    pub privacy: PrivacyConfig,
+}
+
+/// `[privacy]`: how long personal data is kept (purged by the hourly housekeeping).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PrivacyConfig {
+    /// Commenters' IP addresses are forgotten this many days after the comment; 0 keeps
+    /// them.
+    pub keep_ip_days: u32,
+    /// Audit log entries older than this many days are deleted; 0 keeps them all.
+    pub keep_audit_days: u32,
+}
+
+impl Default for PrivacyConfig {
+    fn default() -> Self {
+        PrivacyConfig {
+            keep_ip_days: 30,
+            keep_audit_days: 0,
+        }
+    }
 }
 
 /// `[embed]`: which other sites may show these comments (see `crate::engine::embed`).

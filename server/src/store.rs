@@ -586,6 +586,35 @@ impl Store {
             .rows_affected())
     }
 
+    /// Deletes sessions that have expired.
+    pub async fn purge_sessions(&self, now: i64) -> Result<u64, StoreError> {
+        Ok(sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
+    /// Forgets the IP addresses of comments made before `before`.
+    pub async fn forget_ips(&self, before: i64) -> Result<u64, StoreError> {
+        Ok(
+            sqlx::query("UPDATE comments SET ip = NULL WHERE ip IS NOT NULL AND created_at < $1")
+                .bind(before)
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
+    }
+
+    /// Deletes audit log entries made before `before`.
+    pub async fn purge_audit(&self, before: i64) -> Result<u64, StoreError> {
+        Ok(sqlx::query("DELETE FROM audit_log WHERE at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
     /// Published comments by this email (for "first comment" pre-moderation).
     pub async fn published_by_email(&self, email: &str) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar::<_, i64>(

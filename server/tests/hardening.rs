@@ -338,3 +338,65 @@ async fn pages_allow_only_their_own_and_nonced_scripts() {
         }
     }
 }
+
+#[tokio::test]
+async fn housekeeping_forgets_old_addresses_expired_sessions_and_old_audit_entries() {
+    let config = Config::parse("[privacy]\nkeep_ip_days = 30\nkeep_audit_days = 90\n").unwrap();
+    let app = spawn_app_with(config).await;
+    app.thread("t").await;
+    let old = app.publish("t", "Old", "from long ago", None).await;
+    let new = app.publish("t", "New", "from today", None).await;
+    let day = 86_400_000i64;
+    let now = server::now_ms();
+    // Back-date one comment and one audit entry, and let one session expire.
+    sqlx::query("UPDATE comments SET created_at = $1, ip = '192.0.2.1' WHERE id = $2")
+        .bind(now - 31 * day)
+        .bind(old)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE comments SET ip = '192.0.2.2' WHERE id = $1")
+        .bind(new)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    for (at, actor) in [(now - 91 * day, "old-mod"), (now - day, "new-mod")] {
+        sqlx::query(
+            "INSERT INTO audit_log (at, actor, action, thread_id, status_after, detail) \
+             VALUES ($1, $2, 'reject', NULL, 'rejected', 'x')",
+        )
+        .bind(at)
+        .bind(actor)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    }
+    for (id, expires) in [("gone", now - 1000), ("live", now + day)] {
+        sqlx::query("INSERT INTO sessions (id, data, expires_at) VALUES ($1, '{}', $2)")
+            .bind(id)
+            .bind(expires)
+            .execute(&app.db)
+            .await
+            .unwrap();
+    }
+
+    app.engine.housekeeping().await;
+
+    let ips: Vec<(i64, Option<String>)> = sqlx::query_as("SELECT id, ip FROM comments ORDER BY id")
+        .fetch_all(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(ips, [(old, None), (new, Some("192.0.2.2".to_owned()))]);
+    let actors: Vec<(String,)> = sqlx::query_as("SELECT actor FROM audit_log ORDER BY id")
+        .fetch_all(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(actors, [("new-mod".to_owned(),)]);
+    let sessions: Vec<(String,)> = sqlx::query_as("SELECT id FROM sessions")
+        .fetch_all(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(sessions, [("live".to_owned(),)]);
+    // The comments themselves stay.
+    assert_eq!(app.comments("t").await.len(), 2);
+}

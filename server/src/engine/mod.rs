@@ -169,7 +169,8 @@ impl Engine {
         self.store.close().await;
     }
 
-    /// Forgets spent form nonces and live events past the retention window (hourly).
+    /// Forgets spent form nonces, live events past the retention window, expired sessions,
+    /// old IP addresses and old audit entries (`[privacy]`); runs hourly.
     pub async fn housekeeping(&self) {
         let now = now_ms();
         if let Err(e) = self.store.purge_nonces(now).await {
@@ -178,6 +179,27 @@ impl Engine {
         let retention = self.config.live.retention_hours as i64 * 3_600_000;
         if let Err(e) = self.store.prune_events(now - retention).await {
             tracing::warn!(error = %e, "pruning live events failed");
+        }
+        if let Err(e) = self.store.purge_sessions(now).await {
+            tracing::warn!(error = %e, "purging expired sessions failed");
+        }
+        const DAY_MS: i64 = 86_400_000;
+        let privacy = &self.config.privacy;
+        if privacy.keep_ip_days > 0
+            && let Err(e) = self
+                .store
+                .forget_ips(now - i64::from(privacy.keep_ip_days) * DAY_MS)
+                .await
+        {
+            tracing::warn!(error = %e, "forgetting old IP addresses failed");
+        }
+        if privacy.keep_audit_days > 0
+            && let Err(e) = self
+                .store
+                .purge_audit(now - i64::from(privacy.keep_audit_days) * DAY_MS)
+                .await
+        {
+            tracing::warn!(error = %e, "purging the audit log failed");
         }
         self.prune_limiters();
     }
