@@ -79,7 +79,7 @@ fn route_list() -> &'static Vec<AxumRouteListing> {
 /// The whole application.
 pub fn router(engine: Arc<Engine>, leptos_options: LeptosOptions) -> Router {
     let routes = route_list().clone();
-    let engine_limits = engine.config().limits.clone();
+    let body_timeout = Duration::from_secs(engine.config().limits.body_timeout_secs.max(1));
     let secure = engine.config().site.public_url.starts_with("https://");
     let sessions = SessionManagerLayer::new(engine.session_store())
         .with_name(SESSION_COOKIE)
@@ -116,9 +116,7 @@ pub fn router(engine: Arc<Engine>, leptos_options: LeptosOptions) -> Router {
             app::shell,
         ))
         .layer(middleware::from_fn(same_origin_only))
-        .layer(RequestBodyTimeoutLayer::new(Duration::from_secs(
-            engine_limits.body_timeout_secs.max(1),
-        )))
+        .layer(RequestBodyTimeoutLayer::new(body_timeout))
         .layer(sessions)
         .layer(middleware::from_fn_with_state(
             secure,

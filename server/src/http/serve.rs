@@ -61,7 +61,7 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let (stream, peer) = tokio::select! {
+        let (mut stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(conn) => conn,
                 Err(e) => {
@@ -73,7 +73,6 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let mut stream = stream;
         super::low_latency(&mut stream);
         let app = app.clone();
         let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
