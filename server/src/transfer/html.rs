@@ -321,7 +321,9 @@ fn link_target(href: &str) -> String {
 
 /// The markdown source for an HTML body.
 pub fn to_markdown(html: &str) -> String {
-    let clean = cleaner().clean(html).to_string();
+    static CLEANER: std::sync::LazyLock<ammonia::Builder<'static>> =
+        std::sync::LazyLock::new(cleaner);
+    let clean = CLEANER.clean(html).to_string();
     let mut w = Writer::default();
     for token in tokens(&clean) {
         match token {

@@ -3,8 +3,8 @@
 //! native post keeps them, and each source id recorded so a second run adds nothing.
 
 use super::{
-    Body, Fate, ImportError, ImportOptions, Loader, Plan, Progress, SourceComment, SourceThread,
-    is_postgres, moderato, thread_key,
+    Body, Fate, ImportError, ImportOptions, Loader, Plan, PlannedThread, Progress, SourceComment,
+    SourceThread, is_postgres, moderato, thread_key,
 };
 use crate::store::{Store, now_ms, path_segment};
 use sqlx::{Any, Transaction};
@@ -99,7 +99,31 @@ struct Ctx {
     url_prefixes: Vec<(String, String)>,
     /// Deeper replies are stored at this depth (see [`crate::store::capped_parent`]).
     max_depth: u32,
+    /// PostgreSQL numbers its parameters (`$1`); SQLite gets plain `?`, which it binds by
+    /// position: sqlx looks every `$N` up by name, a scan that made a 40-row INSERT's binding
+    /// quadratic (6% of the import benchmark).
+    postgres: bool,
+    /// The two INSERTs of a full chunk of rows, built once.
+    full_chunk_sql: std::sync::OnceLock<(String, String)>,
 }
+
+impl Ctx {
+    /// The `n`th (1-based) parameter of a statement, in this database's syntax.
+    fn param(&self, n: usize) -> String {
+        if self.postgres {
+            format!("${n}")
+        } else {
+            "?".to_owned()
+        }
+    }
+}
+
+/// Threads are written in transactions of about this many comments: a whole thread is never
+/// split, so an interrupted import still leaves whole threads or none, and a transaction per
+/// thread made the WAL rewrite the same index pages once per thread (a third of the import
+/// benchmark's time was those writes). It is short enough that a reader posting meanwhile
+/// waits a fraction of a second at most.
+const BATCH_COMMENTS: usize = 5_000;
 
 pub(super) async fn run(
     store: &Store,
@@ -123,6 +147,8 @@ pub(super) async fn run(
             0 => crate::config::CommentsConfig::default().max_depth,
             n => n,
         },
+        postgres: is_postgres(store),
+        full_chunk_sql: Default::default(),
     };
     if let Some(n) = &native {
         let instance = n
@@ -152,13 +178,20 @@ pub(super) async fn run(
             reserve_ids(store, "audit_log", n.max_audit_id).await?;
         }
     }
-    // One connection for every thread's transaction. On SQLite it commits without waiting
-    // for the disk (synchronous = NORMAL: in WAL mode a power cut may lose the last threads
-    // written, never corrupt or split one, and a second run writes them). It is closed
-    // afterwards rather than returned to the pool with that setting.
+    // One connection for every transaction. On SQLite it commits without waiting for the
+    // disk (synchronous = NORMAL: in WAL mode a power cut may lose the last threads written,
+    // never corrupt or split one, and a second run writes them), and keeps a larger page
+    // cache, so the indexes' pages are read from the file once. It is closed afterwards
+    // rather than returned to the pool with those settings.
     let mut conn = store.pool.acquire().await?;
-    if !is_postgres(store) {
+    if !ctx.postgres {
         sqlx::query("PRAGMA synchronous = NORMAL")
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query("PRAGMA cache_size = -65536")
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query("PRAGMA wal_autocheckpoint = 20000")
             .execute(&mut *conn)
             .await?;
     }
@@ -188,7 +221,92 @@ async fn write_threads(
     let total = plan.comment_count;
     let mut done = 0u64;
     progress("importing", 0, total);
-    for pt in plan.threads.iter_mut() {
+    let mut tx = sqlx::Connection::begin(&mut **conn).await?;
+    // What the open transaction holds, counted into `sum` once it commits.
+    let mut batch = Summary::default();
+    let mut open = Batch::default();
+    let mut in_batch = 0usize;
+    // A pipeline of two: the next thread is read, cleaned and rendered on the other core
+    // while this one's rows are written, so the database's worker is rarely idle.
+    let mut threads = std::mem::take(&mut plan.threads).into_iter();
+    let mut free_loader = Some(std::mem::replace(loader, Loader::Memory));
+    let mut pending = start_next(&mut threads, &mut free_loader, options, sum);
+    while let Some((key, job)) = pending.take() {
+        let (returned, pt, prepared) = job
+            .await
+            .map_err(|e| ImportError::Invalid(format!("reading comments failed: {e}")))?;
+        free_loader = Some(returned);
+        pending = start_next(&mut threads, &mut free_loader, options, sum);
+        let (comments, cleaned) = prepared?;
+        if comments.is_empty() && options.skip_empty_threads {
+            sum.skip("thread without comments (--skip-empty-threads)", 1);
+            continue;
+        }
+        let n = comments.len();
+        write_thread(
+            store, &mut tx, &mut open, ctx, &key, &pt.thread, comments, cleaned, &mut batch,
+        )
+        .await?;
+        in_batch += n;
+        if in_batch >= BATCH_COMMENTS {
+            std::mem::take(&mut open).finish(&mut tx).await?;
+            tx.commit().await?;
+            merge(sum, std::mem::take(&mut batch));
+            in_batch = 0;
+            tx = sqlx::Connection::begin(&mut **conn).await?;
+        }
+        done += n as u64;
+        progress("importing", done, total);
+    }
+    open.finish(&mut tx).await?;
+    tx.commit().await?;
+    merge(sum, batch);
+    if let Some(l) = free_loader {
+        *loader = l;
+    }
+    Ok(())
+}
+
+/// What the open transaction has written and not yet recorded.
+#[derive(Default)]
+struct Batch {
+    /// New comments by status, added to the running counts once, before the commit.
+    counts: BTreeMap<String, i64>,
+    /// SQLite: the next free comment id (the transaction holds the write lock, so nobody
+    /// else takes one meanwhile).
+    next_id: Option<i64>,
+}
+
+impl Batch {
+    async fn finish(self, tx: &mut Transaction<'_, Any>) -> Result<(), ImportError> {
+        for (status, n) in self.counts {
+            // The same running counts a native post keeps (migration 0005).
+            sqlx::query(
+                "INSERT INTO comment_counts (status, n) VALUES ($1, $2) \
+                 ON CONFLICT (status) DO UPDATE SET n = comment_counts.n + $2",
+            )
+            .bind(status)
+            .bind(n)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// What the reading job hands back: the loader (for the next thread), the thread, and its
+/// comments with their cleaned fields.
+type Job = (Loader, PlannedThread, Result<Prepared, ImportError>);
+type Prepared = (Vec<SourceComment>, Vec<Cleaned>);
+
+/// Starts reading the next thread that has a usable key, on a blocking thread.
+fn start_next(
+    threads: &mut impl Iterator<Item = PlannedThread>,
+    free_loader: &mut Option<Loader>,
+    options: &ImportOptions,
+    sum: &mut Summary,
+) -> Option<(String, tokio::task::JoinHandle<Job>)> {
+    for mut pt in threads.by_ref() {
         let Some(key) = thread_key(&pt.thread, options) else {
             sum.skip("thread without a usable URL or id", 1);
             sum.skip(
@@ -197,17 +315,74 @@ async fn write_threads(
             );
             continue;
         };
-        let comments = loader.load(pt).await?;
-        let n = comments.len() as u64;
-        if comments.is_empty() && options.skip_empty_threads {
-            sum.skip("thread without comments (--skip-empty-threads)", 1);
-            continue;
-        }
-        write_thread(store, conn, ctx, &key, &pt.thread, comments, sum).await?;
-        done += n;
-        progress("importing", done, total);
+        let mut loader = free_loader.take()?;
+        let runtime = tokio::runtime::Handle::current();
+        let job = tokio::task::spawn_blocking(move || {
+            let prepared = runtime.block_on(loader.load(&mut pt)).map(|comments| {
+                let cleaned = clean_all(&comments);
+                (comments, cleaned)
+            });
+            (loader, pt, prepared)
+        });
+        return Some((key, job));
     }
-    Ok(())
+    None
+}
+
+/// A comment's fields as they are stored: the body's markdown source and HTML, and the
+/// author's fields cleaned (a native export's are kept as they are).
+pub(super) struct Cleaned {
+    source: String,
+    html: String,
+    name: String,
+    email: Option<String>,
+    url: Option<String>,
+    title: Option<String>,
+    email_dropped: bool,
+    url_dropped: bool,
+}
+
+/// Cleans and renders a thread's comments, on all cores.
+fn clean_all(comments: &[SourceComment]) -> Vec<Cleaned> {
+    comments
+        .iter()
+        .map(|c| {
+            let source = source_of(&c.body);
+            let html = crate::comment::render_markdown(&source);
+            if c.native.is_some() {
+                return Cleaned {
+                    source,
+                    html,
+                    name: c.author_name.clone(),
+                    email: c.author_email.clone(),
+                    url: c.author_url.clone(),
+                    title: c.title.clone(),
+                    email_dropped: false,
+                    url_dropped: false,
+                };
+            }
+            let mut name = clean_text(&c.author_name, crate::comment::MAX_NAME_CHARS);
+            if name.is_empty() {
+                name = "Anonymous".into();
+            }
+            let email = clean_email(c.author_email.as_deref());
+            let url = clean_url(c.author_url.as_deref());
+            Cleaned {
+                source,
+                html,
+                name,
+                email_dropped: email.is_err(),
+                url_dropped: url.is_err(),
+                email: email.unwrap_or(None),
+                url: url.unwrap_or(None),
+                title: c
+                    .title
+                    .as_deref()
+                    .map(|t| clean_text(t, crate::comment::MAX_TITLE_CHARS))
+                    .filter(|t| !t.is_empty()),
+            }
+        })
+        .collect()
 }
 
 /// Moves a table's id counter past `max`, so posts made while a restore runs never take an
@@ -454,30 +629,20 @@ fn source_of(body: &Body) -> String {
     s.replace('\0', "")
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn write_thread(
     store: &Store,
-    conn: &mut sqlx::pool::PoolConnection<Any>,
+    tx: &mut Transaction<'_, Any>,
+    open: &mut Batch,
     ctx: &Ctx,
     key: &str,
     t: &SourceThread,
     comments: Vec<SourceComment>,
+    cleaned: Vec<Cleaned>,
     sum: &mut Summary,
 ) -> Result<(), ImportError> {
     let now = now_ms();
-    // The bodies' markdown and HTML, on all cores, before the transaction takes the lock.
-    let rendered: Vec<(String, String)> = {
-        use rayon::prelude::*;
-        comments
-            .par_iter()
-            .map(|c| {
-                let source = source_of(&c.body);
-                let html = crate::comment::render_markdown(&source);
-                (source, html)
-            })
-            .collect()
-    };
-    let mut rendered: Vec<Option<(String, String)>> = rendered.into_iter().map(Some).collect();
-    let mut tx = sqlx::Connection::begin(&mut **conn).await?;
+    let mut cleaned: Vec<Option<Cleaned>> = cleaned.into_iter().map(Some).collect();
     // A write first, so SQLite takes the write lock at once (no deferred upgrade).
     let (kind, title, enabled, published_at, created_at, updated_at) = match &t.native {
         Some(n) => (
@@ -519,12 +684,12 @@ async fn write_thread(
     .bind(created_at)
     .bind(updated_at)
     .bind(&url)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?
     .rows_affected();
     let thread_id: i64 = sqlx::query_scalar("SELECT id FROM threads WHERE key = $1")
         .bind(key)
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut **tx)
         .await?;
     let mut local = Summary::default();
     if inserted == 1 {
@@ -534,7 +699,6 @@ async fn write_thread(
     }
     if comments.is_empty() {
         local.threads_without_comments += 1;
-        tx.commit().await?;
         merge(sum, local);
         return Ok(());
     }
@@ -544,7 +708,7 @@ async fn write_thread(
     wanted.extend(comments.iter().filter_map(|c| c.parent.as_deref()));
     wanted.sort_unstable();
     wanted.dedup();
-    let existing = placed(&mut tx, ctx, &wanted).await?;
+    let existing = placed(tx, ctx, &wanted).await?;
     let tree = build_tree(&comments, &|id| existing.contains_key(id));
     for &(_, reason) in &tree.skipped {
         local.skip(reason, 1);
@@ -568,7 +732,9 @@ async fn write_thread(
     } else {
         fresh.len()
     };
-    let mut ids = allocate_ids(store, &mut tx, need_ids).await?.into_iter();
+    let mut ids = allocate_ids(store, tx, &mut open.next_id, need_ids)
+        .await?
+        .into_iter();
 
     let mut placed_here: HashMap<usize, Placed> = HashMap::new();
     let mut rows: Vec<Row<'_>> = Vec::with_capacity(fresh.len());
@@ -629,7 +795,9 @@ async fn write_thread(
                 source_id: &c.source_id,
             }
         } else {
-            let (body_source, body_html) = rendered[i].take().unwrap_or_default();
+            let Some(f) = cleaned[i].take() else {
+                return Err(ImportError::Invalid("a comment was written twice".into()));
+            };
             let (status, moderator, reason, score, updated_at) = match (&c.fate, &c.native) {
                 (Fate::Status(s), Some(n)) => (
                     s.clone(),
@@ -652,44 +820,23 @@ async fn write_thread(
                     (status, moderator, reason, None, c.created_at)
                 }
             };
-            let (author_name, author_email, author_url, title) = if c.native.is_some() {
-                (
-                    c.author_name.clone(),
-                    c.author_email.clone(),
-                    c.author_url.clone(),
-                    c.title.clone(),
-                )
-            } else {
-                let mut name = clean_text(&c.author_name, crate::comment::MAX_NAME_CHARS);
-                if name.is_empty() {
-                    name = "Anonymous".into();
-                }
-                let email = clean_email(c.author_email.as_deref()).unwrap_or_else(|()| {
-                    local.note("an email address that does not look like one was dropped");
-                    None
-                });
-                let url = clean_url(c.author_url.as_deref()).unwrap_or_else(|()| {
-                    local.note("an author web address that is not http(s) was dropped");
-                    None
-                });
-                let title = c
-                    .title
-                    .as_deref()
-                    .map(|t| clean_text(t, crate::comment::MAX_TITLE_CHARS))
-                    .filter(|t| !t.is_empty());
-                (name, email, url, title)
-            };
+            if f.email_dropped {
+                local.note("an email address that does not look like one was dropped");
+            }
+            if f.url_dropped {
+                local.note("an author web address that is not http(s) was dropped");
+            }
             Row {
                 id,
                 parent_id: parent.as_ref().map(|p| p.id),
                 depth,
                 path,
-                author_name,
-                author_email,
-                author_url,
-                title,
-                body_source,
-                body_html,
+                author_name: f.name,
+                author_email: f.email,
+                author_url: f.url,
+                title: f.title,
+                body_source: f.source,
+                body_html: f.html,
                 status,
                 moderator,
                 reason,
@@ -703,23 +850,10 @@ async fn write_thread(
         *local.imported.entry(row.status.clone()).or_default() += 1;
         rows.push(row);
     }
-    insert_rows(&mut tx, ctx, thread_id, &rows).await?;
-    let mut deltas: BTreeMap<&str, i64> = BTreeMap::new();
+    insert_rows(tx, ctx, thread_id, &rows).await?;
     for r in &rows {
-        *deltas.entry(r.status.as_str()).or_default() += 1;
+        *open.counts.entry(r.status.clone()).or_default() += 1;
     }
-    for (status, n) in deltas {
-        // The same running counts a native post keeps (migration 0005).
-        sqlx::query(
-            "INSERT INTO comment_counts (status, n) VALUES ($1, $2) \
-             ON CONFLICT (status) DO UPDATE SET n = comment_counts.n + $2",
-        )
-        .bind(status)
-        .bind(n)
-        .execute(&mut *tx)
-        .await?;
-    }
-    tx.commit().await?;
     merge(sum, local);
     Ok(())
 }
@@ -757,11 +891,12 @@ async fn placed(
     }
     let mut out = HashMap::new();
     for chunk in source_ids.chunks(500) {
-        let list: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+        let list: Vec<String> = (0..chunk.len()).map(|i| ctx.param(i + 2)).collect();
         let sql = format!(
             "SELECT s.source_id, c.id, c.path, c.depth FROM import_sources s \
              JOIN comments c ON c.id = s.target_id \
-             WHERE s.source = $1 AND s.kind = 'comment' AND s.source_id IN ({})",
+             WHERE s.source = {} AND s.kind = 'comment' AND s.source_id IN ({})",
+            ctx.param(1),
             list.join(", ")
         );
         let mut q = sqlx::query_as::<_, Found>(&sql).bind(&ctx.source);
@@ -783,7 +918,7 @@ async fn placed(
             if ids.is_empty() {
                 continue;
             }
-            let list: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 1)).collect();
+            let list: Vec<String> = (0..ids.len()).map(|i| ctx.param(i + 1)).collect();
             let sql = format!(
                 "SELECT CAST(id AS TEXT) AS source_id, id, path, depth FROM comments \
                  WHERE id IN ({})",
@@ -811,6 +946,7 @@ async fn placed(
 async fn allocate_ids(
     store: &Store,
     tx: &mut Transaction<'_, Any>,
+    next_id: &mut Option<i64>,
     n: usize,
 ) -> Result<Vec<i64>, ImportError> {
     if n == 0 {
@@ -826,38 +962,74 @@ async fn allocate_ids(
         ids.sort_unstable();
         Ok(ids)
     } else {
-        let max: i64 = sqlx::query_scalar(
-            "SELECT MAX(COALESCE((SELECT MAX(id) FROM comments), 0), \
-             COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'comments'), 0))",
-        )
-        .fetch_one(&mut **tx)
-        .await?;
-        Ok((1..=n as i64).map(|k| max + k).collect())
+        let first = match *next_id {
+            Some(id) => id,
+            None => {
+                let max: i64 = sqlx::query_scalar(
+                    "SELECT MAX(COALESCE((SELECT MAX(id) FROM comments), 0), \
+                     COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'comments'), 0))",
+                )
+                .fetch_one(&mut **tx)
+                .await?;
+                max + 1
+            }
+        };
+        *next_id = Some(first + n as i64);
+        Ok((first..first + n as i64).collect())
     }
 }
 
-/// Multi-row INSERTs: one statement per 40 comments instead of one per comment.
+/// Rows per multi-row INSERT: one statement per 40 comments instead of one per comment.
+const CHUNK_ROWS: usize = 40;
+
+/// The INSERTs of `n` comments and of their source ids.
+fn insert_sql(ctx: &Ctx, n: usize) -> (String, String) {
+    const COLS: usize = 18;
+    let values: Vec<String> = (0..n)
+        .map(|r| {
+            let cells: Vec<String> = (1..=COLS).map(|c| ctx.param(r * COLS + c)).collect();
+            format!("({})", cells.join(", "))
+        })
+        .collect();
+    let comments = format!(
+        "INSERT INTO comments (id, thread_id, parent_id, depth, path, author_name, \
+         author_email, author_url, title, body_source, body_html, status, moderator, reason, \
+         score, ip, created_at, updated_at) VALUES {}",
+        values.join(", ")
+    );
+    let values: Vec<String> = (0..n)
+        .map(|r| {
+            format!(
+                "({}, 'comment', {}, {})",
+                ctx.param(r * 3 + 1),
+                ctx.param(r * 3 + 2),
+                ctx.param(r * 3 + 3)
+            )
+        })
+        .collect();
+    let sources = format!(
+        "INSERT INTO import_sources (source, kind, source_id, target_id) VALUES {}",
+        values.join(", ")
+    );
+    (comments, sources)
+}
+
 async fn insert_rows(
     tx: &mut Transaction<'_, Any>,
     ctx: &Ctx,
     thread_id: i64,
     rows: &[Row<'_>],
 ) -> Result<(), ImportError> {
-    const COLS: usize = 18;
-    for chunk in rows.chunks(40) {
-        let values: Vec<String> = (0..chunk.len())
-            .map(|r| {
-                let cells: Vec<String> = (1..=COLS).map(|c| format!("${}", r * COLS + c)).collect();
-                format!("({})", cells.join(", "))
-            })
-            .collect();
-        let sql = format!(
-            "INSERT INTO comments (id, thread_id, parent_id, depth, path, author_name, \
-             author_email, author_url, title, body_source, body_html, status, moderator, reason, \
-             score, ip, created_at, updated_at) VALUES {}",
-            values.join(", ")
-        );
-        let mut q = sqlx::query(&sql);
+    for chunk in rows.chunks(CHUNK_ROWS) {
+        let built;
+        let (sql, sources_sql) = if chunk.len() == CHUNK_ROWS {
+            ctx.full_chunk_sql
+                .get_or_init(|| insert_sql(ctx, CHUNK_ROWS))
+        } else {
+            built = insert_sql(ctx, chunk.len());
+            &built
+        };
+        let mut q = sqlx::query(sql);
         for r in chunk {
             q = q
                 .bind(r.id)
@@ -880,16 +1052,9 @@ async fn insert_rows(
                 .bind(r.updated_at);
         }
         q.execute(&mut **tx).await?;
-        let values: Vec<String> = (0..chunk.len())
-            .map(|r| format!("($1, 'comment', ${}, ${})", r * 2 + 2, r * 2 + 3))
-            .collect();
-        let sql = format!(
-            "INSERT INTO import_sources (source, kind, source_id, target_id) VALUES {}",
-            values.join(", ")
-        );
-        let mut q = sqlx::query(&sql).bind(&ctx.source);
+        let mut q = sqlx::query(sources_sql);
         for r in chunk {
-            q = q.bind(r.source_id).bind(r.id);
+            q = q.bind(&ctx.source).bind(r.source_id).bind(r.id);
         }
         q.execute(&mut **tx).await?;
     }
