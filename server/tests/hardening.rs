@@ -296,7 +296,7 @@ async fn an_ipv6_client_is_limited_per_64_not_per_address() {
 async fn pages_allow_only_their_own_and_nonced_scripts() {
     let app = spawn_app().await;
     app.thread("t").await;
-    for path in ["/", "/t/t", "/login", "/embed/t/t"] {
+    for path in ["/", "/t/t", "/login", "/embed/t/t", "/no/such/page"] {
         let r = app.get(path).await;
         let csp = header(&r, "content-security-policy")
             .unwrap_or("")

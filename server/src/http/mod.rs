@@ -112,9 +112,12 @@ pub fn router(engine: Arc<Engine>, leptos_options: LeptosOptions) -> Router {
         .nest("/api", api::router().merge(staff::router()))
         .merge(embed_routes)
         .leptos_routes_with_handler(page_routes, get(pages::render))
-        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(
-            app::shell,
-        ))
+        // Static files, else the app's "not found" page, under the same nonce policy as
+        // every other page (a static file gets none: it has no nonce).
+        .fallback(leptos_axum::file_and_error_handler_with_context::<
+            AppState,
+            _,
+        >(pages::content_security_policy, app::shell))
         .layer(middleware::from_fn(same_origin_only))
         .layer(RequestBodyTimeoutLayer::new(body_timeout))
         .layer(sessions)

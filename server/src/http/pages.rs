@@ -71,7 +71,7 @@ impl Backend for RequestBackend {
 /// inline script does not run; wasm may compile; connections only back to this site
 /// (the live socket included); no plugins, no `<base>`, forms post here. Styles may be
 /// inline (the embed's theme variables). The frame rules are added by `embed::frame_headers`.
-fn content_security_policy() {
+pub(crate) fn content_security_policy() {
     let (Some(nonce), Some(response)) = (
         leptos::nonce::use_nonce(),
         leptos::prelude::use_context::<leptos_axum::ResponseOptions>(),
