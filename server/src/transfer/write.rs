@@ -103,8 +103,8 @@ struct Ctx {
     /// position: sqlx looks every `$N` up by name, a scan that made a 40-row INSERT's binding
     /// quadratic (6% of the import benchmark).
     postgres: bool,
-    /// The two INSERTs of a full chunk of rows, built once.
-    full_chunk_sql: std::sync::OnceLock<(String, String)>,
+    /// The two INSERTs of a chunk of `n` rows, at `n`, each built once.
+    chunk_sql: Vec<std::sync::OnceLock<(String, String)>>,
 }
 
 impl Ctx {
@@ -148,7 +148,7 @@ pub(super) async fn run(
             n => n,
         },
         postgres: is_postgres(store),
-        full_chunk_sql: Default::default(),
+        chunk_sql: (0..=CHUNK_ROWS).map(|_| Default::default()).collect(),
     };
     if let Some(n) = &native {
         let instance = n
@@ -192,6 +192,12 @@ pub(super) async fn run(
             .execute(&mut *conn)
             .await?;
         sqlx::query("PRAGMA wal_autocheckpoint = 20000")
+            .execute(&mut *conn)
+            .await?;
+        // The statement journal of each multi-row INSERT (kept so that a failing row undoes
+        // its statement) in memory, not a temporary file: its writes were a third of the
+        // database worker's time.
+        sqlx::query("PRAGMA temp_store = MEMORY")
             .execute(&mut *conn)
             .await?;
     }
@@ -1021,14 +1027,8 @@ async fn insert_rows(
     rows: &[Row<'_>],
 ) -> Result<(), ImportError> {
     for chunk in rows.chunks(CHUNK_ROWS) {
-        let built;
-        let (sql, sources_sql) = if chunk.len() == CHUNK_ROWS {
-            ctx.full_chunk_sql
-                .get_or_init(|| insert_sql(ctx, CHUNK_ROWS))
-        } else {
-            built = insert_sql(ctx, chunk.len());
-            &built
-        };
+        let (sql, sources_sql) =
+            ctx.chunk_sql[chunk.len()].get_or_init(|| insert_sql(ctx, chunk.len()));
         let mut q = sqlx::query(sql);
         for r in chunk {
             q = q
