@@ -11,7 +11,7 @@ use crate::transfer::{Format, ImportError, ImportOptions, Progress, Summary};
 use std::path::Path;
 
 impl Engine {
-    /// Imports `path` in `format`: one transaction per thread, idempotent, no live events
+    /// Imports `path` in `format`: whole threads per transaction, idempotent, no live events
     /// (see docs/transfer.md). The spam filter is not retrained here: see `retrain_spam`.
     pub async fn import_file(
         &self,

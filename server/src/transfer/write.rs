@@ -1,6 +1,7 @@
-//! The second pass of an import: each thread's comments become a tree and are written in one
-//! transaction, with the materialised paths, depths and running status counts exactly as a
-//! native post keeps them, and each source id recorded so a second run adds nothing.
+//! The second pass of an import: each thread's comments become a tree and are written, whole
+//! threads per transaction, with the materialised paths, depths and running status counts
+//! exactly as a native post keeps them, and each source id recorded so a second run adds
+//! nothing.
 
 use super::{
     Body, Fate, ImportError, ImportOptions, Loader, Plan, PlannedThread, Progress, SourceComment,
