@@ -5,7 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/tools.sh build
-export PATH="$PWD/end2end/node_modules/.bin:$HOME/.cargo/bin:$PATH"
-cargo leptos build --release
+scripts/build.sh
 export LEPTOS_SITE_ROOT="$PWD/target/site"
 exec target/release/moderato serve --demo "$@"

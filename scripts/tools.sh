@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Installs what building and testing Moderato needs, skipping whatever is already there.
-# Usage: scripts/tools.sh build   (wasm target, cargo-leptos, wasm-bindgen CLI, npm packages)
+# Usage: scripts/tools.sh build   (wasm target, wasm-bindgen CLI, npm packages)
 #        scripts/tools.sh test    (all of the above, plus Chromium and PostgreSQL)
 # Every step is idempotent: a second run on a ready machine takes a couple of seconds.
+# cargo-leptos is not needed: scripts/build.sh does its release build in four steps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-CARGO_LEPTOS_VERSION=0.3.11
 # Must equal the wasm-bindgen crate version pinned in Cargo.toml (and so in Cargo.lock).
 WASM_BINDGEN_VERSION=$(sed -n 's/^wasm-bindgen = { version = "=\([0-9.]*\)".*/\1/p; s/^wasm-bindgen = "=\([0-9.]*\)"/\1/p' Cargo.toml | head -n1)
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -29,30 +29,6 @@ ensure_wasm_target() {
     say "adding the wasm32-unknown-unknown target"
     rustup target add wasm32-unknown-unknown
   fi
-}
-
-ensure_cargo_leptos() {
-  if cargo leptos --version 2>/dev/null | grep -q "$CARGO_LEPTOS_VERSION"; then return; fi
-  say "installing cargo-leptos $CARGO_LEPTOS_VERSION (one time, ~12 min on 2 cores)"
-  # Its published lockfile pins cargo-util-schemas 0.14.2, which needs a newer rustc than the
-  # 1.95 here; 0.14.1 builds. So: fetch the crate, relax that one pin, install from the source.
-  local work
-  work=$(mktemp -d)
-  # A locked install fails fast on the rust-version check, but leaves the .crate in the cache.
-  cargo install --quiet --locked "cargo-leptos@$CARGO_LEPTOS_VERSION" >/dev/null 2>&1 || true
-  if cargo leptos --version 2>/dev/null | grep -q "$CARGO_LEPTOS_VERSION"; then return; fi
-  local crate
-  crate=$(ls "$HOME"/.cargo/registry/cache/*/cargo-leptos-"$CARGO_LEPTOS_VERSION".crate 2>/dev/null | head -n1 || true)
-  if [ -z "$crate" ]; then
-    say "could not download cargo-leptos-$CARGO_LEPTOS_VERSION.crate"; exit 1
-  fi
-  tar -xzf "$crate" -C "$work"
-  (
-    cd "$work/cargo-leptos-$CARGO_LEPTOS_VERSION"
-    cargo update --quiet -p cargo-util-schemas --precise 0.14.1
-    cargo install --quiet --path . --locked
-  )
-  rm -rf "$work"
 }
 
 ensure_wasm_bindgen() {
@@ -90,7 +66,6 @@ ensure_aiosmtpd() {
 mode=${1:-build}
 ensure_wasm_target
 ensure_wasm_bindgen
-ensure_cargo_leptos
 ensure_npm
 if [ "$mode" = test ]; then
   ensure_chromium

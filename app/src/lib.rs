@@ -14,7 +14,7 @@ pub mod pages;
 pub mod thread;
 
 use leptos::prelude::*;
-use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
+use leptos_meta::{MetaTags, Title, provide_meta_context};
 use leptos_router::{
     ParamSegment, SsrMode, StaticSegment,
     components::{Route, Router, Routes},
@@ -28,6 +28,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
             <head>
                 <meta charset="utf-8"/>
                 <meta name="viewport" content="width=device-width, initial-scale=1"/>
+                <link rel="stylesheet" href=stylesheet_href(&options)/>
                 <HydrationScripts options/>
                 <MetaTags/>
             </head>
@@ -36,6 +37,32 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
             </body>
         </html>
     }
+}
+
+/// Where the page's CSS is: `/pkg/moderato.HASH.css` when the site was built with hashed
+/// names (the hash is read from the site's `hash.txt` once per process), else the plain
+/// `/pkg/moderato.css`.
+fn stylesheet_href(options: &LeptosOptions) -> String {
+    static HREF: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let pkg = &options.site_pkg_dir;
+    if !options.hash_files {
+        return format!("/{pkg}/moderato.css");
+    }
+    HREF.get_or_init(|| {
+        let hash = std::fs::read_to_string(&*options.hash_file)
+            .ok()
+            .and_then(|text| {
+                text.lines().find_map(|line| {
+                    let (kind, hash) = line.split_once(':')?;
+                    (kind.trim() == "css").then(|| hash.trim().to_owned())
+                })
+            });
+        match hash {
+            Some(hash) => format!("/{pkg}/moderato.{hash}.css"),
+            None => format!("/{pkg}/moderato.css"),
+        }
+    })
+    .clone()
 }
 
 /// The routed application.
@@ -53,7 +80,6 @@ pub fn App() -> impl IntoView {
         }
     });
     view! {
-        <Stylesheet id="leptos" href="/pkg/moderato.css"/>
         <Title text="Moderato"/>
         <Router>
             <SiteHeader/>

@@ -20,7 +20,6 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::Duration;
-use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 /// A script served from the binary, with the version that makes its URL cacheable forever.
@@ -75,10 +74,7 @@ pub fn router(allowed_origins: &[String]) -> Router<AppState> {
             "/embed/frame.js",
             get(|h: HeaderMap, q: Query<V>| script(&FRAME, h, q)),
         );
-    read_only
-        .merge(login)
-        .merge(scripts)
-        .layer(CompressionLayer::new().gzip(true))
+    read_only.merge(login).merge(scripts)
 }
 
 /// The endpoints other sites' scripts may read: the counts and the HTML fragment.

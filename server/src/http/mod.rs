@@ -1,6 +1,7 @@
 //! The HTTP surface: the JSON API, the server-rendered pages and static files.
 
 mod api;
+mod assets;
 mod embed;
 mod error;
 mod extract;
@@ -23,6 +24,8 @@ use leptos::prelude::LeptosOptions;
 use leptos_axum::{AxumRouteListing, LeptosRoutes, generate_route_list};
 use std::sync::Arc;
 use std::time::Duration;
+use tower_http::CompressionLevel;
+use tower_http::compression::CompressionLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_sessions::cookie::SameSite;
@@ -44,13 +47,25 @@ impl FromRef<AppState> for LeptosOptions {
     }
 }
 
-/// Leptos options for a site built by cargo-leptos into `site_root`.
+/// Leptos options for a site built into `site_root` by `scripts/build.sh`.
+///
+/// That build names its files by content (`pkg/moderato.HASH.js`) and lists the hashes in
+/// `pkg/hash.txt`; Leptos looks that file up relative to the running binary unless the
+/// path is absolute, so it is given absolutely. A site without `hash.txt` (built some
+/// other way, or none in tests) is served under the plain names.
 pub fn leptos_options(site_root: &str) -> LeptosOptions {
-    LeptosOptions::builder()
+    let builder = LeptosOptions::builder()
         .output_name("moderato")
         .site_root(site_root)
-        .site_pkg_dir("pkg")
-        .build()
+        .site_pkg_dir("pkg");
+    let hash_file = std::path::Path::new(site_root).join("pkg").join("hash.txt");
+    match std::path::absolute(&hash_file) {
+        Ok(path) if path.is_file() => builder
+            .hash_files(true)
+            .hash_file(path.to_string_lossy().as_ref().into())
+            .build(),
+        _ => builder.build(),
+    }
 }
 
 /// The session cookie's name.
@@ -108,7 +123,6 @@ pub fn router(engine: Arc<Engine>, leptos_options: LeptosOptions) -> Router {
     };
     Router::new()
         .route("/health", get(health))
-        .route("/ws", get(ws::ws))
         .nest("/api", api::router().merge(staff::router()))
         .merge(embed_routes)
         .leptos_routes_with_handler(page_routes, get(pages::render))
@@ -118,6 +132,12 @@ pub fn router(engine: Arc<Engine>, leptos_options: LeptosOptions) -> Router {
             AppState,
             _,
         >(pages::content_security_policy, app::shell))
+        .layer(middleware::from_fn(assets::asset_headers))
+        // Pages and JSON are compressed as they are sent (files come precompressed, and
+        // are left alone); brotli at quality 4 costs about what gzip does, and saves more.
+        .layer(CompressionLayer::new().quality(CompressionLevel::Precise(4)))
+        // The live socket is not a body to compress.
+        .route("/ws", get(ws::ws))
         .layer(middleware::from_fn(same_origin_only))
         .layer(RequestBodyTimeoutLayer::new(body_timeout))
         .layer(sessions)
