@@ -9,8 +9,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 
-/// A year, the most a cache honours: a hashed name never changes its content.
-const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+/// A year, the most a cache honours: a versioned URL never changes its content.
+pub(super) const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 /// Unhashed files (snippets, a site built without hashes) may change under their name.
 const REVALIDATE: &str = "no-cache";
 

@@ -172,7 +172,7 @@ async fn script(s: &'static Script, headers: HeaderMap, Query(q): Query<V>) -> R
     let current = format!("{:x}", s.version);
     let cache = match q.v.as_deref() {
         None => "public, max-age=3600",
-        Some(v) if v == current => "public, max-age=31536000, immutable",
+        Some(v) if v == current => super::assets::IMMUTABLE,
         Some(_) => {
             return Redirect::temporary(&format!("?v={current}")).into_response();
         }
