@@ -305,6 +305,51 @@ fn linked_events(source: &str, options: Options) -> impl Iterator<Item = Event<'
     })
 }
 
+/// The text a reader sees in a comment, with the address of each link whose text differs
+/// from it: what the banned-word and spam moderators judge. Judging the markdown source would
+/// let `c&#97;sino` or `cas**ino**` through, though both render as "casino"; and a link's
+/// address is as telling as its words. Blocks end in a line break, so words of two paragraphs
+/// never run together.
+pub fn plain_text(source: &str) -> String {
+    let options = Options::ENABLE_STRIKETHROUGH | Options::ENABLE_TABLES;
+    let mut text = String::with_capacity(source.len());
+    // Each open link's address and where its text starts.
+    let mut links: Vec<(pulldown_cmark::CowStr<'_>, usize)> = Vec::new();
+    for event in linked_events(source, options) {
+        match event {
+            // Raw HTML is shown as text, so it is text here too.
+            Event::Text(t) | Event::Code(t) | Event::Html(t) | Event::InlineHtml(t) => {
+                text.push_str(&t)
+            }
+            Event::SoftBreak | Event::HardBreak | Event::Rule => text.push('\n'),
+            Event::Start(Tag::Link { dest_url, .. } | Tag::Image { dest_url, .. }) => {
+                links.push((dest_url, text.len()))
+            }
+            Event::End(TagEnd::Link | TagEnd::Image) => {
+                if let Some((url, start)) = links.pop()
+                    && text[start..] != *url
+                {
+                    text.push_str(" (");
+                    text.push_str(&url);
+                    text.push(')');
+                }
+            }
+            Event::End(
+                TagEnd::Paragraph
+                | TagEnd::Heading(_)
+                | TagEnd::Item
+                | TagEnd::BlockQuote(_)
+                | TagEnd::CodeBlock
+                | TagEnd::TableCell
+                | TagEnd::TableRow
+                | TagEnd::TableHead,
+            ) => text.push('\n'),
+            _ => {}
+        }
+    }
+    text
+}
+
 /// Links in a comment's source, for moderators that count them.
 pub fn count_links(source: &str) -> usize {
     linked_events(source, Options::empty())
@@ -375,6 +420,24 @@ mod tests {
             body: body.into(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn plain_text_is_what_a_reader_sees() {
+        // Entities and emphasis cannot split a word for the moderators.
+        assert_eq!(plain_text("c&#97;sino"), "casino\n");
+        assert_eq!(
+            plain_text("cas**ino** and c*a*s*i*n*o*"),
+            "casino and casino\n"
+        );
+        // Paragraphs and lines stay apart; raw HTML is shown, so it is text.
+        assert_eq!(plain_text("one\n\ntwo\nthree"), "one\ntwo\nthree\n");
+        assert_eq!(plain_text("<b>x</b>"), "<b>x</b>\n");
+        // A link's address counts; a bare URL is not repeated.
+        assert_eq!(
+            plain_text("[cheap pills](https://spam.example/buy) https://a.example"),
+            "cheap pills (https://spam.example/buy) https://a.example\n"
+        );
     }
 
     #[test]

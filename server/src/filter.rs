@@ -24,7 +24,8 @@ pub fn sample_of(row: &CommentRow, label: Label) -> Sample {
         &row.author_name,
         row.author_email.as_deref(),
         row.title.as_deref(),
-        &row.body_source,
+        // Trained on what it will judge: the text a reader sees.
+        &crate::comment::plain_text(&row.body_source),
     );
     Sample {
         label,
@@ -324,7 +325,7 @@ impl Moderator for SpamModerator {
     async fn moderate(&self, c: &Candidate<'_>) -> Result<Option<Hold>, StoreError> {
         let n = c.comment;
         let (author, text) =
-            spam::judged_text(&n.name, n.email.as_deref(), n.title.as_deref(), &n.body);
+            spam::judged_text(&n.name, n.email.as_deref(), n.title.as_deref(), c.text);
         if spam::tokenize::count_words("", &text) < self.min_words {
             return Ok(None);
         }

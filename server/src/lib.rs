@@ -26,6 +26,6 @@ pub mod transfer;
 
 pub use auth::{Staff, Viewer};
 pub use comment::render_markdown;
-pub use engine::{Engine, PostOutcome, Posted, ThreadSpec, valid_thread_key};
+pub use engine::{Engine, LiveCredentials, PostOutcome, Posted, ThreadSpec, valid_thread_key};
 pub use error::{Error, FieldErrors};
 pub use store::now_ms;

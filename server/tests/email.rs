@@ -23,43 +23,27 @@ impl Drop for SmtpServer {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn start_smtp() -> SmtpServer {
+    use std::io::BufRead;
     let maildir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let child = Command::new("python3")
-        .args([
-            "-m",
-            "aiosmtpd",
-            "-n",
-            "-l",
-            &format!("127.0.0.1:{port}"),
-            "-c",
-            "aiosmtpd.handlers.Mailbox",
-        ])
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/smtp.py");
+    let mut child = Command::new("python3")
+        .arg(script)
         .arg(maildir.path().join("mail"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
         .spawn()
-        .expect("python3 -m aiosmtpd (scripts/tools.sh test installs aiosmtpd)");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "aiosmtpd did not start (is it installed? pip install aiosmtpd)"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        .expect("python3 tests/support/smtp.py (scripts/tools.sh test installs aiosmtpd)");
+    // The server binds port 0 and prints the port it got: no race with other tests for a port.
+    let stdout = child.stdout.take().unwrap();
+    let port = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        std::io::BufReader::new(stdout).read_line(&mut line).ok()?;
+        line.trim().parse::<u16>().ok()
+    })
+    .await
+    .unwrap()
+    .expect("the SMTP server did not start (is aiosmtpd installed? pip install aiosmtpd)");
     SmtpServer {
         child,
         port,

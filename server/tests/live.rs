@@ -436,6 +436,60 @@ async fn the_page_gives_the_cursor_to_subscribe_from() {
     assert_eq!(replayed[0]["event"]["comment"]["id"], after);
 }
 
+/// A socket opened as staff stops being staff with the session: at sign-out, and when a
+/// password change (or demotion) ends the user's sessions.
+#[tokio::test]
+async fn a_staff_socket_loses_its_staff_view_when_its_session_ends() {
+    let live = serve(Config::default()).await;
+    live.app.thread("t").await;
+    let cookie = live.app.sign_in_as("mod", true).await;
+    let mut staff = live.connect_with(&[("cookie", &cookie)]).await.unwrap();
+    subscribe(&mut staff, "moderation", None).await;
+
+    let r = live
+        .app
+        .send_with("DELETE", "/api/session", &[("cookie", &cookie)], None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let notice = next(&mut staff).await;
+    assert_eq!(notice["event"]["kind"], "system_notification", "{notice}");
+    assert_eq!(
+        next(&mut staff).await,
+        json!({"type": "closed", "code": 1000})
+    );
+    // Coming back with the old cookie is coming back as a reader.
+    let mut again = live.connect_with(&[("cookie", &cookie)]).await.unwrap();
+    send(
+        &mut again,
+        json!({"type": "subscribe", "thread": "moderation"}),
+    )
+    .await;
+    assert_eq!(next(&mut again).await["code"], "forbidden");
+
+    // A new password signs the user out everywhere, live sockets included.
+    let cookie = live.app.sign_in_as("mod2", true).await;
+    let mut staff = live.connect_with(&[("cookie", &cookie)]).await.unwrap();
+    subscribe(&mut staff, "moderation", None).await;
+    let mut reader = live.connect().await;
+    subscribe(&mut reader, "t", None).await;
+    live.app
+        .engine
+        .set_password(&server::Staff::operator(), "mod2", "another password")
+        .await
+        .unwrap();
+    assert_eq!(
+        next(&mut staff).await["event"]["kind"],
+        "system_notification"
+    );
+    assert_eq!(
+        next(&mut staff).await,
+        json!({"type": "closed", "code": 1000})
+    );
+    // Readers are not touched.
+    send(&mut reader, json!({"type": "ping"})).await;
+    assert_eq!(next(&mut reader).await, json!({"type": "pong"}));
+}
+
 #[tokio::test]
 async fn a_foreign_origin_is_refused() {
     let live = serve(Config::default()).await;
@@ -495,7 +549,9 @@ async fn the_limits_hold() {
     .await;
     assert_eq!(next(&mut ws).await["code"], "message_too_large");
     assert_eq!(next(&mut ws).await["code"], 1008);
-    // Messages per minute.
+    // Messages per minute, on a server of its own: the budget is per address and outlives
+    // a connection, so the messages above would count.
+    let live = serve(Config::parse("[live]\nmax_messages_per_minute = 5\n").unwrap()).await;
     let mut ws = live.connect().await;
     let mut codes = Vec::new();
     for _ in 0..6 {
@@ -523,6 +579,11 @@ async fn the_limits_hold() {
         "{codes:?}"
     );
     assert!(codes.contains(&"error".to_owned()), "{codes:?}");
+    // Reconnecting does not refill the budget.
+    let mut ws = live.connect().await;
+    send(&mut ws, json!({"type": "ping"})).await;
+    assert_eq!(next(&mut ws).await["code"], "rate_limited");
+    assert_eq!(next(&mut ws).await["code"], 1008);
 }
 
 #[tokio::test]

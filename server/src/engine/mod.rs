@@ -49,6 +49,23 @@ pub struct Engine {
     spam: Arc<SpamFilter>,
     /// Live updates: events are published here after their change commits.
     hub: Hub,
+    /// Woken when sessions end in this process (sign-out, a password change), so live
+    /// connections opened as staff check their rights at once (see [`Engine::staff_ended`]).
+    sessions_ended: tokio::sync::Notify,
+}
+
+/// How often a live connection opened as staff re-checks that its session or API key still
+/// makes it staff, for changes this process is not told of (another instance's sign-out, a
+/// `moderato user` or `key revoke` command, a session expiring).
+pub const STAFF_RECHECK: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// What a live connection was authenticated with, kept to check it again later.
+#[derive(Clone, Debug)]
+pub struct LiveCredentials {
+    /// The `Authorization` header of the upgrade request.
+    pub authorization: Option<String>,
+    /// The session the upgrade request carried.
+    pub session_id: Option<String>,
 }
 
 /// The hub's limits from `[live]`.
@@ -141,6 +158,49 @@ impl Engine {
             registry,
             spam,
             hub,
+            sessions_ended: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// Tells this process's staff connections that sessions ended (see `sessions_ended`).
+    pub(crate) fn sessions_changed(&self) {
+        self.sessions_ended.notify_waiters();
+    }
+
+    /// Completes when `creds` no longer make a staff member: the session was signed out,
+    /// expired or deleted, the user lost staff rights, or the API key was revoked. Checked
+    /// at once when this process ends a session, else every [`STAFF_RECHECK`]. A database
+    /// error counts as "still staff" until the next check: a blip must not throw everyone out.
+    pub async fn staff_ended(self: Arc<Self>, creds: LiveCredentials) {
+        loop {
+            let ended = self.sessions_ended.notified();
+            tokio::select! {
+                () = ended => {}
+                () = tokio::time::sleep(STAFF_RECHECK) => {}
+            }
+            if let Ok(false) = self.is_still_staff(&creds).await {
+                return;
+            }
+        }
+    }
+
+    async fn is_still_staff(&self, creds: &LiveCredentials) -> Result<bool> {
+        let session_user = match &creds.session_id {
+            Some(id) => self
+                .store
+                .session_load(id, now_ms())
+                .await?
+                .and_then(|data| serde_json::from_str::<serde_json::Value>(&data).ok())
+                .and_then(|r| r["data"][auth::USER_ID_KEY].as_i64()),
+            None => None,
+        };
+        let creds = Credentials {
+            authorization: creds.authorization.clone(),
+            session_user,
+        };
+        Ok(match auth::viewer(&self.store, &creds).await? {
+            Ok(viewer) => viewer.is_staff(),
+            Err(_) => false,
         })
     }
 

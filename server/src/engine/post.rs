@@ -102,10 +102,12 @@ impl Engine {
             return Err(Error::bad_form(TokenError::Reused.to_string()));
         }
         let pipeline = self.registry.pipeline(&thread.kind).clone();
+        let text = comment::plain_text(&new.body);
         let candidate = Candidate {
             thread: &thread,
             comment: &new,
             links: comment::count_links(&new.body),
+            text: &text,
             now: now_ms(),
             store: &self.store,
         };

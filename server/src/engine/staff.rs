@@ -252,6 +252,9 @@ impl Engine {
                 ended += 1;
             }
         }
+        if ended > 0 {
+            self.sessions_changed();
+        }
         Ok(ended)
     }
 

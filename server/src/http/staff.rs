@@ -97,6 +97,7 @@ async fn sign_in(
 }
 
 async fn sign_out(
+    State(state): State<AppState>,
     CurrentViewer(viewer): CurrentViewer,
     session: Session,
 ) -> Result<Json<ViewerInfo>> {
@@ -104,6 +105,8 @@ async fn sign_out(
         return Err(Error::Unauthenticated("not signed in".into()));
     }
     session.flush().await.map_err(session_failed)?;
+    // This session's live connections stop getting staff events now, not at their next check.
+    state.engine.sessions_changed();
     Ok(Json(ViewerInfo::default()))
 }
 

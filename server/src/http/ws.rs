@@ -3,13 +3,15 @@
 use super::api::{AUTHOR_COOKIE, cookie};
 use super::extract::{ClientAddr, CurrentViewer};
 use super::{AppState, origin_is_own};
+use crate::engine::LiveCredentials;
 use crate::error::Error;
 use crate::live::Identity;
 use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
+use tower_sessions::Session;
 
 /// Upgrades to the live socket after checking where the page came from and who is asking.
 pub(crate) async fn ws(
@@ -18,6 +20,7 @@ pub(crate) async fn ws(
     headers: HeaderMap,
     viewer: Result<CurrentViewer, Error>,
     uri: axum::http::Uri,
+    session: Session,
     up: WebSocketUpgrade,
 ) -> Response {
     // The identity comes from cookies, which a browser sends even when another site opens
@@ -57,6 +60,22 @@ pub(crate) async fn ws(
         up = up.max_message_size(max * 2).max_frame_size(max * 2);
     }
     match hub.try_admit(ip) {
+        Some(admission) if identity.staff => {
+            // Staff rights end with the session or key that gave them (docs/live.md).
+            let creds = LiveCredentials {
+                authorization: headers
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned),
+                session_id: session.id().map(|id| id.to_string()),
+            };
+            let ends = state.engine.clone().staff_ended(creds);
+            up.on_upgrade(move |socket| async move {
+                let (sink, stream) = socket.split();
+                hub.serve_staff(sink, stream, identity, admission, Box::pin(ends))
+                    .await
+            })
+        }
         Some(admission) => up.on_upgrade(move |socket| async move {
             let (sink, stream) = socket.split();
             hub.serve(sink, stream, identity, admission).await

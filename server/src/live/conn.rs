@@ -17,8 +17,8 @@ use super::protocol::{ClientMessage, ErrorCode, ServerMessage, ToFrame, close_me
 use super::{Admission, Event, EventSource, Identity, MODERATION_ROOM, ReplayError, close_code};
 use axum::extract::ws::Message;
 use futures_util::future::BoxFuture;
-use futures_util::stream::FuturesUnordered;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use std::collections::VecDeque;
 use std::pin::pin;
 use std::sync::Arc;
 use std::task::Poll;
@@ -54,6 +54,8 @@ enum End {
     Idle,
     /// The hub is shutting down with this message.
     Shutdown(Arc<str>),
+    /// The staff rights the connection was opened with ended (see [`super::Hub::serve_staff`]).
+    StaffEnded,
 }
 
 /// One room subscription of this connection.
@@ -225,8 +227,11 @@ async fn fetch(
     }
 }
 
-/// A token bucket: bursts up to `capacity`, refilled at `capacity` per minute.
-struct Bucket {
+/// A token bucket: bursts up to `capacity`, refilled at `capacity` per minute. When a
+/// connection ends, its bucket is parked in the hub under the client's address (see
+/// `Inner::park_budget`), so hanging up and reconnecting does not refill it.
+#[derive(Debug)]
+pub(super) struct Bucket {
     tokens: f64,
     capacity: f64,
     last: Instant,
@@ -241,10 +246,31 @@ impl Bucket {
         })
     }
 
-    fn take(&mut self, now: Instant) -> bool {
+    /// Adds what has refilled since it was last used.
+    fn refill(&mut self, now: Instant) {
         let refill = now.duration_since(self.last).as_secs_f64() * self.capacity / 60.0;
         self.tokens = (self.tokens + refill).min(self.capacity);
         self.last = now;
+    }
+
+    /// Whether a minute has passed since its last use: it is full again, and need not be kept.
+    pub(super) fn is_full_by(&self, now: Instant) -> bool {
+        now.duration_since(self.last) >= Duration::from_secs(60)
+    }
+
+    /// The emptier of two buckets of one address (two of its connections ended).
+    pub(super) fn emptier(mut self, mut other: Bucket, now: Instant) -> Bucket {
+        self.refill(now);
+        other.refill(now);
+        if other.tokens < self.tokens {
+            other
+        } else {
+            self
+        }
+    }
+
+    fn take(&mut self, now: Instant) -> bool {
+        self.refill(now);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true
@@ -301,15 +327,18 @@ where
     }
 }
 
-/// The next finished replay; pending while there is none.
-async fn next_replay(
-    replays: &mut Option<FuturesUnordered<BoxFuture<'static, Replayed>>>,
-) -> Replayed {
-    match replays {
-        Some(r) => match r.next().await {
-            Some(done) => done,
-            None => std::future::pending().await,
-        },
+/// Completes with `fut`; pending for ever without one.
+async fn until(fut: &mut Option<BoxFuture<'static, ()>>) {
+    match fut {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The replay in flight, once finished; pending while there is none.
+async fn next_replay(replay: &mut Option<BoxFuture<'static, Replayed>>) -> Replayed {
+    match replay {
+        Some(r) => r.await,
         None => std::future::pending().await,
     }
 }
@@ -391,12 +420,13 @@ pub(crate) async fn serve<S, R, E>(
     stream: R,
     identity: Identity,
     admission: Admission,
+    staff_ends: Option<BoxFuture<'static, ()>>,
 ) where
     S: Sink<Message> + Unpin + Send,
     R: Stream<Item = Result<Message, E>> + Unpin + Send,
 {
     // Held until the connection ends: dropping it frees the IP's slot.
-    let _admission = admission;
+    let budget_key = admission.key();
     let peer = Arc::new(Peer::new(
         inner.next_peer_id(),
         &identity,
@@ -410,20 +440,29 @@ pub(crate) async fn serve<S, R, E>(
             peer_id: peer.id,
             list: Vec::new(),
         },
-        bucket: Bucket::new(inner.limits.max_messages_per_minute, now),
+        // An address that hung up within the last minute gets back the budget it left with.
+        bucket: inner
+            .take_budget(budget_key)
+            .or_else(|| Bucket::new(inner.limits.max_messages_per_minute, now)),
         next_ping: now + inner.limits.heartbeat,
         last_seen: now,
         inner,
         peer,
         sink,
         stream,
-        replays: None,
+        replay: None,
+        waiting: VecDeque::new(),
+        staff_ends: staff_ends.filter(|_| identity.staff),
         next_token: 0,
     };
     let end = conn.run().await;
     tracing::debug!(ip = %identity.ip, staff = identity.staff, reason = ?end, "live connection ends");
+    if let Some(bucket) = conn.bucket.take() {
+        conn.inner.park_budget(budget_key, bucket);
+    }
     // Boxed: the goodbye is needed once, the memory of an idle connection always.
     Box::pin(conn.finish(end)).await;
+    drop(admission);
 }
 
 /// One connection's state.
@@ -433,8 +472,14 @@ struct Conn<S, R> {
     sink: S,
     stream: R,
     subs: Subs,
-    /// Replays in flight; created on the first subscribe.
-    replays: Option<FuturesUnordered<BoxFuture<'static, Replayed>>>,
+    /// The one catch-up query in flight: a client cannot make the database run many at once
+    /// by subscribing to many rooms or re-subscribing in a loop.
+    replay: Option<BoxFuture<'static, Replayed>>,
+    /// Rooms whose pending subscribe waits for its query, each at most once (a re-subscribe
+    /// while waiting only updates the pending `since`).
+    waiting: VecDeque<Arc<str>>,
+    /// Completes when a staff connection's rights end.
+    staff_ends: Option<BoxFuture<'static, ()>>,
     bucket: Option<Bucket>,
     last_seen: Instant,
     next_ping: Instant,
@@ -467,15 +512,14 @@ where
                         return end;
                     }
                 }
-                done = next_replay(&mut self.replays) => {
-                    if self.replays.as_ref().is_some_and(FuturesUnordered::is_empty) {
-                        // Most connections subscribe once: do not keep the set around.
-                        self.replays = None;
-                    }
+                done = next_replay(&mut self.replay) => {
+                    self.replay = None;
                     if let Err(end) = Box::pin(self.on_replayed(done)).await {
                         return end;
                     }
+                    self.start_replay();
                 }
+                () = until(&mut self.staff_ends) => return End::StaffEnded,
                 () = &mut timer => {
                     if let Err(end) = Box::pin(self.on_timer()).await {
                         return end;
@@ -689,18 +733,35 @@ where
                 buffer: Some(Vec::new()),
             },
         );
-        let source = self.inner.source.clone();
-        let limit = self.inner.limits.max_replay;
-        let replays = self.replays.get_or_insert_with(FuturesUnordered::new);
-        replays.push(Box::pin(async move {
-            let result = fetch(&*source, &room, since, limit).await;
-            Replayed {
-                room,
-                token,
-                result,
-            }
-        }));
+        if !self.waiting.contains(&room) {
+            self.waiting.push_back(room);
+        }
+        self.start_replay();
         Ok(())
+    }
+
+    /// Starts the next waiting room's catch-up query unless one is in flight. A room that
+    /// was unsubscribed meanwhile is skipped; a room re-subscribed while its query ran is
+    /// waiting again, and the finished query's answer is ignored as stale.
+    fn start_replay(&mut self) {
+        while self.replay.is_none() {
+            let Some(room) = self.waiting.pop_front() else {
+                return;
+            };
+            let Some(&mut Sub::Pending { token, since, .. }) = self.subs.get_mut(&room) else {
+                continue;
+            };
+            let source = self.inner.source.clone();
+            let limit = self.inner.limits.max_replay;
+            self.replay = Some(Box::pin(async move {
+                let result = fetch(&*source, &room, since, limit).await;
+                Replayed {
+                    room,
+                    token,
+                    result,
+                }
+            }));
+        }
     }
 
     async fn on_replayed(&mut self, done: Replayed) -> Result<(), End> {
@@ -826,6 +887,13 @@ where
                 close_message(close_code::POLICY, code.as_str())
             }
             End::Idle => close_message(close_code::NORMAL, "idle timeout"),
+            End::StaffEnded => {
+                let notice = system_notification("Your session ended; reconnecting as a reader.");
+                if !send_last(&mut self.sink, notice, limit).await {
+                    return;
+                }
+                close_message(close_code::NORMAL, "session ended")
+            }
             End::Shutdown(message) => {
                 if !send_last(&mut self.sink, system_notification(&message), limit).await {
                     return;

@@ -7,10 +7,11 @@
 //! the connection drops itself. Holding the rooms' read lock while doing so is short (a lock,
 //! a push and a wake per subscriber) and lets publishes run in parallel.
 
-use super::conn;
+use super::conn::{self, Bucket};
 use super::protocol::{ServerMessage, ToFrame};
 use super::{Event, EventSource, Identity, Limits};
 use axum::extract::ws::{Message, Utf8Bytes};
+use futures_util::future::BoxFuture;
 use futures_util::task::AtomicWaker;
 use futures_util::{Sink, Stream};
 use std::collections::{HashMap, VecDeque};
@@ -202,6 +203,9 @@ pub(crate) struct Inner {
     pub source: Arc<dyn EventSource>,
     rooms: RwLock<HashMap<Arc<str>, Vec<Arc<Peer>>>>,
     ips: Mutex<HashMap<IpAddr, u32>>,
+    /// Message budgets of connections that ended less than a minute ago, by address (see
+    /// [`Inner::park_budget`]).
+    budgets: Mutex<Budgets>,
     /// Every connection being served, to reach them all on shutdown.
     peers: Mutex<HashMap<u64, Arc<Peer>>>,
     next_peer: AtomicU64,
@@ -211,7 +215,45 @@ pub(crate) struct Inner {
     idle: Notify,
 }
 
+/// Parked message budgets, pruned of full ones whenever the map has doubled since the last
+/// pruning, so memory follows the addresses of the last minute, not all ever seen.
+#[derive(Default)]
+struct Budgets {
+    map: HashMap<IpAddr, Bucket>,
+    prune_at: usize,
+}
+
+/// Parked budgets kept before the first pruning.
+const BUDGETS_PRUNE_MIN: usize = 1024;
+
 impl Inner {
+    /// Keeps an ended connection's message budget for its address (a limit key: IPv6 per
+    /// /64), so a client cannot refill its budget by reconnecting; if another connection of
+    /// the address parked one already, the emptier is kept.
+    pub fn park_budget(&self, key: IpAddr, bucket: Bucket) {
+        let now = tokio::time::Instant::now();
+        if bucket.is_full_by(now) {
+            return;
+        }
+        let mut budgets = self.budgets.lock().unwrap_or_else(PoisonError::into_inner);
+        let kept = match budgets.map.remove(&key) {
+            Some(parked) => parked.emptier(bucket, now),
+            None => bucket,
+        };
+        budgets.map.insert(key, kept);
+        if budgets.map.len() >= budgets.prune_at.max(BUDGETS_PRUNE_MIN) {
+            budgets.map.retain(|_, b| !b.is_full_by(now));
+            budgets.prune_at = budgets.map.len() * 2;
+        }
+    }
+
+    /// The budget a connection of this address left behind, if it is not full again yet.
+    pub fn take_budget(&self, key: IpAddr) -> Option<Bucket> {
+        let mut budgets = self.budgets.lock().unwrap_or_else(PoisonError::into_inner);
+        let bucket = budgets.map.remove(&key)?;
+        (!bucket.is_full_by(tokio::time::Instant::now())).then_some(bucket)
+    }
+
     pub fn next_peer_id(&self) -> u64 {
         self.next_peer.fetch_add(1, Ordering::Relaxed)
     }
@@ -280,6 +322,13 @@ pub struct Admission {
     key: IpAddr,
 }
 
+impl Admission {
+    /// The address this slot counts against (an IPv6 client's /64).
+    pub(crate) fn key(&self) -> IpAddr {
+        self.key
+    }
+}
+
 impl std::fmt::Debug for Admission {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Admission").field("ip", &self.key).finish()
@@ -326,6 +375,7 @@ impl Hub {
                 source,
                 rooms: RwLock::new(HashMap::new()),
                 ips: Mutex::new(HashMap::new()),
+                budgets: Mutex::new(Budgets::default()),
                 peers: Mutex::new(HashMap::new()),
                 next_peer: AtomicU64::new(1),
                 shutdown: OnceLock::new(),
@@ -400,7 +450,25 @@ impl Hub {
         S: Sink<Message> + Unpin + Send,
         R: Stream<Item = Result<Message, E>> + Unpin + Send,
     {
-        conn::serve(self.inner.clone(), sink, stream, identity, admission).await;
+        conn::serve(self.inner.clone(), sink, stream, identity, admission, None).await;
+    }
+
+    /// [`Hub::serve`] for a staff connection whose rights may end while it is open (a
+    /// sign-out, a demotion): when `staff_ends` completes, the connection gets a `system`
+    /// notice and closes (1000, "session ended"), and the client reconnects as what it is now.
+    pub async fn serve_staff<S, R, E>(
+        &self,
+        sink: S,
+        stream: R,
+        identity: Identity,
+        admission: Admission,
+        staff_ends: BoxFuture<'static, ()>,
+    ) where
+        S: Sink<Message> + Unpin + Send,
+        R: Stream<Item = Result<Message, E>> + Unpin + Send,
+    {
+        let inner = self.inner.clone();
+        conn::serve(inner, sink, stream, identity, admission, Some(staff_ends)).await;
     }
 
     /// Connections being served right now.

@@ -6,7 +6,7 @@ use futures_util::{Sink, Stream};
 use serde_json::{Value, json};
 use std::net::Ipv4Addr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use tokio::sync::{Notify, Semaphore, mpsc};
@@ -198,6 +198,8 @@ struct MemorySource {
     oldest_since: Mutex<i64>,
     gate: Option<Arc<Semaphore>>,
     replay_started: Arc<Notify>,
+    /// Catch-up queries started so far.
+    queries: AtomicUsize,
     fail: AtomicBool,
 }
 
@@ -241,6 +243,7 @@ impl EventSource for Arc<MemorySource> {
             .collect();
         snapshot.sort_by_key(|e| e.id);
         snapshot.truncate(limit);
+        self.queries.fetch_add(1, Ordering::SeqCst);
         self.replay_started.notify_one();
         if let Some(gate) = &self.gate {
             gate.acquire().await.unwrap().forget();
@@ -605,6 +608,80 @@ async fn over_messages_per_minute_gives_error_then_close_1008() {
         .await;
     c.hang_up().await;
     assert_eq!(hub.connection_count(), 0);
+}
+
+#[tokio::test]
+async fn hanging_up_and_reconnecting_does_not_refill_the_message_budget() {
+    let (hub, _) = hub_with(Limits {
+        max_messages_per_minute: 3,
+        ..Limits::default()
+    });
+    let mut first = Client::connect(&hub, reader(&[]));
+    for _ in 0..2 {
+        first.send(json!({"type": "ping"}));
+        assert_eq!(first.json().await, json!({"type": "pong"}));
+    }
+    first.hang_up().await;
+    // The same address gets the one message it had left, not a fresh three.
+    let mut again = Client::connect(&hub, reader(&[]));
+    again.send(json!({"type": "ping"}));
+    assert_eq!(again.json().await, json!({"type": "pong"}));
+    again.send(json!({"type": "ping"}));
+    again
+        .expect_error_then_close("rate_limited", close_code::POLICY)
+        .await;
+    again.hang_up().await;
+    // Another address is not affected.
+    let mut other = Client::connect(&hub, staff());
+    for _ in 0..3 {
+        other.send(json!({"type": "ping"}));
+        assert_eq!(other.json().await, json!({"type": "pong"}));
+    }
+    other.hang_up().await;
+}
+
+#[tokio::test]
+async fn catch_up_queries_run_one_at_a_time_per_connection() {
+    let (source, gate) = MemorySource::gated();
+    let source = Arc::new(source);
+    let hub = Hub::new(Limits::default(), Arc::new(source.clone()));
+    for room in ["a", "b", "c"] {
+        source.store(&comment(room, 1));
+    }
+    let mut c = Client::connect(&hub, reader(&[]));
+    for room in ["a", "b", "c"] {
+        c.send(json!({"type": "subscribe", "thread": room, "since": 0}));
+    }
+    // Re-subscribing in a loop while a query runs queues no more queries.
+    for _ in 0..5 {
+        c.send(json!({"type": "subscribe", "thread": "a", "since": 0}));
+    }
+    c.send(json!({"type": "ping"}));
+    assert_eq!(c.json().await, json!({"type": "pong"}));
+    assert_eq!(source.queries.load(Ordering::SeqCst), 1);
+    // Each finished query lets the next one start: a's first (stale) answer, then b, c and a.
+    let mut subscribed = Vec::new();
+    for started in 2..=4 {
+        gate.add_permits(1);
+        timeout(WAIT, async {
+            while source.queries.load(Ordering::SeqCst) < started {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the next query starts");
+        assert_eq!(source.queries.load(Ordering::SeqCst), started);
+    }
+    gate.add_permits(1);
+    while subscribed.len() < 3 {
+        let m = c.json().await;
+        if m["type"] == "subscribed" {
+            subscribed.push(m["thread"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(subscribed, ["b", "c", "a"]);
+    assert_eq!(source.queries.load(Ordering::SeqCst), 4);
+    c.hang_up().await;
 }
 
 #[tokio::test]

@@ -222,7 +222,7 @@ impl Moderator for Banned {
             n.name,
             n.title.as_deref().unwrap_or(""),
             n.url.as_deref().unwrap_or(""),
-            n.body
+            c.text
         );
         Ok(self.check(&text).map(|reason| Hold {
             reason,
@@ -289,10 +289,12 @@ mod tests {
     async fn hold_of(m: &dyn Moderator, t: &ThreadRow, body: &str) -> Option<Hold> {
         let (store, _dir) = store().await;
         let c = comment(body);
+        let text = crate::comment::plain_text(body);
         let cand = Candidate {
             thread: t,
             comment: &c,
             links: crate::comment::count_links(body),
+            text: &text,
             now: NOW,
             store: &store,
         };
@@ -382,6 +384,14 @@ mod tests {
                     .contains("CASINO")
         );
         assert_eq!(hold_of(&b, &t, "casinos are not the word").await, None);
+        // Matched on the rendered text: an entity or emphasis inside the word hides nothing.
+        for hidden in [
+            "c&#97;sino night",
+            "cas**ino** night",
+            "[win](https://casino.example)",
+        ] {
+            assert!(hold_of(&b, &t, hidden).await.is_some(), "{hidden}");
+        }
         let p = Banned::new(&[], &[r"v[i1]agra".into()]).unwrap().unwrap();
         assert!(hold_of(&p, &t, "cheap V1AGRA").await.is_some());
         assert!(Banned::new(&[], &["(unclosed".into()]).is_err());

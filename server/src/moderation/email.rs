@@ -5,6 +5,12 @@ use crate::config::SmtpConfig;
 use crate::store::{CommentRow, ThreadRow};
 use lettre::message::{Mailbox, Message, header::ContentType};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use std::time::Duration;
+
+/// Tries per mail: the first, then after 0.5 s and 2 s.
+const SEND_ATTEMPTS: usize = 3;
+/// Per SMTP command; a relay that hangs longer than this counts as a failed try.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Sends staff notifications.
 pub struct Mailer {
@@ -42,6 +48,7 @@ impl Mailer {
         // Plain SMTP to a relay the operator runs (usually on localhost).
         let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&smtp.host)
             .port(smtp.port)
+            .timeout(Some(SEND_TIMEOUT))
             .build();
         Ok(Some(Mailer {
             from,
@@ -77,6 +84,19 @@ impl Mailer {
             builder = builder.to(to.clone());
         }
         let message = builder.body(body)?;
+        // A relay that is restarting or briefly refusing connections must not cost the staff
+        // their mail: a few tries, further apart each time, before giving up and logging it.
+        let mut wait = Duration::from_millis(500);
+        for _ in 1..SEND_ATTEMPTS {
+            match self.transport.send(message.clone()).await {
+                Ok(_) => return Ok(()),
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?wait, "notification email not sent yet");
+                    tokio::time::sleep(wait).await;
+                    wait *= 4;
+                }
+            }
+        }
         self.transport.send(message).await?;
         Ok(())
     }

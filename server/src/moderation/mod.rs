@@ -19,6 +19,8 @@ pub struct Candidate<'a> {
     pub comment: &'a NewComment,
     /// Links in the body's markdown.
     pub links: usize,
+    /// The body as a reader sees it (`comment::plain_text`): what words are judged on.
+    pub text: &'a str,
     /// Unix milliseconds.
     pub now: i64,
     pub store: &'a Store,
