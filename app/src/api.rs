@@ -10,8 +10,8 @@ use crate::model::*;
 #[cfg(feature = "ssr")]
 #[async_trait::async_trait]
 pub trait Backend: Send + Sync {
-    /// Threads for the home page, newest first.
-    async fn threads(&self) -> Result<Vec<ThreadInfo>, ApiError>;
+    /// A page of threads for the home page, newest first.
+    async fn threads(&self, page: i64) -> Result<ThreadList, ApiError>;
     /// A page of a thread (the first, or the one after `after`) as the requesting viewer may
     /// see it, with a form token.
     async fn thread_page(&self, key: &str, after: Option<&str>) -> Result<ThreadPage, ApiError>;
@@ -65,17 +65,15 @@ pub async fn thread_page(key: String, after: Option<String>) -> Result<ThreadPag
     }
 }
 
-/// Loads the thread list for the home page.
-pub async fn threads() -> Result<Vec<ThreadInfo>, ApiError> {
+/// Loads page `page` (from 1) of the thread list for the home page.
+pub async fn threads(page: i64) -> Result<ThreadList, ApiError> {
     #[cfg(feature = "ssr")]
     {
-        backend()?.threads().await
+        backend()?.threads(page).await
     }
     #[cfg(not(feature = "ssr"))]
     {
-        get_json::<ThreadList>("/api/threads")
-            .await
-            .map(|l| l.threads)
+        get_json::<ThreadList>(&format!("/api/threads?page={page}")).await
     }
 }
 

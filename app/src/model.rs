@@ -240,10 +240,25 @@ impl PostResponse {
     }
 }
 
-/// A thread listed on the home page.
+/// Threads per page of `GET /api/threads` and the home page.
+pub const THREADS_PER_PAGE: i64 = 50;
+
+/// One page of the threads, newest first (`GET /api/threads?page=N`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ThreadList {
     pub threads: Vec<ThreadInfo>,
+    /// Threads in all.
+    pub total: i64,
+    /// This page's number, from 1.
+    pub page: i64,
+    pub per_page: i64,
+}
+
+impl ThreadList {
+    /// Whether a later page has threads.
+    pub fn has_more(&self) -> bool {
+        self.page.saturating_mul(self.per_page) < self.total
+    }
 }
 
 /// Errors the UI can meet when it asks for data.

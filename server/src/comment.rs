@@ -422,6 +422,204 @@ mod tests {
         }
     }
 
+    use crate::test_rng::Lcg;
+
+    /// Pieces of hostile and ordinary markdown; random sequences of them make the inputs.
+    const PIECES: &[&str] = &[
+        "<script>alert(1)</script>",
+        "<img src=x onerror=alert(1)>",
+        "<svg onload=alert(1)>",
+        "<iframe src=//evil.example>",
+        "<style>*{}</style>",
+        "<a href=\"javascript:x\">y</a>",
+        "<p title=\"x\" onclick=\"y\">",
+        "</p>",
+        "<!-- c -->",
+        "javascript:alert(1)",
+        "[x](javascript:alert(1))",
+        "[x](  JaVaScRiPt:alert(1) )",
+        "[x](&#106;avascript:alert(1))",
+        "[x](data:text/html;base64,PHNjcmlwdD4=)",
+        "[x](//evil.example)",
+        "[x](/relative)",
+        "![i](http://e.example/i.png \"t\\\" onerror=\\\"x\")",
+        "[a]: javascript:x\n\n[a]",
+        "<http://a.example>",
+        "<mailto:a@b.example>",
+        "https://x.example/\"onmouseover=\"alert(1)",
+        "http://example.org/?a=<b>&c=\"d\"",
+        "[ok](https://example.org \"a title > with \\\" quotes\")",
+        "&amp;",
+        "&lt;script&gt;",
+        "&#x3C;script&#x3E;",
+        "\u{0}",
+        "\u{202e}",
+        "日本語",
+        "😀",
+        "<",
+        ">",
+        "\"",
+        "'",
+        "`",
+        "```\n",
+        "~~~html\n",
+        "\n",
+        "\n\n",
+        "    ",
+        "*",
+        "_",
+        "**",
+        "~~",
+        "# ",
+        "> ",
+        "- ",
+        "1. ",
+        "|a|b|\n|-|-|\n|<b>c</b>|d|\n",
+        "\\",
+        "[",
+        "](",
+        ")",
+        "word ",
+    ];
+
+    fn random_text(rng: &mut Lcg) -> String {
+        (0..1 + rng.below(12)).map(|_| rng.pick(PIECES)).collect()
+    }
+
+    /// Asserts that rendered HTML holds nothing that can run: only the sanitiser's tags, only
+    /// its attributes, and links only to http(s) or mailto addresses.
+    fn assert_inert(html: &str, source: &str) {
+        const TAGS: &[&str] = &[
+            "a",
+            "p",
+            "br",
+            "hr",
+            "em",
+            "strong",
+            "del",
+            "code",
+            "pre",
+            "blockquote",
+            "ul",
+            "ol",
+            "li",
+            "h1",
+            "h2",
+            "h3",
+            "h4",
+            "h5",
+            "h6",
+            "table",
+            "thead",
+            "tbody",
+            "tr",
+            "th",
+            "td",
+        ];
+        let fail = |what: &str| panic!("{what} in {html:?} (from {source:?})");
+        let mut rest = html;
+        while let Some(open) = rest.find('<') {
+            let tag = &rest[open + 1..];
+            let tag = tag.strip_prefix('/').unwrap_or(tag);
+            let name_len = tag
+                .find(|c: char| !c.is_ascii_alphanumeric())
+                .unwrap_or(tag.len());
+            let name = &tag[..name_len];
+            if !TAGS.contains(&name) {
+                fail(&format!("tag {name:?}"));
+            }
+            // Attributes: ` name="value"` until `>`; values may hold `>` but not `"`.
+            let mut attrs = &tag[name_len..];
+            loop {
+                attrs = attrs.trim_start();
+                if let Some(after) = attrs.strip_prefix('>') {
+                    rest = after;
+                    break;
+                }
+                let Some((attr, value_on)) = attrs.split_once("=\"") else {
+                    fail("an unquoted attribute");
+                    return;
+                };
+                let Some((value, after)) = value_on.split_once('"') else {
+                    fail("an unterminated attribute");
+                    return;
+                };
+                match (name, attr) {
+                    ("a", "href") => {
+                        if !["http://", "https://", "mailto:"]
+                            .iter()
+                            .any(|s| value.starts_with(s))
+                        {
+                            fail(&format!("href {value:?}"));
+                        }
+                    }
+                    ("a", "title" | "rel") | ("ol", "start") => {}
+                    _ => fail(&format!("attribute {attr:?} on {name:?}")),
+                }
+                attrs = after;
+            }
+        }
+    }
+
+    #[test]
+    fn random_markdown_never_renders_anything_that_can_run() {
+        let mut rng = Lcg(20261203);
+        for _ in 0..2000 {
+            let source = random_text(&mut rng);
+            assert_inert(&render_markdown(&source), &source);
+            // The moderators' view of it never panics either.
+            let _ = (plain_text(&source), count_links(&source));
+        }
+    }
+
+    #[test]
+    fn random_fields_are_accepted_only_when_valid() {
+        let mut rng = Lcg(7);
+        let config = Config::default();
+        let field = |rng: &mut Lcg| match rng.below(4) {
+            0 => None,
+            1 => Some(String::new()),
+            _ => Some(random_text(rng)),
+        };
+        let mut accepted = 0;
+        for _ in 0..2000 {
+            let req = PostComment {
+                name: match rng.below(2) {
+                    0 => "Ann".into(),
+                    _ => field(&mut rng).unwrap_or_default(),
+                },
+                email: match rng.below(3) {
+                    0 => Some("ann@example.org".into()),
+                    _ => field(&mut rng),
+                },
+                url: match rng.below(3) {
+                    0 => Some("https://example.org/ann".into()),
+                    _ => field(&mut rng),
+                },
+                title: field(&mut rng),
+                body: field(&mut rng).unwrap_or_default(),
+                ..Default::default()
+            };
+            match NewComment::parse(&req, &config) {
+                Ok(c) => {
+                    accepted += 1;
+                    assert!(!c.name.is_empty() && !c.body.trim().is_empty(), "{c:?}");
+                    for text in [Some(&c.name), c.title.as_ref()].into_iter().flatten() {
+                        assert!(!text.chars().any(char::is_control), "{c:?}");
+                        assert!(!text.chars().any(is_hidden_or_reordering), "{c:?}");
+                    }
+                    assert!(!c.body.contains('\0'), "{c:?}");
+                    if let Some(url) = &c.url {
+                        assert!(url.starts_with("http://") || url.starts_with("https://"));
+                    }
+                }
+                Err(errors) => assert!(!errors.is_empty()),
+            }
+        }
+        // The generator reaches both answers.
+        assert!(accepted > 100 && accepted < 1900, "{accepted}");
+    }
+
     #[test]
     fn plain_text_is_what_a_reader_sees() {
         // Entities and emphasis cannot split a word for the moderators.

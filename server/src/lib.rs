@@ -21,6 +21,8 @@ mod moderation;
 mod net;
 pub mod spam;
 mod store;
+#[cfg(test)]
+mod test_rng;
 mod token;
 pub mod transfer;
 

@@ -428,8 +428,13 @@ impl Store {
         .await?)
     }
 
-    /// Every thread with its published comment count, newest first.
-    pub async fn threads_with_counts(&self) -> Result<Vec<(ThreadRow, i64)>, StoreError> {
+    /// One page of threads with their published comment counts, newest first, and how many
+    /// threads there are in all.
+    pub async fn threads_with_counts(
+        &self,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<(ThreadRow, i64)>, i64), StoreError> {
         #[derive(FromRow)]
         struct Counted {
             #[sqlx(flatten)]
@@ -441,11 +446,16 @@ impl Store {
                     t.created_at, t.updated_at, \
                     (SELECT COUNT(*) FROM comments c \
                       WHERE c.thread_id = t.id AND c.status = 'published') AS n \
-               FROM threads t ORDER BY t.created_at DESC, t.id DESC",
+               FROM threads t ORDER BY t.created_at DESC, t.id DESC LIMIT $1 OFFSET $2",
         )
+        .bind(limit)
+        .bind(offset)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.into_iter().map(|r| (r.thread, r.n)).collect())
+        let total = sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM threads")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((rows.into_iter().map(|r| (r.thread, r.n)).collect(), total))
     }
 
     /// Creates a thread or updates the given fields of an existing one.

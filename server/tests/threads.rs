@@ -261,6 +261,53 @@ async fn the_home_page_lists_threads() {
 }
 
 #[tokio::test]
+async fn the_thread_list_comes_a_page_at_a_time() {
+    let app = spawn_app().await;
+    for i in 0..55 {
+        app.thread(&format!("n{i:02}")).await;
+    }
+    let keys = |r: &Reply| -> Vec<String> {
+        r.json()["threads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["key"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let first = app.get("/api/threads").await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(first.json()["total"], 55);
+    assert_eq!(first.json()["page"], 1);
+    let mut seen = keys(&first);
+    assert_eq!(seen.len(), 50);
+    // Newest first.
+    assert_eq!(seen[0], "n54");
+    let second = app.get("/api/threads?page=2").await;
+    seen.extend(keys(&second));
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 55, "every thread once over the two pages");
+    assert!(keys(&app.get("/api/threads?page=3").await).is_empty());
+    for bad in ["0", "-1", "two"] {
+        let r = app.get(&format!("/api/threads?page={bad}")).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{bad}: {}",
+            r.text
+        );
+        assert!(r.json()["errors"]["page"].is_string(), "{}", r.text);
+    }
+    // The home page pages the same way, with links both ways.
+    let home = app.get("/").await.text;
+    assert!(home.contains(r#"href="/t/n54""#) && !home.contains(r#"href="/t/n00""#));
+    assert!(home.contains(r#"href="/?page=2""#), "{home}");
+    let older = app.get("/?page=2").await.text;
+    assert!(older.contains(r#"href="/t/n00""#) && !older.contains(r#"href="/t/n54""#));
+    assert!(older.contains(r#"href="/?page=1""#), "{older}");
+}
+
+#[tokio::test]
 async fn the_demo_seeds_a_welcome_thread_once() {
     let app = spawn_app().await;
     assert!(app.engine.seed_demo().await.unwrap());

@@ -1,24 +1,39 @@
-//! The home page: the list of threads.
+//! The home page: the list of threads, a page at a time (`/?page=N`).
 
 use crate::api;
 use leptos::prelude::*;
+use leptos_router::hooks::use_query_map;
 
-/// Lists every thread with its comment count.
+/// Lists the threads, newest first, with their comment counts and links to the pages
+/// before and after.
 #[component]
 pub fn HomePage() -> impl IntoView {
-    let threads = Resource::new_blocking(|| (), |_| api::threads());
+    let query = use_query_map();
+    let page = move || {
+        query
+            .read()
+            .get("page")
+            .and_then(|p| p.parse::<i64>().ok())
+            .filter(|p| *p >= 1)
+            .unwrap_or(1)
+    };
+    let threads = Resource::new_blocking(page, api::threads);
     view! {
         <h1>"Threads"</h1>
         <Suspense fallback=|| view! { <p>"Loading…"</p> }>
             {move || Suspend::new(async move {
                 match threads.await {
-                    Ok(list) if list.is_empty() => {
+                    Ok(list) if list.threads.is_empty() && list.page == 1 => {
                         view! { <p class="empty">"No threads yet."</p> }.into_any()
                     }
                     Ok(list) => {
+                        let page = list.page;
+                        let older = list.has_more().then(|| page + 1);
+                        let newer = (page > 1).then(|| page - 1);
                         view! {
                             <ul class="thread-list">
                                 {list
+                                    .threads
                                     .into_iter()
                                     .map(|t| {
                                         let href = format!("/t/{}", api::encode_key(&t.key));
@@ -38,6 +53,11 @@ pub fn HomePage() -> impl IntoView {
                                     })
                                     .collect_view()}
                             </ul>
+                            <nav class="pages">
+                                {newer.map(|p| view! { <a href=format!("/?page={p}") rel="prev">"Newer threads"</a> })}
+                                " "
+                                {older.map(|p| view! { <a href=format!("/?page={p}") rel="next">"Older threads"</a> })}
+                            </nav>
                         }
                             .into_any()
                     }

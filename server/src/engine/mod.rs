@@ -24,7 +24,9 @@ use crate::live::{self, Hub};
 use crate::moderation::{Registry, email::Mailer};
 use crate::store::{CommentRow, Store, ThreadRow, Tx, now_ms};
 use crate::token::{FormSigner, random_token};
-use app::model::{FormSettings, FormToken, ThreadInfo, ThreadPage, ThreadResponse, ViewerInfo};
+use app::model::{
+    FormSettings, FormToken, ThreadInfo, ThreadList, ThreadPage, ThreadResponse, ViewerInfo,
+};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -409,15 +411,21 @@ impl Engine {
         }
     }
 
-    /// Every thread, newest first, for the home page.
-    pub async fn threads(&self) -> Result<Vec<ThreadInfo>> {
-        Ok(self
+    /// Page `page` (from 1) of the threads, newest first, for the home page and
+    /// `GET /api/threads`: a site with thousands of articles is never listed in one answer.
+    pub async fn threads(&self, page: i64) -> Result<ThreadList> {
+        let page = page.max(1);
+        let per_page = app::model::THREADS_PER_PAGE;
+        let (rows, total) = self
             .store
-            .threads_with_counts()
-            .await?
-            .iter()
-            .map(|(t, n)| self.thread_info(t, *n))
-            .collect())
+            .threads_with_counts(per_page, (page - 1).saturating_mul(per_page))
+            .await?;
+        Ok(ThreadList {
+            threads: rows.iter().map(|(t, n)| self.thread_info(t, *n)).collect(),
+            total,
+            page,
+            per_page,
+        })
     }
 
     /// Comments of a thread in tree order, as `viewer` may see them.

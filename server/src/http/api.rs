@@ -26,10 +26,25 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/threads/{key}/comments", post(post_comment))
 }
 
-async fn list_threads(State(state): State<AppState>) -> Result<Json<ThreadList>> {
-    Ok(Json(ThreadList {
-        threads: state.engine.threads().await?,
-    }))
+#[derive(Deserialize)]
+struct ListQuery {
+    /// From 1; a page past the end is empty.
+    page: Option<String>,
+}
+
+async fn list_threads(
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<ThreadList>> {
+    let page = match q.page.as_deref() {
+        None => 1,
+        Some(p) => p
+            .parse::<i64>()
+            .ok()
+            .filter(|p| *p >= 1)
+            .ok_or_else(|| Error::invalid("page", "The page must be a whole number from 1."))?,
+    };
+    Ok(Json(state.engine.threads(page).await?))
 }
 
 #[derive(Deserialize)]

@@ -7,7 +7,7 @@ use crate::auth::Viewer;
 use crate::engine::{Engine, require_staff, viewer_info};
 use crate::error::Error;
 use app::api::{Backend, SharedBackend};
-use app::model::{ApiError, AuditResponse, QueueResponse, ThreadInfo, ThreadPage, ViewerInfo};
+use app::model::{ApiError, AuditResponse, QueueResponse, ThreadList, ThreadPage, ViewerInfo};
 use axum::body::Body;
 use axum::extract::{FromRequestParts, State};
 use axum::http::Request;
@@ -32,8 +32,8 @@ fn api_error(e: Error) -> ApiError {
 
 #[async_trait::async_trait]
 impl Backend for RequestBackend {
-    async fn threads(&self) -> Result<Vec<ThreadInfo>, ApiError> {
-        self.engine.threads().await.map_err(api_error)
+    async fn threads(&self, page: i64) -> Result<ThreadList, ApiError> {
+        self.engine.threads(page).await.map_err(api_error)
     }
 
     async fn thread_page(&self, key: &str, after: Option<&str>) -> Result<ThreadPage, ApiError> {

@@ -1,6 +1,7 @@
 //! Tests of the hub through channel-backed connections: no socket, no database.
 
 use super::*;
+use app::live::ClientMessage;
 use axum::extract::ws::Message;
 use futures_util::{Sink, Stream};
 use serde_json::{Value, json};
@@ -681,6 +682,83 @@ async fn catch_up_queries_run_one_at_a_time_per_connection() {
     }
     assert_eq!(subscribed, ["b", "c", "a"]);
     assert_eq!(source.queries.load(Ordering::SeqCst), 4);
+    c.hang_up().await;
+}
+
+/// Random frames, valid and not, against one connection: every frame the protocol parser
+/// refuses gets its own `bad_message` error, nothing else comes but protocol answers, and the
+/// connection stays up.
+#[tokio::test]
+async fn random_frames_get_protocol_answers_and_the_connection_stays() {
+    let (hub, source) = hub_with(Limits {
+        max_messages_per_minute: 0,
+        max_subscriptions: 0,
+        ..Limits::default()
+    });
+    source.store(&comment("t", 1));
+    const PIECES: &[&str] = &[
+        r#"{"type":"subscribe","thread":"t"}"#,
+        r#"{"type":"subscribe","thread":"t","since":0}"#,
+        r#"{"type":"subscribe","thread":"t","since":9223372036854775807}"#,
+        r#"{"type":"subscribe","thread":"t","since":-5}"#,
+        r#"{"type":"unsubscribe","thread":"t"}"#,
+        r#"{"type":"ping"}"#,
+        r#"{"type":"PING"}"#,
+        r#"{"type":"subscribe"}"#,
+        r#"{"type":"subscribe","thread":""}"#,
+        r#"{"type":"subscribe","thread":null}"#,
+        r#"{"type":"subscribe","thread":"t","since":1e400}"#,
+        r#"{"type":"subscribe","thread":"\ud800"}"#,
+        r#""thread":"moderation""#,
+        r#"{"type":"#,
+        "{",
+        "}",
+        "[",
+        "]",
+        ",",
+        "\"",
+        "null",
+        "true",
+        "\u{0}",
+        "😀",
+        " ",
+    ];
+    let mut rng = crate::test_rng::Lcg(99);
+    let mut c = Client::connect(&hub, reader(&[]));
+    let mut refused = 0;
+    for round in 0..300 {
+        if round % 25 == 0 {
+            c.send_msg(Message::Binary(vec![0xff, 0, 1].into()));
+            refused += 1;
+            continue;
+        }
+        let text: String = (0..1 + rng.below(3)).map(|_| rng.pick(PIECES)).collect();
+        if ClientMessage::parse(&text).is_err() {
+            refused += 1;
+        }
+        c.send_msg(Message::Text(text.into()));
+    }
+    c.send(json!({"type": "unsubscribe", "thread": "end"}));
+    let mut errors = 0;
+    loop {
+        let m = c.json().await;
+        match m["type"].as_str().unwrap() {
+            "error" => {
+                assert_eq!(m["code"], "bad_message", "{m}");
+                errors += 1;
+            }
+            "unsubscribed" if m["thread"] == "end" => break,
+            "pong" | "subscribed" | "unsubscribed" | "reset" | "event" => {}
+            other => panic!("unexpected {other}: {m}"),
+        }
+    }
+    assert_eq!(errors, refused);
+    c.send(json!({"type": "ping"}));
+    loop {
+        if c.json().await["type"] == "pong" {
+            break;
+        }
+    }
     c.hang_up().await;
 }
 
