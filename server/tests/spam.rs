@@ -58,6 +58,34 @@ async fn out_of_the_box_obvious_spam_is_held_with_its_score_and_normal_comments_
     assert_eq!(app.comments("t").await.len(), 2);
 }
 
+/// Markup that renders away (entities, emphasis inside words, a link over its address) does
+/// not change what the filter sees: the score is that of the text a reader would see.
+#[tokio::test]
+async fn spam_dressed_in_markup_scores_as_the_text_a_reader_sees() {
+    let app = spawn_app_with_spam(Config::default()).await;
+    app.thread("t").await;
+    let dressed = "F&#82;EE mo**ney**!!! Cl*ick* here to cl&#97;im your $1000 pr**ize** now. \
+                   Lim*ited* off**er**, order today: [http://cheap-deals.example/buy](http://cheap-deals.example/buy) \
+                   Unsub**scribe** at any time.";
+    let r = app
+        .post_comment("t", json!({"name": "Best Deals", "body": dressed}))
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    let cookie = app.sign_in_as("mod", true).await;
+    let q = app
+        .send_with(
+            "GET",
+            "/api/moderation/queue?status=spam",
+            &[("cookie", &cookie)],
+            None,
+        )
+        .await
+        .json();
+    let score = q["comments"][0]["moderation"]["score"].as_f64().unwrap();
+    let plain = app.engine.spam_score("Best Deals", None, None, SPAMMY);
+    assert!((score - plain).abs() < 1e-9, "{score} vs {plain}");
+}
+
 #[tokio::test]
 async fn staff_decisions_teach_the_filter_at_once_and_equal_a_retrain() {
     let app = spawn_app().await; // empty filter: it knows only what staff teach it

@@ -179,7 +179,8 @@ impl Engine {
         title: Option<&str>,
         body: &str,
     ) -> f64 {
-        let (author, text) = crate::spam::judged_text(name, email, title, body);
+        let body = crate::comment::plain_text(body);
+        let (author, text) = crate::spam::judged_text(name, email, title, &body);
         self.spam.score(&author, &text)
     }
 
