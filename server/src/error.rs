@@ -95,16 +95,39 @@ impl Error {
 
 impl From<StoreError> for Error {
     fn from(e: StoreError) -> Self {
-        use sqlx::Error as E;
         match &e {
-            // The database is away or saturated: the client may retry, nothing was written.
-            StoreError::Sqlx(E::PoolTimedOut | E::PoolClosed | E::Io(_)) => {
+            // The database is away or saturated: the client may retry. A transaction cut
+            // off this way is rolled back (unless only the answer to its COMMIT was lost).
+            StoreError::Sqlx(s) if database_unavailable(s) => {
                 tracing::warn!(error = %e, "database unavailable");
                 Error::Unavailable("The database is not answering; try again shortly.".into())
             }
             _ => Error::Internal(e.to_string()),
         }
     }
+}
+
+/// True when `e` says the database is away, going away, starting up or saturated, rather
+/// than that this request is wrong: the request may be retried later as it is.
+fn database_unavailable(e: &sqlx::Error) -> bool {
+    use sqlx::Error as E;
+    match e {
+        E::PoolTimedOut | E::PoolClosed | E::Io(_) => true,
+        E::Database(db) => db.code().is_some_and(|c| unavailable_code(&c)),
+        _ => false,
+    }
+}
+
+/// Database error codes that mean "not now" (see [`database_unavailable`]).
+fn unavailable_code(code: &str) -> bool {
+    // PostgreSQL (SQLSTATE): class 08, the connection broke; 57P01-57P03, the server is
+    // shutting down (a session it ended says so before it closes), crashed, or is starting
+    // up; 53300, all connection slots taken.
+    code.starts_with("08")
+        || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
+        // SQLite (extended result codes): SQLITE_BUSY and its kinds, still locked after
+        // the busy timeout.
+        || code.parse::<i32>().is_ok_and(|n| n & 0xff == 5)
 }
 
 impl From<ConfigError> for Error {
@@ -124,3 +147,78 @@ impl From<crate::filter::FilterError> for Error {
 
 /// The engine's result.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::error::{DatabaseError, ErrorKind};
+    use std::borrow::Cow;
+
+    /// A database error with a given code, as a driver reports one.
+    #[derive(Debug)]
+    struct Coded(&'static str);
+
+    impl std::fmt::Display for Coded {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "error {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Coded {}
+
+    impl DatabaseError for Coded {
+        fn message(&self) -> &str {
+            self.0
+        }
+        fn code(&self) -> Option<Cow<'_, str>> {
+            Some(self.0.into())
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> ErrorKind {
+            ErrorKind::Other
+        }
+    }
+
+    fn kind_of(e: sqlx::Error) -> &'static str {
+        match Error::from(StoreError::Sqlx(e)) {
+            Error::Unavailable(_) => "unavailable",
+            Error::Internal(_) => "internal",
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn coded(code: &'static str) -> sqlx::Error {
+        sqlx::Error::Database(Box::new(Coded(code)))
+    }
+
+    #[test]
+    fn a_database_that_is_away_or_busy_is_unavailable_and_anything_else_internal() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(kind_of(sqlx::Error::Io(refused)), "unavailable");
+        assert_eq!(kind_of(sqlx::Error::PoolTimedOut), "unavailable");
+        assert_eq!(kind_of(sqlx::Error::PoolClosed), "unavailable");
+        // PostgreSQL: a session ended by a shutdown, a crash, a server still starting, no
+        // connection slot left, a broken connection.
+        for code in ["57P01", "57P02", "57P03", "53300", "08006", "08001"] {
+            assert_eq!(kind_of(coded(code)), "unavailable", "{code}");
+        }
+        // SQLite: SQLITE_BUSY (5), SQLITE_BUSY_SNAPSHOT (517), SQLITE_BUSY_TIMEOUT (773).
+        for code in ["5", "517", "773"] {
+            assert_eq!(kind_of(coded(code)), "unavailable", "{code}");
+        }
+        // Mistakes stay internal errors: a syntax error, a unique violation on either
+        // backend, SQLITE_CONSTRAINT_UNIQUE (2067), SQLITE_ERROR (1), a row not found.
+        for code in ["42601", "23505", "2067", "1", "57014"] {
+            assert_eq!(kind_of(coded(code)), "internal", "{code}");
+        }
+        assert_eq!(kind_of(sqlx::Error::RowNotFound), "internal");
+    }
+}
