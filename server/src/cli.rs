@@ -386,6 +386,7 @@ async fn serve(common: &Common, args: ServeArgs) -> Result<()> {
         })
     };
     let backups = engine.spawn_backups(&engine.config().backup);
+    let mail = engine.spawn_mail_outbox();
     let hub = engine.hub().clone();
     crate::http::serve(listener, app, serve_limits, async move {
         shutdown_signal().await;
@@ -396,8 +397,8 @@ async fn serve(common: &Common, args: ServeArgs) -> Result<()> {
     })
     .await;
     housekeeping.abort();
-    if let Some(b) = backups {
-        b.abort();
+    for job in [backups, mail].into_iter().flatten() {
+        job.abort();
     }
     engine.close().await;
     tracing::info!("stopped");

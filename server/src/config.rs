@@ -156,13 +156,46 @@ pub struct KindConfig {
     pub email_notification: bool,
 }
 
-/// `[smtp]`.
+/// `[smtp]`: where mail goes, and how much of it.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SmtpConfig {
     pub host: String,
     pub port: u16,
     pub from: String,
+    /// How the connection is secured: a relay on this machine needs none; a mail provider
+    /// wants "starttls" (usually port 587) or "tls" (port 465).
+    pub security: SmtpSecurity,
+    /// Sign in with this user name (empty: no sign-in).
+    pub username: String,
+    /// The password; prefer `password_file` or the MODERATO_SMTP_PASSWORD environment
+    /// variable, which keep it out of the configuration file.
+    pub password: String,
+    /// A file holding the password (its first line), e.g. a container secret.
+    pub password_file: String,
+    /// Seconds one SMTP exchange may take before the try counts as failed.
+    pub timeout_secs: u64,
+    /// Seconds before the first retry of a mail that could not be sent; each further retry
+    /// waits twice as long, at most an hour, for up to two days.
+    pub retry_after_secs: u64,
+    /// Mails one address gets in an hour at most; more are dropped (and recorded as such),
+    /// so a flood of comments is not a flood of mail. 0: no limit.
+    pub max_per_recipient_per_hour: u32,
+    /// Mails sent in a day at most, to everyone together. 0: no limit.
+    pub max_per_day: u32,
+}
+
+/// `[smtp] security`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpSecurity {
+    /// Plain SMTP, for a relay on this machine or a private network.
+    #[default]
+    None,
+    /// Plain connection upgraded with STARTTLS, which must succeed.
+    Starttls,
+    /// TLS from the first byte ("SMTPS").
+    Tls,
 }
 
 impl Default for SmtpConfig {
@@ -171,7 +204,34 @@ impl Default for SmtpConfig {
             host: "127.0.0.1".into(),
             port: 25,
             from: "moderato@localhost".into(),
+            security: SmtpSecurity::None,
+            username: String::new(),
+            password: String::new(),
+            password_file: String::new(),
+            timeout_secs: 10,
+            retry_after_secs: 30,
+            max_per_recipient_per_hour: 20,
+            max_per_day: 1000,
         }
+    }
+}
+
+impl SmtpConfig {
+    /// The sign-in password: MODERATO_SMTP_PASSWORD, else the first line of
+    /// `password_file`, else `password`.
+    pub fn password(&self) -> Result<String, ConfigError> {
+        if let Ok(p) = std::env::var("MODERATO_SMTP_PASSWORD")
+            && !p.is_empty()
+        {
+            return Ok(p);
+        }
+        if !self.password_file.is_empty() {
+            let text = std::fs::read_to_string(&self.password_file).map_err(|e| {
+                ConfigError::Invalid(format!("smtp.password_file {:?}: {e}", self.password_file))
+            })?;
+            return Ok(text.lines().next().unwrap_or("").to_owned());
+        }
+        Ok(self.password.clone())
     }
 }
 

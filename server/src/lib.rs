@@ -17,6 +17,7 @@ mod events;
 mod filter;
 pub mod http;
 pub mod live;
+mod mail;
 mod moderation;
 mod net;
 pub mod spam;

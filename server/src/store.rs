@@ -1251,3 +1251,120 @@ impl Store {
         Ok(q.fetch_all(&self.pool).await?)
     }
 }
+
+/// A mail in the outbox, as the sender reads it.
+#[derive(Clone, Debug, FromRow)]
+pub struct MailRow {
+    pub id: i64,
+    pub recipient: String,
+    pub subject: String,
+    pub body: String,
+    pub attempts: i64,
+}
+
+impl Tx {
+    /// Queues a mail in this transaction: it is sent only if the change that caused it
+    /// commits, and is not lost if sending fails or the server stops.
+    pub async fn queue_mail(
+        &mut self,
+        recipient: &str,
+        subject: &str,
+        body: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO mail_outbox (recipient, subject, body, created_at, next_attempt_at) \
+             VALUES ($1, $2, $3, $4, $4)",
+        )
+        .bind(recipient)
+        .bind(subject)
+        .bind(body)
+        .bind(now)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Mail due now, oldest first: neither sent nor given up, and not waiting for a retry or
+    /// claimed by a sender.
+    pub async fn due_mail(&self, now: i64, limit: i64) -> Result<Vec<MailRow>, StoreError> {
+        Ok(sqlx::query_as::<_, MailRow>(
+            "SELECT id, recipient, subject, body, attempts FROM mail_outbox \
+             WHERE sent_at IS NULL AND dropped IS NULL AND next_attempt_at <= $1 \
+             ORDER BY id LIMIT $2",
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Claims a due mail until `until`, so no other sender (another instance) takes it
+    /// meanwhile; false when someone else claimed or finished it first.
+    pub async fn claim_mail(&self, id: i64, now: i64, until: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE mail_outbox SET next_attempt_at = $1 \
+             WHERE id = $2 AND sent_at IS NULL AND dropped IS NULL AND next_attempt_at <= $3",
+        )
+        .bind(until)
+        .bind(id)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Records that a mail was handed to the mail server.
+    pub async fn mail_sent(&self, id: i64, now: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE mail_outbox SET sent_at = $1, attempts = attempts + 1 WHERE id = $2")
+            .bind(now)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Records a failed try; the mail is tried again at `retry_at`.
+    pub async fn mail_failed(&self, id: i64, error: &str, retry_at: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE mail_outbox SET attempts = attempts + 1, last_error = $1, \
+             next_attempt_at = $2 WHERE id = $3",
+        )
+        .bind(error)
+        .bind(retry_at)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Gives a mail up, saying why.
+    pub async fn mail_dropped(&self, id: i64, reason: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE mail_outbox SET dropped = $1 WHERE id = $2")
+            .bind(reason)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Mails sent since `since` (Unix ms), to `recipient` or to anyone.
+    pub async fn mail_sent_since(
+        &self,
+        recipient: Option<&str>,
+        since: i64,
+    ) -> Result<i64, StoreError> {
+        let q = match recipient {
+            Some(r) => sqlx::query_scalar::<_, i64>(
+                "SELECT COUNT(*) FROM mail_outbox WHERE recipient = $1 AND sent_at >= $2",
+            )
+            .bind(r),
+            None => sqlx::query_scalar::<_, i64>(
+                "SELECT COUNT(*) FROM mail_outbox WHERE sent_at IS NOT NULL AND sent_at >= $1",
+            ),
+        };
+        Ok(q.bind(since).fetch_one(&self.pool).await?)
+    }
+}

@@ -1,4 +1,6 @@
-//! email_notification against a real SMTP server (aiosmtpd, started here on loopback).
+//! Mail against a real SMTP server (aiosmtpd, started here on loopback): email_notification
+//! through the durable outbox, retries while the server is down, no mail sent twice across a
+//! restart, rate limits, and SMTP sign-in.
 
 mod common;
 
@@ -6,9 +8,11 @@ use common::*;
 use serde_json::json;
 use server::ThreadSpec;
 use server::config::Config;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+const PUBLIC_URL: &str = "https://comments.example.org";
 
 struct SmtpServer {
     child: Child,
@@ -23,18 +27,37 @@ impl Drop for SmtpServer {
     }
 }
 
-async fn start_smtp() -> SmtpServer {
+impl SmtpServer {
+    /// Every mail received so far.
+    fn mails(&self) -> Vec<String> {
+        mails_in(self.maildir.path())
+    }
+}
+
+fn mails_in(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir.join("mail").join("new"))
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Starts tests/support/smtp.py with `args`; it prints the port it listens on.
+async fn start_smtp_with(args: &[&str]) -> SmtpServer {
     use std::io::BufRead;
     let maildir = tempfile::tempdir().unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/smtp.py");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/smtp.py");
     let mut child = Command::new("python3")
         .arg(script)
         .arg(maildir.path().join("mail"))
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .expect("python3 tests/support/smtp.py (scripts/tools.sh test installs aiosmtpd)");
-    // The server binds port 0 and prints the port it got: no race with other tests for a port.
     let stdout = child.stdout.take().unwrap();
     let port = tokio::task::spawn_blocking(move || {
         let mut line = String::new();
@@ -51,20 +74,75 @@ async fn start_smtp() -> SmtpServer {
     }
 }
 
-async fn wait_for_mail(dir: &Path) -> Vec<String> {
+async fn start_smtp() -> SmtpServer {
+    start_smtp_with(&[]).await
+}
+
+/// Waits until `count` mails are in the server's mailbox (15 s at most).
+async fn wait_for_mails(smtp: &SmtpServer, count: usize) -> Vec<String> {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let new = dir.join("mail").join("new");
-        if let Ok(entries) = std::fs::read_dir(&new) {
-            let mails: Vec<String> = entries
-                .filter_map(|e| e.ok())
-                .filter_map(|e| std::fs::read_to_string(e.path()).ok())
-                .collect();
-            if !mails.is_empty() {
-                return mails;
-            }
+        let mails = smtp.mails();
+        if mails.len() >= count {
+            return mails;
         }
-        assert!(Instant::now() < deadline, "no mail arrived");
+        assert!(
+            Instant::now() < deadline,
+            "{} of {count} mails arrived",
+            mails.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A configuration mailing `Staff <staff@example.org>` about every comment on "post" threads
+/// through the SMTP server on `port`, retrying after 1 s; `extra` is more TOML.
+fn mail_config(port: u16, extra: &str) -> Config {
+    Config::parse(&format!(
+        "[site]\npublic_url = \"{PUBLIC_URL}/\"\n\
+         [moderation]\nnotify_emails = [\"Staff <staff@example.org>\"]\n\
+         [moderation.kinds.post]\nemail_notification = true\n\
+         [smtp]\nhost = \"127.0.0.1\"\nport = {port}\nfrom = \"moderato@example.org\"\n\
+         retry_after_secs = 1\n{extra}"
+    ))
+    .unwrap()
+}
+
+async fn news_thread(app: &TestApp) {
+    app.thread_with(ThreadSpec {
+        key: "news".into(),
+        kind: Some("post".into()),
+        ..Default::default()
+    })
+    .await;
+}
+
+/// (sent, dropped, attempts, last_error) of every outbox row, oldest first.
+async fn outbox(app: &TestApp) -> Vec<(bool, Option<String>, i64, Option<String>)> {
+    sqlx::query_as::<_, (Option<i64>, Option<String>, i64, Option<String>)>(
+        "SELECT sent_at, dropped, attempts, last_error FROM mail_outbox ORDER BY id",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|(sent, dropped, attempts, error)| (sent.is_some(), dropped, attempts, error))
+    .collect()
+}
+
+/// Waits until the outbox satisfies `ready` (15 s at most).
+async fn wait_for_outbox(
+    app: &TestApp,
+    what: &str,
+    ready: impl Fn(&[(bool, Option<String>, i64, Option<String>)]) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let rows = outbox(app).await;
+        if ready(&rows) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: {rows:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -72,14 +150,8 @@ async fn wait_for_mail(dir: &Path) -> Vec<String> {
 #[tokio::test]
 async fn staff_are_emailed_about_a_new_comment() {
     let smtp = start_smtp().await;
-    let config = Config::parse(&format!(
-        "[moderation]\nnotify_emails = [\"Staff <staff@example.org>\"]\n\
-         [moderation.kinds.post]\nemail_notification = true\n\
-         [smtp]\nhost = \"127.0.0.1\"\nport = {}\nfrom = \"moderato@example.org\"\n",
-        smtp.port
-    ))
-    .unwrap();
-    let app = spawn_app_with(config).await;
+    let app = spawn_app_with(mail_config(smtp.port, "")).await;
+    let _worker = app.engine.spawn_mail_outbox().expect("mail is configured");
     // A title that tries to smuggle in a header.
     app.thread_with(ThreadSpec {
         key: "news".into(),
@@ -95,11 +167,11 @@ async fn staff_are_emailed_about_a_new_comment() {
         )
         .await;
     assert_eq!(r.status, axum::http::StatusCode::CREATED, "{}", r.text);
+    let id = r.json()["comment_id"].as_i64().unwrap();
 
-    let mails = wait_for_mail(smtp.maildir.path()).await;
+    let mails = wait_for_mails(&smtp, 1).await;
     assert_eq!(mails.len(), 1);
-    let mail = &mails[0];
-    let mail = mail.replace("\r\n", "\n");
+    let mail = mails[0].replace("\r\n", "\n");
     let (head, body) = mail.split_once("\n\n").unwrap();
     // Unfold continuation lines, as a mail reader does.
     let head = head.replace("\n ", " ").replace("\n\t", " ");
@@ -114,25 +186,135 @@ async fn staff_are_emailed_about_a_new_comment() {
         "header injected: {head}"
     );
     assert!(body.contains("Congratulations on the launch!"), "{body}");
-    assert!(body.contains("/t/news#c"), "{body}");
+    // The link works from a mail reader: absolute, from site.public_url.
+    assert!(
+        body.contains(&format!("{PUBLIC_URL}/t/news#c{id}")),
+        "{body}"
+    );
+    wait_for_outbox(&app, "marked sent once", |rows| {
+        rows.len() == 1 && rows[0].0 && rows[0].2 == 1
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn threads_of_kinds_without_email_notification_send_nothing() {
     let smtp = start_smtp().await;
-    let config = Config::parse(&format!(
-        "[moderation]\nnotify_emails = [\"staff@example.org\"]\n[smtp]\nport = {}\n",
-        smtp.port
-    ))
-    .unwrap();
-    let app = spawn_app_with(config).await;
+    let app = spawn_app_with(mail_config(smtp.port, "")).await;
+    let _worker = app.engine.spawn_mail_outbox();
     app.thread("page").await;
     app.publish("page", "Ann", "quiet", None).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(
-        std::fs::read_dir(smtp.maildir.path().join("mail").join("new"))
-            .map(|d| d.count())
-            .unwrap_or(0)
-            == 0
+    assert!(smtp.mails().is_empty());
+    assert!(outbox(&app).await.is_empty());
+}
+
+#[tokio::test]
+async fn mail_without_a_public_url_is_refused_at_startup() {
+    let mut config = mail_config(25, "");
+    config.site.public_url = String::new();
+    let dir = tempfile::tempdir().unwrap();
+    let url = fresh_database_url(dir.path()).await;
+    let err = server::Engine::open(&url, config).await.err().unwrap();
+    assert!(err.to_string().contains("site.public_url"), "{err}");
+}
+
+/// The mail server is down when the comment is posted: the mail waits in the outbox, is
+/// retried, arrives once the server is up, and a restarted server does not send it again.
+#[tokio::test]
+async fn a_mail_server_that_is_down_loses_nothing_and_nothing_is_sent_twice() {
+    // A port with nothing listening yet (the server starts on it later).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = mail_config(port, "");
+    let app = spawn_app_with(config.clone()).await;
+    let worker = app.engine.spawn_mail_outbox().unwrap();
+    news_thread(&app).await;
+    app.publish("news", "Ann", "Posted while the mail server is down.", None)
+        .await;
+    wait_for_outbox(&app, "a failed try is recorded", |rows| {
+        rows.len() == 1 && !rows[0].0 && rows[0].2 >= 1 && rows[0].3.is_some()
+    })
+    .await;
+
+    let smtp = start_smtp_with(&["--port", &port.to_string()]).await;
+    let mails = wait_for_mails(&smtp, 1).await;
+    assert!(mails[0].contains("Posted while the mail server is down."));
+    wait_for_outbox(&app, "marked sent", |rows| rows[0].0).await;
+
+    // A restart: a new engine and worker on the same database send nothing again.
+    worker.abort();
+    let restarted = std::sync::Arc::new(
+        server::Engine::open(&app.database_url, config)
+            .await
+            .unwrap(),
     );
+    let _worker = restarted.spawn_mail_outbox().unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(smtp.mails().len(), 1, "sent once");
+}
+
+#[tokio::test]
+async fn a_flood_of_comments_is_not_a_flood_of_mail() {
+    let smtp = start_smtp().await;
+    let app = spawn_app_with(mail_config(smtp.port, "max_per_recipient_per_hour = 2\n")).await;
+    let _worker = app.engine.spawn_mail_outbox().unwrap();
+    news_thread(&app).await;
+    for i in 0..4 {
+        app.publish("news", "Ann", &format!("comment {i}"), None)
+            .await;
+    }
+    wait_for_outbox(&app, "every mail sent or dropped", |rows| {
+        rows.len() == 4 && rows.iter().all(|r| r.0 || r.1.is_some())
+    })
+    .await;
+    let rows = outbox(&app).await;
+    assert_eq!(rows.iter().filter(|r| r.0).count(), 2, "{rows:?}");
+    for r in rows.iter().filter(|r| !r.0) {
+        assert!(
+            r.1.as_deref()
+                .unwrap()
+                .contains("max_per_recipient_per_hour"),
+            "{rows:?}"
+        );
+    }
+    assert_eq!(smtp.mails().len(), 2);
+}
+
+#[tokio::test]
+async fn mail_is_sent_after_signing_in_to_the_mail_server() {
+    let smtp = start_smtp_with(&["--auth", "moderato:s3cret-pass"]).await;
+    let password_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(password_file.path(), "s3cret-pass\n").unwrap();
+    let app = spawn_app_with(mail_config(
+        smtp.port,
+        &format!(
+            "username = \"moderato\"\npassword_file = \"{}\"\n",
+            password_file.path().display()
+        ),
+    ))
+    .await;
+    let _worker = app.engine.spawn_mail_outbox().unwrap();
+    news_thread(&app).await;
+    app.publish("news", "Ann", "Signed in.", None).await;
+    assert!(wait_for_mails(&smtp, 1).await[0].contains("Signed in."));
+
+    // The wrong password: nothing is delivered, and the outbox says why.
+    let smtp = start_smtp_with(&["--auth", "moderato:s3cret-pass"]).await;
+    let app = spawn_app_with(mail_config(
+        smtp.port,
+        "username = \"moderato\"\npassword = \"wrong\"\ntimeout_secs = 2\n",
+    ))
+    .await;
+    let _worker = app.engine.spawn_mail_outbox().unwrap();
+    news_thread(&app).await;
+    app.publish("news", "Ann", "Not signed in.", None).await;
+    wait_for_outbox(&app, "a refused sign-in is recorded", |rows| {
+        rows.len() == 1 && rows[0].3.is_some()
+    })
+    .await;
+    assert!(smtp.mails().is_empty());
 }

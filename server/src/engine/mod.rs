@@ -21,7 +21,9 @@ use crate::error::{Error, Result};
 use crate::events::{self, DbEventSource, PendingEvent};
 use crate::filter::{SpamFilter, SpamModerator};
 use crate::live::{self, Hub};
-use crate::moderation::{Registry, email::Mailer};
+use crate::mail::Mailer;
+use crate::moderation::Registry;
+use crate::moderation::builtin::StaffMail;
 use crate::store::{CommentRow, Store, ThreadRow, Tx, now_ms};
 use crate::token::{FormSigner, random_token};
 use app::model::{
@@ -54,6 +56,42 @@ pub struct Engine {
     /// Woken when sessions end in this process (sign-out, a password change), so live
     /// connections opened as staff check their rights at once (see [`Engine::staff_ended`]).
     sessions_ended: tokio::sync::Notify,
+    /// Sends the mail outbox, when `[moderation] notify_emails` asks for mail.
+    mailer: Option<Arc<Mailer>>,
+    /// Woken when a transaction that queued mail commits.
+    mail_queued: Arc<tokio::sync::Notify>,
+}
+
+/// The mail transport and email_notification's recipients, when `notify_emails` asks for
+/// mail; refuses a configuration that cannot send it (bad addresses, no `site.public_url`
+/// for the links, an unreadable password file).
+fn mail_setup(config: &Config) -> Result<Option<(Arc<Mailer>, Arc<StaffMail>)>> {
+    let recipients = &config.moderation.notify_emails;
+    if recipients.is_empty() {
+        return Ok(None);
+    }
+    let bad = |e: crate::mail::MailError| {
+        Error::invalid("config", format!("moderation.notify_emails / smtp: {e}"))
+    };
+    for r in recipients {
+        crate::mail::mailbox(r).map_err(bad)?;
+    }
+    let public_url = config.site.public_url.trim().trim_end_matches('/');
+    if !public_url.starts_with("http://") && !public_url.starts_with("https://") {
+        return Err(Error::invalid(
+            "config",
+            "site.public_url (e.g. \"https://comments.example.org\") is needed to send mail: \
+             links in mail must be absolute",
+        ));
+    }
+    let mailer = Mailer::new(&config.smtp).map_err(bad)?;
+    Ok(Some((
+        Arc::new(mailer),
+        Arc::new(StaffMail {
+            recipients: recipients.clone(),
+            public_url: public_url.to_owned(),
+        }),
+    )))
 }
 
 /// How often a live connection opened as staff re-checks that its session or API key still
@@ -129,9 +167,7 @@ impl Engine {
             .map(|n| RateLimiter::keyed(Quota::per_minute(n)));
         let sign_ins =
             NonZeroU32::new(config.limits.sign_ins_per_minute.max(1)).unwrap_or(NonZeroU32::MIN);
-        let mailer = Mailer::new(&config.smtp, &config.moderation.notify_emails)
-            .map_err(|e| Error::invalid("config", format!("moderation.notify_emails / smtp: {e}")))?
-            .map(Arc::new);
+        let (mailer, staff_mail) = mail_setup(&config)?.unzip();
         let spam = Arc::new(
             SpamFilter::load_or_train(&store, config.spam.threshold, config.spam.bundled_corpus)
                 .await?,
@@ -142,7 +178,7 @@ impl Engine {
                 filter: spam.clone(),
                 min_words: config.spam.min_words,
             }),
-            mailer,
+            staff_mail,
         )?;
         let hub = Hub::new(
             live_limits(&config.live),
@@ -161,7 +197,35 @@ impl Engine {
             spam,
             hub,
             sessions_ended: tokio::sync::Notify::new(),
+            mailer,
+            mail_queued: Arc::new(tokio::sync::Notify::new()),
         })
+    }
+
+    /// Starts the mail outbox's worker (`moderato serve` does, once per process), when mail
+    /// is configured; abort the handle to stop it.
+    pub fn spawn_mail_outbox(&self) -> Option<tokio::task::JoinHandle<()>> {
+        let mailer = self.mailer.clone()?;
+        Some(tokio::spawn(
+            mailer.run(self.store.clone(), self.mail_queued.clone()),
+        ))
+    }
+
+    /// Queues `letters` in `tx`; call [`Engine::mail_committed`] after it commits.
+    pub(crate) async fn queue_letters(
+        tx: &mut Tx,
+        letters: &[crate::moderation::Letter],
+    ) -> Result<()> {
+        let now = now_ms();
+        for l in letters {
+            tx.queue_mail(&l.to, &l.subject, &l.body, now).await?;
+        }
+        Ok(())
+    }
+
+    /// Wakes the outbox worker: mail was committed.
+    pub(crate) fn mail_committed(&self) {
+        self.mail_queued.notify_one();
     }
 
     /// Tells this process's staff connections that sessions ended (see `sessions_ended`).

@@ -6,8 +6,8 @@ use crate::auth::Viewer;
 use crate::comment::{self, NewComment};
 use crate::error::{Error, Result};
 use crate::events;
-use crate::moderation::{Candidate, Verdict};
-use crate::store::{CommentRow, NewCommentRow, capped_parent, now_ms};
+use crate::moderation::{Candidate, Pipeline, Verdict};
+use crate::store::{CommentRow, NewCommentRow, ThreadRow, capped_parent, now_ms};
 use crate::token::TokenError;
 use app::model::{Comment, PostAction, PostComment, PostResponse, Status, comment_html};
 use std::net::IpAddr;
@@ -153,7 +153,7 @@ impl Engine {
             created_at: now_ms(),
         };
         let stored = match self
-            .store_comment(&row, &token, &thread.key, author_token)
+            .store_comment(&row, &token, &thread, &pipeline, author_token)
             .await
         {
             Ok(r) => r,
@@ -163,24 +163,21 @@ impl Engine {
             }
             Err(StoreOrReused::Other(e)) => return Err(e),
         };
-        // notify runs after commit, off the request: a slow mail server never delays a poster.
-        {
-            let stored = stored.clone();
-            let thread = thread.clone();
-            tokio::spawn(async move { pipeline.notify(&stored, &thread).await });
-        }
         Ok(posted(key, &stored, viewer))
     }
 
-    /// One transaction: the token's nonce, the comment (with its path and counts) and its
-    /// events; published after commit.
+    /// One transaction: the token's nonce, the comment (with its path and counts), its
+    /// events and the mail its moderators send (outboxes); published and mailed after
+    /// commit, so a slow mail server never delays a poster and a failing one loses nothing.
     async fn store_comment(
         &self,
         row: &NewCommentRow,
         token: &crate::token::VerifiedToken,
-        thread_key: &str,
+        thread: &ThreadRow,
+        pipeline: &Pipeline,
         author_token: Option<&str>,
     ) -> std::result::Result<CommentRow, StoreOrReused> {
+        let thread_key = thread.key.as_str();
         let mut tx = self.store.begin().await.map_err(StoreOrReused::other)?;
         match tx.spend_nonce(&token.nonce, token.expires_at).await {
             Ok(()) => {}
@@ -188,6 +185,10 @@ impl Engine {
             Err(e) => return Err(StoreOrReused::other(e)),
         }
         let stored = tx.insert_comment(row).await.map_err(StoreOrReused::other)?;
+        let letters = pipeline.letters(&stored, thread);
+        Engine::queue_letters(&mut tx, &letters)
+            .await
+            .map_err(StoreOrReused::Other)?;
         let mut pending = events::comment_posted(&stored, thread_key, author_token);
         pending.push(
             Engine::stats_event(&mut tx)
@@ -197,6 +198,9 @@ impl Engine {
         self.commit_and_publish(tx, pending)
             .await
             .map_err(StoreOrReused::Other)?;
+        if !letters.is_empty() {
+            self.mail_committed();
+        }
         Ok(stored)
     }
 

@@ -1,7 +1,6 @@
 //! The built-in moderators.
 
-use super::{Candidate, Hold, Moderator};
-use crate::moderation::email::Mailer;
+use super::{Candidate, Hold, Letter, Moderator};
 use crate::store::{CommentRow, StoreError, ThreadRow};
 use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 use std::sync::Arc;
@@ -232,21 +231,64 @@ impl Moderator for Banned {
     }
 }
 
-/// Emails the staff about each comment that survived moderation (published or held).
-pub struct EmailNotification {
-    pub mailer: Arc<Mailer>,
+/// Who gets email_notification's mail, and the site address its links start with.
+#[derive(Debug)]
+pub struct StaffMail {
+    /// Checked addresses (`Name <a@b>` or `a@b`).
+    pub recipients: Vec<String>,
+    /// `site.public_url` without a trailing slash: links in mail must be absolute.
+    pub public_url: String,
 }
 
-#[async_trait::async_trait]
+/// Emails the staff about each comment that survived moderation (published or held).
+pub struct EmailNotification {
+    pub mail: Arc<StaffMail>,
+}
+
 impl Moderator for EmailNotification {
     fn name(&self) -> &str {
         "email_notification"
     }
 
-    async fn notify(&self, comment: &CommentRow, thread: &ThreadRow) {
-        if let Err(e) = self.mailer.notify_comment(comment, thread).await {
-            tracing::error!(error = %e, comment = comment.id, "notification email failed");
+    fn letters(&self, c: &CommentRow, t: &ThreadRow) -> Vec<Letter> {
+        let held = c.status != "published";
+        let subject = if held {
+            format!(
+                "[{}] Comment awaiting moderation from {}",
+                t.title, c.author_name
+            )
+        } else {
+            format!("[{}] New comment from {}", t.title, c.author_name)
+        };
+        let link = format!(
+            "{}/t/{}#c{}",
+            self.mail.public_url,
+            app::api::encode_key(&t.key),
+            c.id
+        );
+        let mut body = format!(
+            "{} wrote on \"{}\":\n\n{}\n\nStatus: {}",
+            c.author_name, t.title, c.body_source, c.status
+        );
+        if let Some(reason) = &c.reason {
+            body.push_str(&format!(" ({reason})"));
         }
+        body.push_str(&format!("\n\n{link}\n"));
+        if held {
+            body.push_str(&format!(
+                "Moderation queue: {}/moderation\n",
+                self.mail.public_url
+            ));
+        }
+        self.mail
+            .recipients
+            .iter()
+            .map(|to| Letter {
+                to: to.clone(),
+                subject: subject.clone(),
+                body: body.clone(),
+            })
+            .collect()
     }
 }
 

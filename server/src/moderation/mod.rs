@@ -2,10 +2,10 @@
 //!
 //! Every comment passes each moderator's `allow` (any "no" rejects it: 403, nothing stored),
 //! then each `moderate` (the first "hold" keeps it from the public, with that moderator's
-//! reason and score). After the comment is committed, each `notify` runs (e.g. email).
+//! reason and score). Each moderator's `letters` (e.g. email_notification's mail to staff)
+//! are queued in the comment's own transaction and sent after it commits.
 
 pub mod builtin;
-pub mod email;
 
 use crate::comment::NewComment;
 use crate::config::{Config, ConfigError};
@@ -68,8 +68,19 @@ pub trait Moderator: Send + Sync {
         Ok(None)
     }
 
-    /// Runs after the comment is committed.
-    async fn notify(&self, _comment: &CommentRow, _thread: &ThreadRow) {}
+    /// Mail about a comment that survived moderation (published or held), queued in the
+    /// comment's own transaction and sent by the outbox worker (`crate::mail`).
+    fn letters(&self, _comment: &CommentRow, _thread: &ThreadRow) -> Vec<Letter> {
+        Vec::new()
+    }
+}
+
+/// A mail to queue: to whom, and what.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Letter {
+    pub to: String,
+    pub subject: String,
+    pub body: String,
 }
 
 /// Moderators applied in order.
@@ -121,11 +132,12 @@ impl Pipeline {
         Ok(Verdict::Publish)
     }
 
-    /// Runs every `notify` (after commit).
-    pub async fn notify(&self, comment: &CommentRow, thread: &ThreadRow) {
-        for m in &self.moderators {
-            m.notify(comment, thread).await;
-        }
+    /// Every moderator's mail about a stored comment.
+    pub fn letters(&self, comment: &CommentRow, thread: &ThreadRow) -> Vec<Letter> {
+        self.moderators
+            .iter()
+            .flat_map(|m| m.letters(comment, thread))
+            .collect()
     }
 }
 
@@ -184,7 +196,7 @@ impl Registry {
     pub fn from_config(
         config: &Config,
         spam: Arc<dyn Moderator>,
-        mailer: Option<Arc<email::Mailer>>,
+        staff_mail: Option<Arc<builtin::StaffMail>>,
     ) -> Result<Registry, ConfigError> {
         use builtin::*;
         let m = &config.moderation;
@@ -224,10 +236,8 @@ impl Registry {
             }
             v.extend(shared.iter().cloned());
             if k.email_notification {
-                match &mailer {
-                    Some(mailer) => v.push(Arc::new(EmailNotification {
-                        mailer: mailer.clone(),
-                    })),
+                match &staff_mail {
+                    Some(mail) => v.push(Arc::new(EmailNotification { mail: mail.clone() })),
                     None => {
                         return Err(ConfigError::Invalid(format!(
                             "moderation.kinds.{kind}.email_notification needs moderation.notify_emails"
