@@ -109,6 +109,9 @@ pub struct FormSettings {
     pub max_length: usize,
     /// Replies deeper than this are shown at this indent.
     pub max_depth: u32,
+    /// The form offers "notify me of replies" (when an email is given).
+    #[serde(default)]
+    pub reply_notifications: bool,
 }
 
 /// `GET /api/threads/{key}`.
@@ -171,6 +174,9 @@ pub struct PostComment {
     pub honeypot: Option<String>,
     #[serde(default)]
     pub preview: bool,
+    /// Mail the poster (at `email`, once confirmed) when someone replies.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub notify: bool,
 }
 
 /// Whether a post request stored a comment or only previewed one.

@@ -25,6 +25,8 @@ pub struct NewComment {
     pub title: Option<String>,
     pub body: String,
     pub parent_id: Option<i64>,
+    /// Mail replies to `email` (once the address is confirmed).
+    pub notify: bool,
 }
 
 /// Per-field messages for a 422 answer.
@@ -177,6 +179,20 @@ impl NewComment {
             }
         }
 
+        if req.notify {
+            if !config.comments.reply_notifications {
+                errors.insert(
+                    "notify".into(),
+                    "This site does not send reply notifications.".into(),
+                );
+            } else if email.is_none() && !errors.contains_key("email") {
+                errors.insert(
+                    "notify".into(),
+                    "Give your email address to be told of replies.".into(),
+                );
+            }
+        }
+
         match body {
             Some(body) if errors.is_empty() => Ok(NewComment {
                 name: name.to_owned(),
@@ -185,6 +201,7 @@ impl NewComment {
                 title,
                 body,
                 parent_id: req.parent_id,
+                notify: req.notify,
             }),
             _ => Err(errors),
         }

@@ -97,6 +97,8 @@ pub struct CommentsConfig {
     pub page_max_comments: usize,
     /// How long a form token stays valid, in minutes.
     pub form_token_minutes: i64,
+    /// Offer "notify me of replies" (needs `site.public_url` and a working `[smtp]`).
+    pub reply_notifications: bool,
 }
 
 impl Default for CommentsConfig {
@@ -110,6 +112,7 @@ impl Default for CommentsConfig {
             page_size: 50,
             page_max_comments: 300,
             form_token_minutes: 120,
+            reply_notifications: false,
         }
     }
 }

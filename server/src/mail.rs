@@ -8,7 +8,8 @@
 
 use crate::config::{SmtpConfig, SmtpSecurity};
 use crate::store::{MailRow, Store, now_ms};
-use lettre::message::{Mailbox, Message, header::ContentType};
+use lettre::message::header::{ContentType, HeaderName, HeaderValue};
+use lettre::message::{Mailbox, Message};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use std::sync::Arc;
@@ -86,12 +87,26 @@ impl Mailer {
     }
 
     async fn send(&self, mail: &MailRow) -> Result<(), MailError> {
-        let message = Message::builder()
+        let mut builder = Message::builder()
             .from(self.from.clone())
             .to(mailbox(&mail.recipient)?)
             .subject(mail.subject.clone())
-            .header(ContentType::TEXT_PLAIN)
-            .body(mail.body.clone())?;
+            .header(ContentType::TEXT_PLAIN);
+        if let Some(url) = &mail.list_unsubscribe {
+            // RFC 8058 one-click: the mail client POSTs "List-Unsubscribe=One-Click" to the
+            // address, which unsubscribes without a page to click through. The URL is ours
+            // (public_url + a signed token), so it holds no characters a header cannot.
+            builder = builder
+                .raw_header(HeaderValue::new(
+                    HeaderName::new_from_ascii_str("List-Unsubscribe"),
+                    format!("<{url}>"),
+                ))
+                .raw_header(HeaderValue::new(
+                    HeaderName::new_from_ascii_str("List-Unsubscribe-Post"),
+                    "List-Unsubscribe=One-Click".to_owned(),
+                ));
+        }
+        let message = builder.body(mail.body.clone())?;
         // lettre's own timeout covers connecting, not a server that stops answering midway
         // (seen: a refused sign-in left unanswered): bound the whole exchange, so one stuck
         // server never stops the worker.

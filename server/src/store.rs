@@ -1260,6 +1260,16 @@ pub struct MailRow {
     pub subject: String,
     pub body: String,
     pub attempts: i64,
+    /// The one-click unsubscribe address (RFC 8058) to put in the mail's headers.
+    pub list_unsubscribe: Option<String>,
+}
+
+/// Where a reply notification goes: the replied-to comment's author, when they asked, have
+/// confirmed their address and have not unsubscribed (from everything or from the thread).
+#[derive(Clone, Debug, FromRow)]
+pub struct ReplyTarget {
+    pub email: String,
+    pub author_name: String,
 }
 
 impl Tx {
@@ -1270,19 +1280,81 @@ impl Tx {
         recipient: &str,
         subject: &str,
         body: &str,
+        list_unsubscribe: Option<&str>,
         now: i64,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO mail_outbox (recipient, subject, body, created_at, next_attempt_at) \
-             VALUES ($1, $2, $3, $4, $4)",
+            "INSERT INTO mail_outbox (recipient, subject, body, list_unsubscribe, created_at, \
+             next_attempt_at) VALUES ($1, $2, $3, $4, $5, $5)",
         )
         .bind(recipient)
         .bind(subject)
         .bind(body)
+        .bind(list_unsubscribe)
         .bind(now)
         .execute(&mut *self.tx)
         .await?;
         Ok(())
+    }
+
+    /// Marks comment `id` as wanting its replies mailed to its author.
+    pub async fn want_reply_mail(&mut self, id: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE comments SET notify_replies = 1 WHERE id = $1")
+            .bind(id)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Records that `email` (lower case) asks for reply mail. Returns true when it must be
+    /// asked to confirm: a new address, or one that had unsubscribed from everything.
+    pub async fn ask_for_reply_mail(&mut self, email: &str, now: i64) -> Result<bool, StoreError> {
+        let row: Option<(Option<i64>, Option<i64>)> = sqlx::query_as(
+            "SELECT confirmed_at, unsubscribed_at FROM subscribers WHERE email = $1",
+        )
+        .bind(email)
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        match row {
+            None => {
+                sqlx::query("INSERT INTO subscribers (email, created_at) VALUES ($1, $2)")
+                    .bind(email)
+                    .bind(now)
+                    .execute(&mut *self.tx)
+                    .await?;
+                Ok(true)
+            }
+            Some((_, Some(_))) => {
+                sqlx::query(
+                    "UPDATE subscribers SET confirmed_at = NULL, unsubscribed_at = NULL \
+                     WHERE email = $1",
+                )
+                .bind(email)
+                .execute(&mut *self.tx)
+                .await?;
+                Ok(true)
+            }
+            // Confirmed already, or a confirmation is on its way: nothing more is sent.
+            Some((_, None)) => Ok(false),
+        }
+    }
+
+    /// Who is to be told of a published reply to comment `parent_id`, if anyone.
+    pub async fn reply_target(
+        &mut self,
+        parent_id: i64,
+    ) -> Result<Option<ReplyTarget>, StoreError> {
+        Ok(sqlx::query_as::<_, ReplyTarget>(
+            "SELECT c.author_email AS email, c.author_name FROM comments c \
+             JOIN subscribers s ON s.email = LOWER(c.author_email) \
+             WHERE c.id = $1 AND c.notify_replies = 1 AND c.status = 'published' \
+               AND s.confirmed_at IS NOT NULL AND s.unsubscribed_at IS NULL \
+               AND NOT EXISTS (SELECT 1 FROM thread_unsubscribes u \
+                               WHERE u.email = s.email AND u.thread_id = c.thread_id)",
+        )
+        .bind(parent_id)
+        .fetch_optional(&mut *self.tx)
+        .await?)
     }
 }
 
@@ -1291,7 +1363,7 @@ impl Store {
     /// claimed by a sender.
     pub async fn due_mail(&self, now: i64, limit: i64) -> Result<Vec<MailRow>, StoreError> {
         Ok(sqlx::query_as::<_, MailRow>(
-            "SELECT id, recipient, subject, body, attempts FROM mail_outbox \
+            "SELECT id, recipient, subject, body, attempts, list_unsubscribe FROM mail_outbox \
              WHERE sent_at IS NULL AND dropped IS NULL AND next_attempt_at <= $1 \
              ORDER BY id LIMIT $2",
         )
@@ -1366,5 +1438,53 @@ impl Store {
             ),
         };
         Ok(q.bind(since).fetch_one(&self.pool).await?)
+    }
+}
+
+impl Store {
+    /// Confirms `email`'s reply mail (the link in its confirmation mail was used); false
+    /// when the address never asked.
+    pub async fn confirm_subscriber(&self, email: &str, now: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE subscribers SET confirmed_at = COALESCE(confirmed_at, $1) \
+             WHERE email = $2 AND unsubscribed_at IS NULL",
+        )
+        .bind(now)
+        .bind(email)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Stops all reply mail to `email`.
+    pub async fn unsubscribe_all(&self, email: &str, now: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE subscribers SET unsubscribed_at = COALESCE(unsubscribed_at, $1) \
+             WHERE email = $2",
+        )
+        .bind(now)
+        .bind(email)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Stops reply mail to `email` about thread `thread_id`.
+    pub async fn unsubscribe_thread(
+        &self,
+        email: &str,
+        thread_id: i64,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO thread_unsubscribes (email, thread_id, at) VALUES ($1, $2, $3) \
+             ON CONFLICT (email, thread_id) DO NOTHING",
+        )
+        .bind(email)
+        .bind(thread_id)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 }

@@ -318,3 +318,199 @@ async fn mail_is_sent_after_signing_in_to_the_mail_server() {
     .await;
     assert!(smtp.mails().is_empty());
 }
+
+/// A mail as its reader sees it: quoted-printable soft line breaks and `=XX` escapes undone
+/// (lettre encodes bodies with long lines, such as links, that way).
+fn decoded(mail: &str) -> String {
+    let text = mail.replace("\r\n", "\n").replace("=\n", "");
+    let mut out = Vec::with_capacity(text.len());
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'=', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The first link in `mail` that starts with `prefix`.
+fn link_in(mail: &str, prefix: &str) -> String {
+    let mail = decoded(mail);
+    let start = mail
+        .find(prefix)
+        .unwrap_or_else(|| panic!("no {prefix} in {mail}"));
+    mail[start..]
+        .split(|c: char| c.is_whitespace() || c == '>')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+/// The path and query of an absolute link to this site.
+fn local(url: &str) -> &str {
+    url.strip_prefix(PUBLIC_URL).expect("a link to this site")
+}
+
+/// A reader asks for reply mail: confirms through the link's page (a GET alone changes
+/// nothing), is mailed about published replies only (not held ones until approved, not their
+/// own), with one-click unsubscribe headers, and nothing after unsubscribing.
+#[tokio::test]
+async fn a_reader_is_mailed_about_replies_once_confirmed_and_never_after_unsubscribing() {
+    let smtp = start_smtp().await;
+    let config = Config::parse(&format!(
+        "[site]\npublic_url = \"{PUBLIC_URL}\"\n\
+         [comments]\nreply_notifications = true\n\
+         [moderation]\nbanned_words = [\"holdme\"]\n\
+         [smtp]\nport = {}\nfrom = \"moderato@example.org\"\nretry_after_secs = 1\n",
+        smtp.port
+    ))
+    .unwrap();
+    let app = spawn_app_with(config).await;
+    let _worker = app.engine.spawn_mail_outbox().unwrap();
+    app.thread("news").await;
+    let page = app.get("/t/news").await.text;
+    assert!(page.contains(r#"name="notify""#), "the form offers it");
+
+    // Without an email there is nobody to mail: a clear error.
+    let r = app
+        .post_comment("news", json!({"name": "Ann", "body": "Hi", "notify": true}))
+        .await;
+    assert_eq!(
+        r.status,
+        axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        r.text
+    );
+    assert!(r.json()["errors"]["notify"].is_string(), "{}", r.text);
+
+    let r = app
+        .post_comment(
+            "news",
+            json!({"name": "Ann", "email": "Ann@Example.org", "body": "First!", "notify": true}),
+        )
+        .await;
+    assert_eq!(r.status, axum::http::StatusCode::CREATED, "{}", r.text);
+    let ann = r.json()["comment_id"].as_i64().unwrap();
+    let confirmation = wait_for_mails(&smtp, 1).await.remove(0);
+    assert!(
+        confirmation.contains("To: ann@example.org"),
+        "{confirmation}"
+    );
+    let confirm = link_in(&confirmation, &format!("{PUBLIC_URL}/mail/confirm?t="));
+
+    // Unconfirmed: a reply sends nothing.
+    app.publish("news", "Bob", "Before you confirmed.", Some(ann))
+        .await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(smtp.mails().len(), 1);
+
+    // Opening the link only asks; the button confirms.
+    let shown = app.get(local(&confirm)).await;
+    assert_eq!(
+        shown.status,
+        axum::http::StatusCode::OK,
+        "{confirm}: {}",
+        shown.text
+    );
+    assert!(shown.text.contains("<button"), "{}", shown.text);
+    let token = confirm.split("t=").nth(1).unwrap();
+    let confirmed: Option<i64> =
+        sqlx::query_scalar("SELECT confirmed_at FROM subscribers WHERE email = 'ann@example.org'")
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(confirmed, None, "a GET confirms nothing");
+    let r = app
+        .post_raw(
+            "/mail/confirm",
+            "application/x-www-form-urlencoded",
+            format!("t={token}"),
+        )
+        .await;
+    assert_eq!(r.status, axum::http::StatusCode::OK, "{}", r.text);
+    assert!(r.text.contains("Confirmed"), "{}", r.text);
+
+    // A published reply: mailed, with an absolute link and one-click unsubscribe headers.
+    let bob = app
+        .publish("news", "Bob", "Welcome aboard.", Some(ann))
+        .await;
+    let mails = wait_for_mails(&smtp, 2).await;
+    let notification = mails
+        .iter()
+        .find(|m| m.contains("Welcome aboard."))
+        .expect("the notification")
+        .replace("\r\n", "\n");
+    let (head, body) = notification.split_once("\n\n").unwrap();
+    let head = head.replace("\n ", " ").replace("\n\t", " ");
+    let body = decoded(body);
+    assert!(head.contains("Bob replied to your comment"), "{head}");
+    assert!(
+        head.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click"),
+        "{head}"
+    );
+    let one_click = link_in(&head, &format!("{PUBLIC_URL}/mail/unsubscribe?t="));
+    assert!(
+        body.contains(&format!("{PUBLIC_URL}/t/news#c{bob}")),
+        "{body}"
+    );
+
+    // Ann answering herself (known by her address, as a name is anyone's) is no news to her.
+    let r = app
+        .post_comment(
+            "news",
+            json!({"name": "Ann", "email": "ann@example.org", "body": "Me again", "parent_id": ann}),
+        )
+        .await;
+    assert_eq!(r.status, axum::http::StatusCode::CREATED, "{}", r.text);
+    // A held reply is news only once approved.
+    let r = app
+        .post_comment(
+            "news",
+            json!({"name": "Carol", "body": "holdme please", "parent_id": ann}),
+        )
+        .await;
+    assert_eq!(r.status, axum::http::StatusCode::ACCEPTED, "{}", r.text);
+    let held = r.json()["comment_id"].as_i64().unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(smtp.mails().len(), 2, "nothing for her own or a held reply");
+    let cookie = app.sign_in_as("mod", true).await;
+    let r = app
+        .send_with(
+            "POST",
+            &format!("/api/comments/{held}/moderate"),
+            &[("cookie", &cookie), ("content-type", "application/json")],
+            Some(&json!({"action": "approve"})),
+        )
+        .await;
+    assert_eq!(r.status, axum::http::StatusCode::OK, "{}", r.text);
+    let mails = wait_for_mails(&smtp, 3).await;
+    assert!(mails.iter().any(|m| m.contains("holdme please")));
+
+    // One click (RFC 8058), and no more mail.
+    let r = app
+        .post_raw(
+            local(&one_click),
+            "application/x-www-form-urlencoded",
+            "List-Unsubscribe=One-Click",
+        )
+        .await;
+    assert_eq!(r.status, axum::http::StatusCode::OK, "{}", r.text);
+    app.publish("news", "Bob", "Still there?", Some(ann)).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(smtp.mails().len(), 3, "nothing after unsubscribing");
+    // A link that was tampered with does nothing.
+    let r = app.get("/mail/unsubscribe?t=not-a-token").await;
+    assert_eq!(r.status, axum::http::StatusCode::BAD_REQUEST);
+}

@@ -57,6 +57,8 @@ pub struct Draft {
     pub title: RwSignal<String>,
     pub body: RwSignal<String>,
     pub honeypot: RwSignal<String>,
+    /// "Notify me of replies" is ticked.
+    pub notify: RwSignal<bool>,
     /// Field name (or "form", "__all__") to message.
     pub errors: RwSignal<BTreeMap<String, String>>,
     /// The preview's HTML, from the server's renderer.
@@ -82,6 +84,7 @@ impl Draft {
             title: RwSignal::new(typed.title),
             body: RwSignal::new(typed.body),
             honeypot: RwSignal::new(String::new()),
+            notify: RwSignal::new(false),
             errors: RwSignal::new(BTreeMap::new()),
             preview: RwSignal::new(String::new()),
             preview_generation: RwSignal::new(0),
@@ -105,6 +108,8 @@ impl Draft {
             form_token: form.token.get_untracked().map(|t| t.token),
             honeypot: opt(self.honeypot),
             preview,
+            // Only with an address to mail (the box is hidden without one).
+            notify: self.notify.get_untracked() && opt(self.email).is_some(),
         }
     }
 }
@@ -297,6 +302,7 @@ pub fn CommentForm() -> impl IntoView {
     let excluded = state.settings.with_value(|s| s.exclude_fields.clone());
     let shows = move |field: &str| !excluded.iter().any(|f| f == field);
     let max_length = state.settings.with_value(|s| s.max_length);
+    let offers_replies = state.settings.with_value(|s| s.reply_notifications);
     let error = move |field: &'static str| {
         move || {
             draft.errors.with(|e| {
@@ -378,10 +384,33 @@ pub fn CommentForm() -> impl IntoView {
                                 type="email"
                                 name="email"
                                 autocomplete="email"
+                                // The placeholder lets the stylesheet hide "notify me" while
+                                // the field is empty, with or without JavaScript.
+                                placeholder="you@example.org"
                                 prop:value=move || draft.email.get()
                                 on:input=move |ev| draft.email.set(event_target_value(&ev))
                             />
                             {error("email")}
+                        </div>
+                    }
+                })}
+            {(shows("email") && offers_replies)
+                .then(|| {
+                    view! {
+                        <div class="field notify-option">
+                            <label>
+                                <input
+                                    id="f-notify"
+                                    type="checkbox"
+                                    name="notify"
+                                    value="on"
+                                    prop:checked=move || draft.notify.get()
+                                    on:change=move |ev| draft.notify.set(event_target_checked(&ev))
+                                />
+                                " Email me when someone replies "
+                                <small>"(a first mail asks you to confirm)"</small>
+                            </label>
+                            {error("notify")}
                         </div>
                     }
                 })}

@@ -303,6 +303,7 @@ mod tests {
                 exclude_fields: Vec::new(),
                 max_length: 1000,
                 max_depth: 5,
+                reply_notifications: false,
             },
         }
     }

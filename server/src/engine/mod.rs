@@ -11,6 +11,8 @@
 mod demo;
 pub(crate) mod embed;
 mod post;
+mod replies;
+pub use replies::{LinkPurpose, MailLink};
 mod staff;
 mod transfer;
 
@@ -56,18 +58,29 @@ pub struct Engine {
     /// Woken when sessions end in this process (sign-out, a password change), so live
     /// connections opened as staff check their rights at once (see [`Engine::staff_ended`]).
     sessions_ended: tokio::sync::Notify,
-    /// Sends the mail outbox, when `[moderation] notify_emails` asks for mail.
+    /// Sends the mail outbox, when `[moderation] notify_emails` or
+    /// `[comments] reply_notifications` asks for mail.
     mailer: Option<Arc<Mailer>>,
+    /// Signs the links in reply notifications, when they are on.
+    mail_links: Option<replies::MailLinks>,
     /// Woken when a transaction that queued mail commits.
     mail_queued: Arc<tokio::sync::Notify>,
 }
 
-/// The mail transport and email_notification's recipients, when `notify_emails` asks for
-/// mail; refuses a configuration that cannot send it (bad addresses, no `site.public_url`
-/// for the links, an unreadable password file).
-fn mail_setup(config: &Config) -> Result<Option<(Arc<Mailer>, Arc<StaffMail>)>> {
+/// What sending mail needs, when `notify_emails` or `reply_notifications` asks for mail.
+struct MailSetup {
+    mailer: Arc<Mailer>,
+    /// email_notification's recipients, when there are any.
+    staff: Option<Arc<StaffMail>>,
+    /// `site.public_url` without a trailing slash.
+    public_url: String,
+}
+
+/// Refuses a configuration that asks for mail but cannot send it (bad addresses, no
+/// `site.public_url` for the links, an unreadable password file).
+fn mail_setup(config: &Config) -> Result<Option<MailSetup>> {
     let recipients = &config.moderation.notify_emails;
-    if recipients.is_empty() {
+    if recipients.is_empty() && !config.comments.reply_notifications {
         return Ok(None);
     }
     let bad = |e: crate::mail::MailError| {
@@ -84,14 +97,16 @@ fn mail_setup(config: &Config) -> Result<Option<(Arc<Mailer>, Arc<StaffMail>)>> 
              links in mail must be absolute",
         ));
     }
-    let mailer = Mailer::new(&config.smtp).map_err(bad)?;
-    Ok(Some((
-        Arc::new(mailer),
-        Arc::new(StaffMail {
-            recipients: recipients.clone(),
-            public_url: public_url.to_owned(),
+    Ok(Some(MailSetup {
+        mailer: Arc::new(Mailer::new(&config.smtp).map_err(bad)?),
+        staff: (!recipients.is_empty()).then(|| {
+            Arc::new(StaffMail {
+                recipients: recipients.clone(),
+                public_url: public_url.to_owned(),
+            })
         }),
-    )))
+        public_url: public_url.to_owned(),
+    }))
 }
 
 /// How often a live connection opened as staff re-checks that its session or API key still
@@ -167,7 +182,8 @@ impl Engine {
             .map(|n| RateLimiter::keyed(Quota::per_minute(n)));
         let sign_ins =
             NonZeroU32::new(config.limits.sign_ins_per_minute.max(1)).unwrap_or(NonZeroU32::MIN);
-        let (mailer, staff_mail) = mail_setup(&config)?.unzip();
+        let mail = mail_setup(&config)?;
+        let staff_mail = mail.as_ref().and_then(|m| m.staff.clone());
         let spam = Arc::new(
             SpamFilter::load_or_train(&store, config.spam.threshold, config.spam.bundled_corpus)
                 .await?,
@@ -186,6 +202,10 @@ impl Engine {
                 store: store.clone(),
             }),
         );
+        let mail_links = mail
+            .as_ref()
+            .filter(|_| config.comments.reply_notifications)
+            .map(|m| replies::MailLinks::new(&secret, &m.public_url));
         Ok(Engine {
             store,
             config: Arc::new(config),
@@ -197,7 +217,8 @@ impl Engine {
             spam,
             hub,
             sessions_ended: tokio::sync::Notify::new(),
-            mailer,
+            mail_links,
+            mailer: mail.map(|m| m.mailer),
             mail_queued: Arc::new(tokio::sync::Notify::new()),
         })
     }
@@ -218,7 +239,14 @@ impl Engine {
     ) -> Result<()> {
         let now = now_ms();
         for l in letters {
-            tx.queue_mail(&l.to, &l.subject, &l.body, now).await?;
+            tx.queue_mail(
+                &l.to,
+                &l.subject,
+                &l.body,
+                l.list_unsubscribe.as_deref(),
+                now,
+            )
+            .await?;
         }
         Ok(())
     }
@@ -396,6 +424,7 @@ impl Engine {
             exclude_fields: self.config.comments.exclude_fields.clone(),
             max_length: self.config.comments.max_length,
             max_depth: self.config.comments.max_depth,
+            reply_notifications: self.mail_links.is_some(),
         }
     }
 

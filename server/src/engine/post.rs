@@ -136,6 +136,7 @@ impl Engine {
             ),
             Verdict::Publish => (Status::Published, None, None, None),
         };
+        let wants_replies = new.notify;
         let row = NewCommentRow {
             thread_id: thread.id,
             parent,
@@ -153,7 +154,14 @@ impl Engine {
             created_at: now_ms(),
         };
         let stored = match self
-            .store_comment(&row, &token, &thread, &pipeline, author_token)
+            .store_comment(
+                &row,
+                &token,
+                &thread,
+                &pipeline,
+                wants_replies,
+                author_token,
+            )
             .await
         {
             Ok(r) => r,
@@ -175,6 +183,7 @@ impl Engine {
         token: &crate::token::VerifiedToken,
         thread: &ThreadRow,
         pipeline: &Pipeline,
+        wants_replies: bool,
         author_token: Option<&str>,
     ) -> std::result::Result<CommentRow, StoreOrReused> {
         let thread_key = thread.key.as_str();
@@ -185,7 +194,21 @@ impl Engine {
             Err(e) => return Err(StoreOrReused::other(e)),
         }
         let stored = tx.insert_comment(row).await.map_err(StoreOrReused::other)?;
-        let letters = pipeline.letters(&stored, thread);
+        let mut letters = pipeline.letters(&stored, thread);
+        if wants_replies {
+            letters.extend(
+                self.ask_for_replies(&mut tx, &stored)
+                    .await
+                    .map_err(StoreOrReused::Other)?,
+            );
+        }
+        if stored.status == Status::Published.as_str() {
+            letters.extend(
+                self.reply_letters(&mut tx, &stored, thread)
+                    .await
+                    .map_err(StoreOrReused::Other)?,
+            );
+        }
         Engine::queue_letters(&mut tx, &letters)
             .await
             .map_err(StoreOrReused::Other)?;

@@ -10,7 +10,7 @@ use crate::spam::Sample;
 use crate::store::{CommentRow, StatusChange, StatusOutcome};
 use app::model::{
     AuditEntry, AuditResponse, Comment, ModerationAction, QueueItem, QueueResponse, SpamStatus,
-    SpamTraining,
+    SpamTraining, Status,
 };
 
 /// Statuses the queue can be filtered by, besides "all".
@@ -30,6 +30,7 @@ impl Engine {
         let mut changes = Vec::new();
         let mut pending = Vec::new();
         let mut out = Vec::with_capacity(ids.len());
+        let mut letters = Vec::new();
         for &id in ids {
             match tx
                 .set_status(id, action.target().as_str(), staff.name(), action.as_str())
@@ -46,6 +47,16 @@ impl Engine {
                         &change.comment,
                         &change.thread_key,
                     ));
+                    // An approved reply is news for the author of the comment it answers.
+                    if change.comment.status == Status::Published.as_str()
+                        && change.before != Status::Published.as_str()
+                        && let Some(thread) = self.store.thread(&change.thread_key).await?
+                    {
+                        letters.extend(
+                            self.reply_letters(&mut tx, &change.comment, &thread)
+                                .await?,
+                        );
+                    }
                     let StatusChange {
                         before, comment, ..
                     } = *change;
@@ -56,7 +67,11 @@ impl Engine {
         if !changes.is_empty() {
             pending.push(Engine::stats_event(&mut tx).await?);
         }
+        Engine::queue_letters(&mut tx, &letters).await?;
         self.commit_and_publish(tx, pending).await?;
+        if !letters.is_empty() {
+            self.mail_committed();
+        }
         // The filter learns from each decision at once. The decision itself is committed,
         // so a failure here is logged, not reported as a failed action.
         if let Err(e) = self.spam.apply_decisions(&self.store, &changes).await {

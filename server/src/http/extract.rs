@@ -180,6 +180,7 @@ impl FromForm for app::model::PostComment {
                 "form_token" => req.form_token = Some(v),
                 "honeypot" => req.honeypot = Some(v),
                 "preview" => req.preview = matches!(v.as_str(), "1" | "true" | "on"),
+                "notify" => req.notify = matches!(v.as_str(), "1" | "true" | "on"),
                 "parent_id" if v.trim().is_empty() => {}
                 "parent_id" => {
                     req.parent_id = Some(

@@ -5,6 +5,7 @@ mod assets;
 mod embed;
 mod error;
 mod extract;
+mod mail;
 mod pages;
 mod serve;
 mod staff;
@@ -125,6 +126,7 @@ pub fn router(engine: Arc<Engine>, leptos_options: LeptosOptions) -> Router {
         .route("/health", get(health))
         .nest("/api", api::router().merge(staff::router()))
         .merge(embed_routes)
+        .merge(mail::router())
         .leptos_routes_with_handler(page_routes, get(pages::render))
         // Static files, else the app's "not found" page, under the same nonce policy as
         // every other page (a static file gets none: it has no nonce).

@@ -287,6 +287,8 @@ impl Moderator for EmailNotification {
                 to: to.clone(),
                 subject: subject.clone(),
                 body: body.clone(),
+                // Staff mail follows `notify_emails`, not a subscription.
+                list_unsubscribe: None,
             })
             .collect()
     }
@@ -319,6 +321,7 @@ mod tests {
             title: None,
             body: body.into(),
             parent_id: None,
+            notify: false,
         }
     }
 

@@ -81,6 +81,8 @@ pub struct Letter {
     pub to: String,
     pub subject: String,
     pub body: String,
+    /// A one-click unsubscribe address (RFC 8058) for the mail's headers.
+    pub list_unsubscribe: Option<String>,
 }
 
 /// Moderators applied in order.
