@@ -94,6 +94,12 @@ impl Staff {
         }
     }
 
+    /// The proof for a staff account that was checked to be staff just now (a signed staff
+    /// action link's account).
+    pub(crate) fn of_user(id: i64, name: String) -> Staff {
+        Staff { id, name }
+    }
+
     /// The staff member's user name, as the audit log records it.
     pub fn name(&self) -> &str {
         &self.name

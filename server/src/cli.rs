@@ -116,6 +116,9 @@ pub enum UserCommand {
     /// Set a user's password (from MODERATO_PASSWORD or the first line of standard input),
     /// keeping their rights, and sign them out everywhere.
     SetPassword { name: String },
+    /// Set (or, without EMAIL, remove) a user's address: with `[moderation] mail_staff`, a
+    /// staff account with one is mailed about held comments, with links that act as it.
+    SetEmail { name: String, email: Option<String> },
 }
 
 #[derive(Subcommand, Debug)]
@@ -195,6 +198,17 @@ pub async fn run() -> Result<()> {
         Command::Thread(ThreadCommand::Set(args)) => thread_set(&cli.common, args).await,
         Command::User(UserCommand::Add { name, staff }) => {
             user_add(&cli.common, &name, staff).await
+        }
+        Command::User(UserCommand::SetEmail { name, email }) => {
+            let engine = open_engine(&cli.common).await?;
+            engine
+                .set_user_email(&Staff::operator(), &name, email.as_deref())
+                .await?;
+            match email {
+                Some(e) => println!("address of {} set to {e}", name.trim()),
+                None => println!("address of {} removed", name.trim()),
+            }
+            Ok(())
         }
         Command::User(UserCommand::SetPassword { name }) => {
             let password = read_password()?;

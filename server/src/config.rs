@@ -127,6 +127,9 @@ pub struct ModerationConfig {
     pub pre_moderation: String,
     pub max_links: usize,
     pub notify_emails: Vec<String>,
+    /// Mail each staff account that has an email (`moderato user set-email`) about every
+    /// held comment, with signed approve / reject / spam links that act as that account.
+    pub mail_staff: bool,
     /// Words that hold a comment (case-insensitive, whole words).
     pub banned_words: Vec<String>,
     /// Regular expressions that hold a comment.
@@ -142,6 +145,7 @@ impl Default for ModerationConfig {
             pre_moderation: "none".into(),
             max_links: 3,
             notify_emails: Vec::new(),
+            mail_staff: false,
             banned_words: Vec::new(),
             banned_patterns: Vec::new(),
             kinds: BTreeMap::new(),

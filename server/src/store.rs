@@ -1488,3 +1488,31 @@ impl Store {
         Ok(())
     }
 }
+
+impl Store {
+    /// Sets (or, with `None`, removes) a user's address; false when there is no such user.
+    pub async fn set_user_email(
+        &self,
+        name: &str,
+        email: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE users SET email = $1 WHERE username = $2")
+            .bind(email)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
+impl Tx {
+    /// Staff accounts with an address: (user id, name, email).
+    pub async fn staff_addresses(&mut self) -> Result<Vec<(i64, String, String)>, StoreError> {
+        Ok(sqlx::query_as::<_, (i64, String, String)>(
+            "SELECT id, username, email FROM users \
+             WHERE is_staff <> 0 AND email IS NOT NULL AND email <> '' ORDER BY id",
+        )
+        .fetch_all(&mut *self.tx)
+        .await?)
+    }
+}

@@ -358,6 +358,20 @@ fn link_in(mail: &str, prefix: &str) -> String {
         .to_owned()
 }
 
+/// The staff action link after `label` in `mail`.
+fn labelled_link(mail: &str, label: &str) -> String {
+    let text = decoded(mail);
+    let at = text
+        .find(label)
+        .unwrap_or_else(|| panic!("no {label} in {text}"));
+    let link = text[at + label.len()..].split_whitespace().next().unwrap();
+    assert!(
+        link.starts_with(&format!("{PUBLIC_URL}/mail/moderate?t=")),
+        "{link}"
+    );
+    link.to_owned()
+}
+
 /// The path and query of an absolute link to this site.
 fn local(url: &str) -> &str {
     url.strip_prefix(PUBLIC_URL).expect("a link to this site")
@@ -513,4 +527,99 @@ async fn a_reader_is_mailed_about_replies_once_confirmed_and_never_after_unsubsc
     // A link that was tampered with does nothing.
     let r = app.get("/mail/unsubscribe?t=not-a-token").await;
     assert_eq!(r.status, axum::http::StatusCode::BAD_REQUEST);
+}
+
+/// With `mail_staff`, a held comment is mailed to each staff account with an address, with
+/// the reason and signed approve / reject / spam links: opening one only asks, the button
+/// acts as that staff member (the audit log says so), and a demoted account's links stop.
+#[tokio::test]
+async fn staff_mail_about_a_held_comment_has_links_that_act_as_that_staff_member() {
+    let smtp = start_smtp().await;
+    let config = Config::parse(&format!(
+        "[site]\npublic_url = \"{PUBLIC_URL}\"\n\
+         [moderation]\nmail_staff = true\nbanned_words = [\"casino\"]\n\
+         [smtp]\nport = {}\nfrom = \"moderato@example.org\"\nretry_after_secs = 1\n",
+        smtp.port
+    ))
+    .unwrap();
+    let app = spawn_app_with(config).await;
+    let _worker = app.engine.spawn_mail_outbox().unwrap();
+    let operator = server::Staff::operator();
+    for (name, staff) in [("mod", true), ("reader", false)] {
+        app.engine
+            .add_user(&operator, name, "password123", staff)
+            .await
+            .unwrap();
+        app.engine
+            .set_user_email(&operator, name, Some(&format!("{name}@example.org")))
+            .await
+            .unwrap();
+    }
+    app.thread("news").await;
+    let r = app
+        .post_comment(
+            "news",
+            json!({"name": "Eve", "body": "Best casino in town"}),
+        )
+        .await;
+    assert_eq!(r.status, axum::http::StatusCode::ACCEPTED, "{}", r.text);
+    let id = r.json()["comment_id"].as_i64().unwrap();
+
+    let mail = wait_for_mails(&smtp, 1).await.remove(0);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(smtp.mails().len(), 1, "staff only: {:?}", smtp.mails());
+    let text = decoded(&mail);
+    assert!(text.contains("To: mod@example.org"), "{text}");
+    assert!(text.contains("Best casino in town"), "{text}");
+    assert!(text.contains("banned word"), "the reason: {text}");
+    let approve = labelled_link(&mail, "Approve: ");
+    assert_ne!(labelled_link(&mail, "Reject: "), approve);
+    assert_ne!(labelled_link(&mail, "Mark as spam: "), approve);
+
+    // A mail scanner's GET changes nothing.
+    let shown = app.get(local(&approve)).await;
+    assert_eq!(shown.status, axum::http::StatusCode::OK, "{}", shown.text);
+    let status = || async {
+        sqlx::query_scalar::<_, String>("SELECT status FROM comments WHERE id = $1")
+            .bind(id)
+            .fetch_one(&app.db)
+            .await
+            .unwrap()
+    };
+    assert_eq!(status().await, "held");
+    let token = approve.split("t=").nth(1).unwrap();
+    let r = app
+        .post_raw(
+            "/mail/moderate",
+            "application/x-www-form-urlencoded",
+            format!("t={token}"),
+        )
+        .await;
+    assert_eq!(r.status, axum::http::StatusCode::OK, "{}", r.text);
+    assert_eq!(status().await, "published");
+    let actor: String = sqlx::query_scalar(
+        "SELECT actor FROM audit_log WHERE comment_id = $1 AND action = 'approve'",
+    )
+    .bind(id)
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(actor, "mod");
+
+    // Once the account is no longer staff, its links do nothing.
+    app.engine
+        .add_user(&operator, "mod", "password123", false)
+        .await
+        .unwrap();
+    let reject = labelled_link(&mail, "Reject: ");
+    let token = reject.split("t=").nth(1).unwrap();
+    let r = app
+        .post_raw(
+            "/mail/moderate",
+            "application/x-www-form-urlencoded",
+            format!("t={token}"),
+        )
+        .await;
+    assert_eq!(r.status, axum::http::StatusCode::FORBIDDEN, "{}", r.text);
+    assert_eq!(status().await, "published");
 }

@@ -12,7 +12,7 @@ mod demo;
 pub(crate) mod embed;
 mod post;
 mod replies;
-pub use replies::{LinkPurpose, MailLink};
+pub use replies::{LinkPurpose, MailLink, action_label};
 mod staff;
 mod transfer;
 
@@ -80,7 +80,10 @@ struct MailSetup {
 /// `site.public_url` for the links, an unreadable password file).
 fn mail_setup(config: &Config) -> Result<Option<MailSetup>> {
     let recipients = &config.moderation.notify_emails;
-    if recipients.is_empty() && !config.comments.reply_notifications {
+    if recipients.is_empty()
+        && !config.comments.reply_notifications
+        && !config.moderation.mail_staff
+    {
         return Ok(None);
     }
     let bad = |e: crate::mail::MailError| {
@@ -202,9 +205,10 @@ impl Engine {
                 store: store.clone(),
             }),
         );
+        // Signed links are for reply notifications and staff action mail.
         let mail_links = mail
             .as_ref()
-            .filter(|_| config.comments.reply_notifications)
+            .filter(|_| config.comments.reply_notifications || config.moderation.mail_staff)
             .map(|m| replies::MailLinks::new(&secret, &m.public_url));
         Ok(Engine {
             store,
@@ -424,7 +428,7 @@ impl Engine {
             exclude_fields: self.config.comments.exclude_fields.clone(),
             max_length: self.config.comments.max_length,
             max_depth: self.config.comments.max_depth,
-            reply_notifications: self.mail_links.is_some(),
+            reply_notifications: self.config.comments.reply_notifications,
         }
     }
 

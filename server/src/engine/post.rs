@@ -195,6 +195,11 @@ impl Engine {
         }
         let stored = tx.insert_comment(row).await.map_err(StoreOrReused::other)?;
         let mut letters = pipeline.letters(&stored, thread);
+        letters.extend(
+            self.staff_letters(&mut tx, &stored, thread)
+                .await
+                .map_err(StoreOrReused::Other)?,
+        );
         if wants_replies {
             letters.extend(
                 self.ask_for_replies(&mut tx, &stored)

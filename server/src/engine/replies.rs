@@ -1,14 +1,17 @@
-//! Reply notifications: "notify me of replies" with double opt-in, the mail itself, and the
-//! signed links in it (confirm, unsubscribe from a thread or from everything).
+//! Mail with links that act: reply notifications ("notify me of replies" with double opt-in,
+//! unsubscribe from a thread or from everything) and staff mail about held comments
+//! (approve / reject / spam as that staff member).
 //!
 //! A link's token is `base64url(payload).base64url(HMAC-SHA256(payload))`, payload
-//! `purpose \n email \n thread id \n expiry (Unix ms)`, signed with a key derived from the
-//! site's secret for this use only, so a form token can never pass for a mail link.
+//! `purpose \n subject \n id \n expiry (Unix ms)`, signed with a key derived from the site's
+//! secret for this use only, so a form token can never pass for a mail link.
 
 use super::Engine;
+use crate::auth::Staff;
 use crate::error::{Error, Result};
 use crate::moderation::Letter;
 use crate::store::{CommentRow, ThreadRow, Tx, now_ms};
+use app::model::{ModerationAction, Status};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use hmac::{Hmac, Mac};
@@ -21,6 +24,8 @@ const DAY_MS: i64 = 86_400_000;
 const CONFIRM_DAYS: i64 = 7;
 /// How long an unsubscribe link works (mail is often read late).
 const UNSUBSCRIBE_DAYS: i64 = 90;
+/// How long a staff action link works.
+const MODERATE_DAYS: i64 = 14;
 
 /// What a mail link does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,7 +33,16 @@ pub enum LinkPurpose {
     Confirm,
     UnsubscribeThread,
     UnsubscribeAll,
+    /// A staff action on a held comment.
+    Moderate(ModerationAction),
 }
+
+/// The staff actions a mail offers.
+const MAIL_ACTIONS: [ModerationAction; 3] = [
+    ModerationAction::Approve,
+    ModerationAction::Reject,
+    ModerationAction::Spam,
+];
 
 impl LinkPurpose {
     fn as_str(self) -> &'static str {
@@ -36,6 +50,10 @@ impl LinkPurpose {
             LinkPurpose::Confirm => "confirm",
             LinkPurpose::UnsubscribeThread => "unsubscribe-thread",
             LinkPurpose::UnsubscribeAll => "unsubscribe-all",
+            LinkPurpose::Moderate(ModerationAction::Approve) => "approve",
+            LinkPurpose::Moderate(ModerationAction::Reject) => "reject",
+            LinkPurpose::Moderate(ModerationAction::Spam) => "spam",
+            LinkPurpose::Moderate(_) => "other",
         }
     }
 
@@ -46,6 +64,7 @@ impl LinkPurpose {
             LinkPurpose::UnsubscribeAll,
         ]
         .into_iter()
+        .chain(MAIL_ACTIONS.map(LinkPurpose::Moderate))
         .find(|p| p.as_str() == s)
     }
 }
@@ -54,10 +73,11 @@ impl LinkPurpose {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MailLink {
     pub purpose: LinkPurpose,
-    /// Lower case.
-    pub email: String,
-    /// The thread of an unsubscribe-from-thread link; 0 otherwise.
-    pub thread_id: i64,
+    /// Whom it is for: an address (lower case), or a staff member's user id.
+    pub subject: String,
+    /// What it is about: the thread of an unsubscribe-from-thread link, the comment of a staff
+    /// action; 0 otherwise.
+    pub id: i64,
 }
 
 /// Signs and checks mail links, and makes their absolute addresses.
@@ -82,14 +102,8 @@ impl MailLinks {
     }
 
     /// A token for `purpose` on `email` (and `thread_id`), valid until `expires_at`.
-    pub fn token(
-        &self,
-        purpose: LinkPurpose,
-        email: &str,
-        thread_id: i64,
-        expires_at: i64,
-    ) -> String {
-        let payload = format!("{}\n{email}\n{thread_id}\n{expires_at}", purpose.as_str());
+    pub fn token(&self, purpose: LinkPurpose, subject: &str, id: i64, expires_at: i64) -> String {
+        let payload = format!("{}\n{subject}\n{id}\n{expires_at}", purpose.as_str());
         let mut mac = self.mac();
         mac.update(payload.as_bytes());
         format!(
@@ -110,7 +124,7 @@ impl MailLinks {
         mac.verify_slice(&sig).map_err(|_| invalid())?;
         let payload = String::from_utf8(payload).map_err(|_| invalid())?;
         let parts: Vec<&str> = payload.split('\n').collect();
-        let [purpose, email, thread_id, expires_at] = parts[..] else {
+        let [purpose, subject, id, expires_at] = parts[..] else {
             return Err(invalid());
         };
         let expires_at: i64 = expires_at.parse().map_err(|_| invalid())?;
@@ -122,18 +136,19 @@ impl MailLinks {
         }
         Ok(MailLink {
             purpose: LinkPurpose::parse(purpose).ok_or_else(invalid)?,
-            email: email.to_owned(),
-            thread_id: thread_id.parse().map_err(|_| invalid())?,
+            subject: subject.to_owned(),
+            id: id.parse().map_err(|_| invalid())?,
         })
     }
 
     /// The absolute address of a link.
-    pub fn url(&self, purpose: LinkPurpose, email: &str, thread_id: i64, now: i64) -> String {
+    pub fn url(&self, purpose: LinkPurpose, subject: &str, id: i64, now: i64) -> String {
         let (path, days) = match purpose {
             LinkPurpose::Confirm => ("confirm", CONFIRM_DAYS),
+            LinkPurpose::Moderate(_) => ("moderate", MODERATE_DAYS),
             _ => ("unsubscribe", UNSUBSCRIBE_DAYS),
         };
-        let token = self.token(purpose, email, thread_id, now + days * DAY_MS);
+        let token = self.token(purpose, subject, id, now + days * DAY_MS);
         format!("{}/mail/{path}?t={token}", self.public_url)
     }
 
@@ -227,6 +242,79 @@ impl Engine {
         }])
     }
 
+    /// In the transaction that holds a new comment: with `[moderation] mail_staff`, mail to
+    /// each staff account with an address, with the comment, why it is held and signed links
+    /// that approve, reject or mark it as spam as that account (after a confirmation page).
+    pub(crate) async fn staff_letters(
+        &self,
+        tx: &mut Tx,
+        c: &CommentRow,
+        thread: &ThreadRow,
+    ) -> Result<Vec<Letter>> {
+        let Some(links) = &self.mail_links else {
+            return Ok(Vec::new());
+        };
+        if !self.config.moderation.mail_staff || c.status == Status::Published.as_str() {
+            return Ok(Vec::new());
+        }
+        let now = now_ms();
+        let mut letters = Vec::new();
+        for (user_id, name, email) in tx.staff_addresses().await? {
+            let mut body = format!(
+                "Hello {name},\n\n{author} wrote on \"{title}\" ({status}):\n\n{text}\n\n",
+                author = c.author_name,
+                title = thread.title,
+                status = c.status,
+                text = c.body_source,
+            );
+            if let Some(reason) = &c.reason {
+                body.push_str(&format!(
+                    "Held by {}: {reason}",
+                    c.moderator.as_deref().unwrap_or("a moderator")
+                ));
+                if let Some(score) = c.score {
+                    body.push_str(&format!(" (score {score:.3})"));
+                }
+                body.push_str("\n\n");
+            }
+            for action in MAIL_ACTIONS {
+                let url = links.url(
+                    LinkPurpose::Moderate(action),
+                    &user_id.to_string(),
+                    c.id,
+                    now,
+                );
+                body.push_str(&format!("{}: {url}\n", action_label(action)));
+            }
+            body.push_str(&format!(
+                "\nEach link opens a page that asks before it acts, as {name}. \
+                 The queue: {}/moderation\n",
+                links.public_url
+            ));
+            letters.push(Letter {
+                to: email,
+                subject: format!("[{}] Held: a comment from {}", thread.title, c.author_name),
+                body,
+                list_unsubscribe: None,
+            });
+        }
+        Ok(letters)
+    }
+
+    /// The staff member a staff action link acts as, if they still are staff.
+    async fn mail_link_staff(&self, link: &MailLink) -> Result<Staff> {
+        let id: i64 = link
+            .subject
+            .parse()
+            .map_err(|_| Error::invalid("t", "This link is not valid."))?;
+        match self.store.user_by_id(id).await? {
+            Some(user) if user.is_staff != 0 => Ok(Staff::of_user(user.id, user.username)),
+            _ => Err(Error::Forbidden(
+                "This link's staff account no longer has staff rights.".into(),
+            )),
+        }
+    }
+
     /// Checks a mail link without acting on it (the page a link opens asks first, so a mail
     /// scanner fetching it changes nothing).
     pub fn check_mail_link(&self, token: &str) -> Result<MailLink> {
@@ -240,7 +328,7 @@ impl Engine {
         let now = now_ms();
         match link.purpose {
             LinkPurpose::Confirm => {
-                if !self.store.confirm_subscriber(&link.email, now).await? {
+                if !self.store.confirm_subscriber(&link.subject, now).await? {
                     return Err(Error::invalid(
                         "t",
                         "This address unsubscribed since; ask again from a comment form.",
@@ -249,10 +337,14 @@ impl Engine {
             }
             LinkPurpose::UnsubscribeThread => {
                 self.store
-                    .unsubscribe_thread(&link.email, link.thread_id, now)
+                    .unsubscribe_thread(&link.subject, link.id, now)
                     .await?
             }
-            LinkPurpose::UnsubscribeAll => self.store.unsubscribe_all(&link.email, now).await?,
+            LinkPurpose::UnsubscribeAll => self.store.unsubscribe_all(&link.subject, now).await?,
+            LinkPurpose::Moderate(action) => {
+                let staff = self.mail_link_staff(&link).await?;
+                self.moderate(&staff, &[link.id], action).await?;
+            }
         }
         Ok(link)
     }
@@ -261,6 +353,16 @@ impl Engine {
         self.mail_links
             .as_ref()
             .ok_or_else(|| Error::NotFound("This site sends no mail.".into()))
+    }
+}
+
+/// What a mail calls a staff action.
+pub fn action_label(action: ModerationAction) -> &'static str {
+    match action {
+        ModerationAction::Approve => "Approve",
+        ModerationAction::Reject => "Reject",
+        ModerationAction::Spam => "Mark as spam",
+        _ => "Act",
     }
 }
 
@@ -274,10 +376,7 @@ mod tests {
         let t = links.token(LinkPurpose::UnsubscribeThread, "ann@example.org", 7, 1_000);
         let link = links.verify(&t, 999).unwrap();
         assert_eq!(link.purpose, LinkPurpose::UnsubscribeThread);
-        assert_eq!(
-            (link.email.as_str(), link.thread_id),
-            ("ann@example.org", 7)
-        );
+        assert_eq!((link.subject.as_str(), link.id), ("ann@example.org", 7));
         assert!(links.verify(&t, 1_000).is_err(), "expired");
         // Another address under the same signature, or another site's key: refused.
         let (payload, sig) = t.split_once('.').unwrap();

@@ -274,6 +274,25 @@ impl Engine {
         Ok(ended)
     }
 
+    /// Sets (or removes) a user's address, for staff mail (`[moderation] mail_staff`).
+    pub async fn set_user_email(
+        &self,
+        _staff: &Staff,
+        name: &str,
+        email: Option<&str>,
+    ) -> Result<()> {
+        let email = email.map(str::trim).filter(|e| !e.is_empty());
+        if let Some(e) = email {
+            crate::mail::mailbox(e).map_err(|err| Error::invalid("email", err.to_string()))?;
+        }
+        if !self.store.set_user_email(name.trim(), email).await? {
+            return Err(Error::NotFound(format!(
+                "no user {name:?} (create it with `moderato user add`)"
+            )));
+        }
+        Ok(())
+    }
+
     /// Revokes a user's API keys (only those labelled `label`, if given); returns how many.
     pub async fn revoke_api_keys(
         &self,

@@ -6,7 +6,7 @@
 //! RFC 8058's one-click unsubscribe, sent by mail clients from the `List-Unsubscribe` header.
 
 use super::AppState;
-use crate::engine::{LinkPurpose, MailLink};
+use crate::engine::{LinkPurpose, MailLink, action_label};
 use crate::error::Error;
 use axum::Router;
 use axum::extract::{Query, RawForm, State};
@@ -20,6 +20,7 @@ pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route("/mail/confirm", get(show).post(act))
         .route("/mail/unsubscribe", get(show).post(act))
+        .route("/mail/moderate", get(show).post(act))
 }
 
 #[derive(Deserialize)]
@@ -70,6 +71,7 @@ async fn act(
                     "Done: no more mail about replies in this thread."
                 }
                 LinkPurpose::UnsubscribeAll => "Done: no more mail from this site.",
+                LinkPurpose::Moderate(_) => "Done: the comment's status is changed.",
             };
             page(StatusCode::OK, "Done", &format!("<p>{done}</p>"))
         }
@@ -78,8 +80,17 @@ async fn act(
 }
 
 fn describe(link: &MailLink) -> (&'static str, String, &'static str) {
-    let email = escape(&link.email);
+    let email = escape(&link.subject);
     match link.purpose {
+        LinkPurpose::Moderate(action) => (
+            "Moderate a comment",
+            format!(
+                "{} comment #{}? It is recorded in the audit log under your name.",
+                action_label(action),
+                link.id
+            ),
+            action_label(action),
+        ),
         LinkPurpose::Confirm => (
             "Confirm reply notifications",
             format!("Mail {email} when someone replies to a comment it was given with?"),
@@ -102,6 +113,7 @@ fn failed(e: &Error) -> Response {
     let status = match e {
         Error::Invalid(_) | Error::BadRequest(_) => StatusCode::BAD_REQUEST,
         Error::NotFound(_) => StatusCode::NOT_FOUND,
+        Error::Forbidden(_) => StatusCode::FORBIDDEN,
         Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
