@@ -56,6 +56,7 @@ impl Engine {
         if !changes.is_empty() {
             pending.push(Engine::stats_event(&mut tx).await?);
         }
+        self.queue_webhooks_for_decisions(&mut tx, &changes).await?;
         self.commit_and_publish(tx, pending).await?;
         // The filter learns from each decision at once. The decision itself is committed,
         // so a failure here is logged, not reported as a failed action.
