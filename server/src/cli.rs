@@ -401,6 +401,7 @@ async fn serve(common: &Common, args: ServeArgs) -> Result<()> {
     };
     let backups = engine.spawn_backups(&engine.config().backup);
     let mail = engine.spawn_mail_outbox();
+    let webhooks = engine.spawn_webhooks();
     let hub = engine.hub().clone();
     crate::http::serve(listener, app, serve_limits, async move {
         shutdown_signal().await;
@@ -411,7 +412,7 @@ async fn serve(common: &Common, args: ServeArgs) -> Result<()> {
     })
     .await;
     housekeeping.abort();
-    for job in [backups, mail].into_iter().flatten() {
+    for job in [backups, mail, webhooks].into_iter().flatten() {
         job.abort();
     }
     engine.close().await;

@@ -18,6 +18,136 @@ pub struct Config {
     pub embed: EmbedConfig,
     pub backup: crate::transfer::backup::BackupConfig,
     pub privacy: PrivacyConfig,
+    /// `[[webhooks]]`: receivers told about comments (see `crate::webhook`).
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+/// One `[[webhooks]]` table: where to POST, which events, and the signing secret.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// An http:// or https:// URL the deliveries are POSTed to.
+    pub url: String,
+    /// The events this receiver gets (at least one).
+    pub events: Vec<WebhookEvent>,
+    /// The key of the `X-Moderato-Signature` HMAC; prefer `secret_file`.
+    #[serde(default)]
+    pub secret: String,
+    /// A file whose first line is the secret, e.g. a container secret.
+    #[serde(default)]
+    pub secret_file: String,
+    /// Seconds one delivery (connect, TLS, request, the answer's status line) may take.
+    #[serde(default = "default_webhook_timeout")]
+    pub timeout_secs: u64,
+    /// Seconds before the first retry of a failed delivery; each further retry waits twice
+    /// as long, at most an hour, for up to two days.
+    #[serde(default = "default_webhook_retry")]
+    pub retry_after_secs: u64,
+}
+
+fn default_webhook_timeout() -> u64 {
+    10
+}
+
+fn default_webhook_retry() -> u64 {
+    30
+}
+
+/// What a webhook can be told: a comment reached a status, as a new comment or by a staff
+/// decision. The names are `comment_` and the status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookEvent {
+    CommentPublished,
+    CommentHeld,
+    CommentSpam,
+    CommentRejected,
+    CommentRemoved,
+}
+
+impl WebhookEvent {
+    /// The name in the configuration, the payload and `X-Moderato-Event`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookEvent::CommentPublished => "comment_published",
+            WebhookEvent::CommentHeld => "comment_held",
+            WebhookEvent::CommentSpam => "comment_spam",
+            WebhookEvent::CommentRejected => "comment_rejected",
+            WebhookEvent::CommentRemoved => "comment_removed",
+        }
+    }
+
+    /// The event of a comment that now has `status` (a stored status name).
+    pub fn of_status(status: &str) -> Option<WebhookEvent> {
+        Some(match status {
+            "published" => WebhookEvent::CommentPublished,
+            "held" => WebhookEvent::CommentHeld,
+            "spam" => WebhookEvent::CommentSpam,
+            "rejected" => WebhookEvent::CommentRejected,
+            "removed" => WebhookEvent::CommentRemoved,
+            _ => return None,
+        })
+    }
+}
+
+impl WebhookConfig {
+    /// The secret: the first line of `secret_file` when set, else `secret`.
+    pub fn secret(&self) -> Result<String, ConfigError> {
+        if !self.secret_file.is_empty() {
+            let text = std::fs::read_to_string(&self.secret_file).map_err(|e| {
+                ConfigError::Invalid(format!(
+                    "webhooks ({}): secret_file {:?}: {e}",
+                    self.url, self.secret_file
+                ))
+            })?;
+            return Ok(text.lines().next().unwrap_or("").to_owned());
+        }
+        Ok(self.secret.clone())
+    }
+
+    /// Checks what can be checked without reading files: the URL, the events, the timeout.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| ConfigError::Invalid(format!("webhooks: {m}"));
+        let url = url::Url::parse(&self.url)
+            .map_err(|e| bad(format!("url {:?} is not a URL: {e}", self.url)))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
+            return Err(bad(format!(
+                "url {:?} must be an http:// or https:// URL with a host",
+                self.url
+            )));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(bad(format!(
+                "url {:?}: no user or password in the URL (the secret signs each delivery)",
+                self.url
+            )));
+        }
+        if self.events.is_empty() {
+            return Err(bad(format!(
+                "{:?}: events must name at least one event",
+                self.url
+            )));
+        }
+        if self.secret.is_empty() && self.secret_file.is_empty() {
+            return Err(bad(format!(
+                "{:?}: a secret (or secret_file) is needed to sign deliveries",
+                self.url
+            )));
+        }
+        if !(1..=120).contains(&self.timeout_secs) {
+            return Err(bad(format!(
+                "{:?}: timeout_secs must be between 1 and 120",
+                self.url
+            )));
+        }
+        if self.retry_after_secs == 0 {
+            return Err(bad(format!(
+                "{:?}: retry_after_secs must be at least 1",
+                self.url
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// `[privacy]`: how long personal data is kept (purged by the hourly housekeeping).
@@ -414,6 +544,16 @@ impl Config {
             )));
         }
         self.backup.validate().map_err(ConfigError::Invalid)?;
+        for (i, w) in self.webhooks.iter().enumerate() {
+            w.validate()?;
+            // Deliveries name their receiver by URL (the outbox keeps no secrets).
+            if self.webhooks[..i].iter().any(|o| o.url == w.url) {
+                return Err(ConfigError::Invalid(format!(
+                    "webhooks: {:?} is configured twice (one table per URL; list every event in it)",
+                    w.url
+                )));
+            }
+        }
         if !(0.0..=1.0).contains(&self.spam.threshold) {
             return Err(ConfigError::Invalid(
                 "spam.threshold must be between 0 and 1".into(),
@@ -465,5 +605,62 @@ mod tests {
         assert!(err.to_string().contains("max_lenght"), "{err}");
         let err = Config::parse("[moderation]\npre_moderation = \"some\"\n").unwrap_err();
         assert!(err.to_string().contains("pre_moderation"), "{err}");
+    }
+
+    #[test]
+    fn webhooks_need_a_usable_url_known_events_and_a_secret() {
+        let hook = |body: &str| Config::parse(&format!("[[webhooks]]\n{body}\n"));
+        let c = hook(
+            "url = \"https://hooks.example.org/x?token=1\"\nevents = [\"comment_published\", \"comment_held\"]\nsecret = \"s\"",
+        )
+        .unwrap();
+        let w = &c.webhooks[0];
+        assert_eq!(
+            w.events,
+            [WebhookEvent::CommentPublished, WebhookEvent::CommentHeld]
+        );
+        assert_eq!((w.timeout_secs, w.retry_after_secs), (10, 30));
+        for (body, says) in [
+            (
+                "url = \"hooks.example.org\"\nevents = [\"comment_held\"]\nsecret = \"s\"",
+                "not a URL",
+            ),
+            (
+                "url = \"ftp://example.org/\"\nevents = [\"comment_held\"]\nsecret = \"s\"",
+                "http://",
+            ),
+            (
+                "url = \"http://u:p@example.org/\"\nevents = [\"comment_held\"]\nsecret = \"s\"",
+                "no user",
+            ),
+            (
+                "url = \"http://example.org/\"\nevents = [\"comment_posted\"]\nsecret = \"s\"",
+                "comment_posted",
+            ),
+            (
+                "url = \"http://example.org/\"\nevents = []\nsecret = \"s\"",
+                "at least one",
+            ),
+            (
+                "url = \"http://example.org/\"\nevents = [\"comment_held\"]",
+                "secret",
+            ),
+            (
+                "url = \"http://example.org/\"\nevents = [\"comment_held\"]\nsecret = \"s\"\ntimeout_secs = 0",
+                "timeout_secs",
+            ),
+            (
+                "url = \"http://example.org/\"\nevents = [\"comment_held\"]\nsecret = \"s\"\nsecrte = \"s\"",
+                "secrte",
+            ),
+        ] {
+            let err = hook(body).unwrap_err().to_string();
+            assert!(err.contains(says), "{body}: {err}");
+        }
+        let twice = "[[webhooks]]\nurl = \"http://example.org/\"\nevents = [\"comment_held\"]\nsecret = \"s\"\n";
+        let err = Config::parse(&format!("{twice}{twice}"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("twice"), "{err}");
     }
 }

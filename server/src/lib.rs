@@ -26,6 +26,7 @@ mod store;
 mod test_rng;
 mod token;
 pub mod transfer;
+mod webhook;
 
 pub use auth::{Staff, Viewer};
 pub use comment::render_markdown;

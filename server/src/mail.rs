@@ -22,7 +22,7 @@ const CLAIM_MS: i64 = 5 * 60 * 1000;
 /// The longest wait between two tries.
 const MAX_RETRY_WAIT_MS: i64 = 60 * 60 * 1000;
 /// After this long since its first failure a mail is given up.
-const GIVE_UP_AFTER_MS: i64 = 48 * 60 * 60 * 1000;
+pub(crate) const GIVE_UP_AFTER_MS: i64 = 48 * 60 * 60 * 1000;
 /// How often the worker looks for due mail when nothing wakes it (retries come due).
 const POLL: Duration = Duration::from_secs(5);
 /// Mails read per look.
@@ -222,7 +222,7 @@ impl Mailer {
 
 /// Milliseconds to wait after failed try number `attempts + 1`: `first` seconds, doubling
 /// with each try, at most an hour.
-fn retry_wait(first_secs: u64, attempts: i64) -> i64 {
+pub(crate) fn retry_wait(first_secs: u64, attempts: i64) -> i64 {
     let first = (first_secs.max(1) as i64).saturating_mul(1000);
     let doublings = attempts.clamp(0, 20) as u32;
     first
@@ -231,7 +231,7 @@ fn retry_wait(first_secs: u64, attempts: i64) -> i64 {
 }
 
 /// How long `tries` failed tries have been retried for, by the waits between them.
-fn elapsed_retrying(first_secs: u64, tries: i64) -> i64 {
+pub(crate) fn elapsed_retrying(first_secs: u64, tries: i64) -> i64 {
     (0..tries.saturating_sub(1))
         .map(|a| retry_wait(first_secs, a))
         .sum()

@@ -1189,6 +1189,142 @@ impl Tx {
     }
 }
 
+/// A webhook delivery in the outbox, as the worker reads it.
+#[derive(Clone, Debug, FromRow)]
+pub struct WebhookRow {
+    pub id: i64,
+    pub url: String,
+    pub event: String,
+    pub body: String,
+    pub attempts: i64,
+}
+
+impl Tx {
+    /// Queues a webhook delivery in this transaction: made only if the change that caused it
+    /// commits, and not lost if the receiver is down or the server stops.
+    pub async fn queue_webhook(
+        &mut self,
+        url: &str,
+        event: &str,
+        comment_id: i64,
+        body: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO webhook_outbox (url, event, comment_id, body, created_at, \
+             next_attempt_at) VALUES ($1, $2, $3, $4, $5, $5)",
+        )
+        .bind(url)
+        .bind(event)
+        .bind(comment_id)
+        .bind(body)
+        .bind(now)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// The thread with this id, as this transaction sees it.
+    pub async fn thread_by_id(&mut self, id: i64) -> Result<Option<ThreadRow>, StoreError> {
+        Ok(sqlx::query_as::<_, ThreadRow>(&format!(
+            "SELECT {THREAD_COLUMNS} FROM threads WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&mut *self.tx)
+        .await?)
+    }
+}
+
+impl Store {
+    /// Deliveries due now, oldest first: neither delivered nor given up, and not waiting for
+    /// a retry or claimed by a sender.
+    pub async fn due_webhooks(&self, now: i64, limit: i64) -> Result<Vec<WebhookRow>, StoreError> {
+        Ok(sqlx::query_as::<_, WebhookRow>(
+            "SELECT id, url, event, body, attempts FROM webhook_outbox \
+             WHERE delivered_at IS NULL AND dropped IS NULL AND next_attempt_at <= $1 \
+             ORDER BY id LIMIT $2",
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// When the next waiting delivery comes due (Unix ms), if any waits.
+    pub async fn next_webhook_due(&self) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar::<_, Option<i64>>(
+            "SELECT MIN(next_attempt_at) FROM webhook_outbox \
+             WHERE delivered_at IS NULL AND dropped IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// Claims a due delivery until `until`, so no other sender (another instance) makes it
+    /// meanwhile; false when someone else claimed or finished it first.
+    pub async fn claim_webhook(&self, id: i64, now: i64, until: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE webhook_outbox SET next_attempt_at = $1 WHERE id = $2 \
+             AND delivered_at IS NULL AND dropped IS NULL AND next_attempt_at <= $3",
+        )
+        .bind(until)
+        .bind(id)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Records that the receiver took a delivery (answered 2xx).
+    pub async fn webhook_delivered(&self, id: i64, now: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE webhook_outbox SET delivered_at = $1, attempts = attempts + 1 WHERE id = $2",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records a failed try; the delivery is tried again at `retry_at`.
+    pub async fn webhook_failed(
+        &self,
+        id: i64,
+        error: &str,
+        retry_at: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE webhook_outbox SET attempts = attempts + 1, last_error = $1, \
+             next_attempt_at = $2 WHERE id = $3",
+        )
+        .bind(error)
+        .bind(retry_at)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Gives a delivery up, saying why (`tried`: this was a failed try, counted).
+    pub async fn webhook_dropped(
+        &self,
+        id: i64,
+        reason: &str,
+        tried: bool,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE webhook_outbox SET dropped = $1, attempts = attempts + $2 WHERE id = $3",
+        )
+        .bind(reason)
+        .bind(i64::from(tried))
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
+
 /// Embeds: threads created by an embed, and the public counts host pages show.
 impl Store {
     /// Creates a thread for an embed and records the page it was made for, in one

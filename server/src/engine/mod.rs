@@ -28,6 +28,7 @@ use crate::moderation::Registry;
 use crate::moderation::builtin::StaffMail;
 use crate::store::{CommentRow, Store, ThreadRow, Tx, now_ms};
 use crate::token::{FormSigner, random_token};
+use crate::webhook::Webhooks;
 use app::model::{
     FormSettings, FormToken, ThreadInfo, ThreadList, ThreadPage, ThreadResponse, ViewerInfo,
 };
@@ -65,6 +66,8 @@ pub struct Engine {
     mail_links: Option<replies::MailLinks>,
     /// Woken when a transaction that queued mail commits.
     mail_queued: Arc<tokio::sync::Notify>,
+    /// `[[webhooks]]`: what queues deliveries and the worker that makes them.
+    webhooks: Option<Arc<Webhooks>>,
 }
 
 /// What sending mail needs, when `notify_emails` or `reply_notifications` asks for mail.
@@ -187,6 +190,9 @@ impl Engine {
             NonZeroU32::new(config.limits.sign_ins_per_minute.max(1)).unwrap_or(NonZeroU32::MIN);
         let mail = mail_setup(&config)?;
         let staff_mail = mail.as_ref().and_then(|m| m.staff.clone());
+        let webhooks = Webhooks::from_config(&config)
+            .map_err(|e| Error::invalid("config", e))?
+            .map(Arc::new);
         let spam = Arc::new(
             SpamFilter::load_or_train(&store, config.spam.threshold, config.spam.bundled_corpus)
                 .await?,
@@ -224,6 +230,7 @@ impl Engine {
             mail_links,
             mailer: mail.map(|m| m.mailer),
             mail_queued: Arc::new(tokio::sync::Notify::new()),
+            webhooks,
         })
     }
 
@@ -258,6 +265,40 @@ impl Engine {
     /// Wakes the outbox worker: mail was committed.
     pub(crate) fn mail_committed(&self) {
         self.mail_queued.notify_one();
+    }
+
+    /// Starts the webhook worker (`moderato serve` does, once per process), when webhooks
+    /// are configured; abort the handle to stop it.
+    pub fn spawn_webhooks(&self) -> Option<tokio::task::JoinHandle<()>> {
+        let webhooks = self.webhooks.clone()?;
+        Some(tokio::spawn(webhooks.run(self.store.clone())))
+    }
+
+    /// Queues in `tx` the webhook deliveries a new comment causes (none without webhooks);
+    /// the worker is woken when `tx` commits through [`Engine::commit_and_publish`].
+    pub(crate) async fn queue_webhooks_for_new(
+        &self,
+        tx: &mut Tx,
+        comment: &CommentRow,
+        thread: &ThreadRow,
+    ) -> Result<()> {
+        if let Some(w) = &self.webhooks {
+            w.comment_stored(tx, comment, thread).await?;
+        }
+        Ok(())
+    }
+
+    /// Queues in `tx` the webhook deliveries staff decisions cause: `(status before, comment
+    /// after)` per changed comment.
+    pub(crate) async fn queue_webhooks_for_decisions(
+        &self,
+        tx: &mut Tx,
+        changes: &[(String, CommentRow)],
+    ) -> Result<()> {
+        if let Some(w) = &self.webhooks {
+            w.status_changed(tx, changes).await?;
+        }
+        Ok(())
     }
 
     /// Tells this process's staff connections that sessions ended (see `sessions_ended`).
@@ -628,6 +669,10 @@ impl Engine {
     async fn commit_and_publish(&self, mut tx: Tx, pending: Vec<PendingEvent>) -> Result<()> {
         let published = events::write(&mut tx, pending).await?;
         tx.commit().await?;
+        // Any change may have queued webhook deliveries; the worker's look is one query.
+        if let Some(w) = &self.webhooks {
+            w.committed();
+        }
         for e in published {
             self.hub.publish(e);
         }

@@ -217,6 +217,9 @@ impl Engine {
         Engine::queue_letters(&mut tx, &letters)
             .await
             .map_err(StoreOrReused::Other)?;
+        self.queue_webhooks_for_new(&mut tx, &stored, thread)
+            .await
+            .map_err(StoreOrReused::Other)?;
         let mut pending = events::comment_posted(&stored, thread_key, author_token);
         pending.push(
             Engine::stats_event(&mut tx)

@@ -68,6 +68,7 @@ impl Engine {
             pending.push(Engine::stats_event(&mut tx).await?);
         }
         Engine::queue_letters(&mut tx, &letters).await?;
+        self.queue_webhooks_for_decisions(&mut tx, &changes).await?;
         self.commit_and_publish(tx, pending).await?;
         if !letters.is_empty() {
             self.mail_committed();
