@@ -56,10 +56,17 @@ if scripts/build.sh 2>&1 | tee "$logs/build.log" | grep -E '^(error|warning: unu
   # The embed stories' two static sites (served by Playwright): one allowed, one not.
   embed_host_port=$(free_port)
   embed_foreign_port=$(free_port)
+  # A real SMTP server for the mail story; it picks its own port and prints it.
+  python3 server/tests/support/smtp.py "$work/mail" > "$work/smtp.port" 2> "$logs/e2e-smtp.log" &
+  smtp_pid=$!
+  for _ in $(seq 50); do [ -s "$work/smtp.port" ] && break; sleep 0.1; done
+  smtp_port=$(head -n1 "$work/smtp.port")
   cat > "$work/moderato.toml" <<'TOML'
 [comments]
 # Each browser test opens a thread of its own.
 auto_create_threads = true
+# The mail story asks for reply mail (sent to the SMTP server started above).
+reply_notifications = true
 
 [moderation.kinds.post]
 # Threads of kind "post" (made by the browser tests with `moderato thread set`).
@@ -73,6 +80,9 @@ sign_ins_per_minute = 60
 TOML
   printf '\n[embed]\n# The embed stories host page; Moderato itself is reached as http://localhost:PORT.\nallowed_origins = ["http://127.0.0.1:%s"]\nnew_threads_per_minute = 0\n' \
     "$embed_host_port" >> "$work/moderato.toml"
+  # Links in mail are absolute: the address the embed stories reach Moderato at.
+  printf '\n[site]\npublic_url = "http://localhost:%s"\n\n[smtp]\nport = %s\nretry_after_secs = 1\n' \
+    "$port" "$smtp_port" >> "$work/moderato.toml"
   # The staff account the moderation stories sign in with.
   MODERATO_PASSWORD=e2e-staff-password target/release/moderato user add e2e-staff --staff \
     --database "sqlite://$work/e2e.db" >/dev/null
@@ -84,7 +94,7 @@ TOML
     MODERATO_STAFF_PASSWORD=e2e-staff-password MODERATO_BIN="$root/target/release/moderato" \
     MODERATO_DATABASE_URL="sqlite://$work/e2e.db" MODERATO_CONFIG="$work/moderato.toml" \
     MODERATO_EMBED_URL="http://localhost:$port" MODERATO_EMBED_HOST_PORT="$embed_host_port" \
-    MODERATO_EMBED_FOREIGN_PORT="$embed_foreign_port" \
+    MODERATO_EMBED_FOREIGN_PORT="$embed_foreign_port" MODERATO_MAILDIR="$work/mail" \
     npx playwright test) 2>&1 | tee "$logs/playwright.log"
   [ "${PIPESTATUS[0]}" = 0 ] || steps_failed+=("Playwright")
   # What a reader and a host page download, per route (raw, served, gzip, brotli). Fails
@@ -97,8 +107,8 @@ TOML
     steps_failed+=("page sizes")
     failed=$((failed + 1))
   fi
-  kill "$server_pid" 2>/dev/null
-  wait "$server_pid" 2>/dev/null
+  kill "$server_pid" "$smtp_pid" 2>/dev/null
+  wait "$server_pid" "$smtp_pid" 2>/dev/null
   results=end2end/test-results/results.json
   if [ -f "$results" ]; then
     read -r p f < <(node -e '

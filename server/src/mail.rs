@@ -91,6 +91,8 @@ impl Mailer {
             .from(self.from.clone())
             .to(mailbox(&mail.recipient)?)
             .subject(mail.subject.clone())
+            // A Message-ID made here: providers score mail without one as spam.
+            .message_id(None)
             .header(ContentType::TEXT_PLAIN);
         if let Some(url) = &mail.list_unsubscribe {
             // RFC 8058 one-click: the mail client POSTs "List-Unsubscribe=One-Click" to the

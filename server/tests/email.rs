@@ -466,6 +466,8 @@ async fn a_reader_is_mailed_about_replies_once_confirmed_and_never_after_unsubsc
         .find(|m| m.contains("Welcome aboard."))
         .expect("the notification")
         .replace("\r\n", "\n");
+    // As received by the SMTP server (shown in the test log).
+    println!("--- a reply notification as received ---\n{notification}\n---");
     let (head, body) = notification.split_once("\n\n").unwrap();
     let head = head.replace("\n ", " ").replace("\n\t", " ");
     let body = decoded(body);

@@ -271,7 +271,11 @@ impl Moderator for EmailNotification {
             c.author_name, t.title, c.body_source, c.status
         );
         if let Some(reason) = &c.reason {
-            body.push_str(&format!(" ({reason})"));
+            body.push_str(&format!(" ({reason}"));
+            if let Some(score) = c.score {
+                body.push_str(&format!("; score {score:.3}"));
+            }
+            body.push(')');
         }
         body.push_str(&format!("\n\n{link}\n"));
         if held {
