@@ -285,6 +285,33 @@ async fn a_flood_of_comments_is_not_a_flood_of_mail() {
 }
 
 #[tokio::test]
+async fn the_daily_cap_holds_for_everyone_together() {
+    let smtp = start_smtp().await;
+    let app = spawn_app_with(mail_config(
+        smtp.port,
+        "max_per_day = 2\nmax_per_recipient_per_hour = 0\n",
+    ))
+    .await;
+    let _worker = app.engine.spawn_mail_outbox().unwrap();
+    news_thread(&app).await;
+    for i in 0..3 {
+        app.publish("news", "Ann", &format!("comment {i}"), None)
+            .await;
+    }
+    wait_for_outbox(&app, "every mail sent or dropped", |rows| {
+        rows.len() == 3 && rows.iter().all(|r| r.0 || r.1.is_some())
+    })
+    .await;
+    let rows = outbox(&app).await;
+    assert_eq!(rows.iter().filter(|r| r.0).count(), 2, "{rows:?}");
+    assert!(
+        rows.iter()
+            .any(|r| r.1.as_deref().is_some_and(|d| d.contains("max_per_day")))
+    );
+    assert_eq!(smtp.mails().len(), 2);
+}
+
+#[tokio::test]
 async fn mail_is_sent_after_signing_in_to_the_mail_server() {
     let smtp = start_smtp_with(&["--auth", "moderato:s3cret-pass"]).await;
     let password_file = tempfile::NamedTempFile::new().unwrap();
