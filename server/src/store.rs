@@ -1027,7 +1027,7 @@ impl Tx {
     /// The connection this transaction's statements run on.
     fn conn(&mut self) -> &mut AnyConnection {
         match &mut self.tx {
-            TxConn::Pool(tx) => &mut **tx,
+            TxConn::Pool(tx) => tx,
             TxConn::Batch(turn) => turn.conn(),
         }
     }
