@@ -356,6 +356,24 @@ impl Store {
         self.writer.as_ref().map(writer::Writer::counts)
     }
 
+    /// What a thread's public view depends on: when its row last changed and its room's
+    /// newest event id; `None` when there is no such thread.
+    pub async fn thread_version(&self, key: &str) -> Result<Option<(i64, i64)>, StoreError> {
+        #[derive(FromRow)]
+        struct Version {
+            updated_at: i64,
+            last_id: i64,
+        }
+        Ok(sqlx::query_as::<_, Version>(
+            "SELECT t.updated_at, COALESCE(r.last_id, 0) AS last_id FROM threads t \
+             LEFT JOIN event_rooms r ON r.room = t.key WHERE t.key = $1",
+        )
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|v| (v.updated_at, v.last_id)))
+    }
+
     /// The newest event id of a room (0 when none).
     pub async fn last_event_id(&self, room: &str) -> Result<i64, StoreError> {
         Ok(
