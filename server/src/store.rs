@@ -72,6 +72,10 @@ pub struct Store {
 /// for the outbox) goes through one of these, so they commit together or not at all.
 pub struct Tx {
     tx: TxConn,
+    /// Changes to the running counts per status, applied just before they are read or the
+    /// transaction commits: on PostgreSQL their rows are the hottest of all (every post
+    /// touches one), so their locks are taken as late as possible.
+    counts: Vec<(String, i64)>,
 }
 
 enum TxConn {
@@ -347,7 +351,10 @@ impl Store {
             Some(w) => TxConn::Batch(w.turn().await?),
             None => TxConn::Pool(self.pool.begin().await?),
         };
-        Ok(Tx { tx })
+        Ok(Tx {
+            tx,
+            counts: Vec::new(),
+        })
     }
 
     /// SQLite's writer: (batches committed, transactions they kept) since the store opened;
@@ -1034,7 +1041,8 @@ impl Store {
 impl Tx {
     /// Makes every change of this transaction durable and visible; on SQLite, returns once
     /// the batch it joined is committed.
-    pub async fn commit(self) -> Result<(), StoreError> {
+    pub async fn commit(mut self) -> Result<(), StoreError> {
+        self.apply_counts().await?;
         match self.tx {
             TxConn::Pool(tx) => tx.commit().await?,
             TxConn::Batch(turn) => turn.commit().await?,
@@ -1096,18 +1104,16 @@ impl Tx {
             Some((_, parent_path, _)) => format!("{parent_path}{}", path_segment(id)),
             None => path_segment(id),
         };
-        sqlx::query("UPDATE comments SET path = $1 WHERE id = $2")
-            .bind(&path)
-            .bind(id)
-            .execute(self.conn())
-            .await?;
-        self.count_status(&new.status, 1).await?;
-        Ok(sqlx::query_as::<_, CommentRow>(&format!(
-            "SELECT {COMMENT_COLUMNS} FROM comments WHERE id = $1"
+        // The path needs the id; the stored row comes back from the same statement.
+        let row = sqlx::query_as::<_, CommentRow>(&format!(
+            "UPDATE comments SET path = $1 WHERE id = $2 RETURNING {COMMENT_COLUMNS}"
         ))
+        .bind(&path)
         .bind(id)
         .fetch_one(self.conn())
-        .await?)
+        .await?;
+        self.count_status(&new.status, 1).await?;
+        Ok(row)
     }
 
     /// Moves one comment to `status` and logs the change. A comment already in that status
@@ -1173,16 +1179,30 @@ impl Tx {
         })))
     }
 
-    /// Adds `delta` to the running count of comments with `status` (see [`Tx::status_counts`]).
+    /// Adds `delta` to the running count of comments with `status` (see [`Tx::status_counts`])
+    /// when the counts are next read or the transaction commits.
     async fn count_status(&mut self, status: &str, delta: i64) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO comment_counts (status, n) VALUES ($1, $2) \
-             ON CONFLICT (status) DO UPDATE SET n = comment_counts.n + $2",
-        )
-        .bind(status)
-        .bind(delta)
-        .execute(self.conn())
-        .await?;
+        match self.counts.iter_mut().find(|(s, _)| s == status) {
+            Some((_, n)) => *n += delta,
+            None => self.counts.push((status.to_owned(), delta)),
+        }
+        Ok(())
+    }
+
+    async fn apply_counts(&mut self) -> Result<(), StoreError> {
+        for (status, delta) in std::mem::take(&mut self.counts) {
+            if delta == 0 {
+                continue;
+            }
+            sqlx::query(
+                "INSERT INTO comment_counts (status, n) VALUES ($1, $2) \
+                 ON CONFLICT (status) DO UPDATE SET n = comment_counts.n + $2",
+            )
+            .bind(&status)
+            .bind(delta)
+            .execute(self.conn())
+            .await?;
+        }
         Ok(())
     }
 
@@ -1194,6 +1214,7 @@ impl Tx {
             status: String,
             n: i64,
         }
+        self.apply_counts().await?;
         Ok(sqlx::query_as::<_, Row>(
             "SELECT status, n FROM comment_counts WHERE n > 0 ORDER BY status",
         )
