@@ -59,6 +59,10 @@ struct Opts {
     /// Leave out the reading measurement.
     #[arg(long)]
     no_read: bool,
+    /// Another `moderato` binary (e.g. a build of an earlier commit) to measure in the same
+    /// run, posting on SQLite and PostgreSQL, as the "before" of a change.
+    #[arg(long)]
+    baseline_binary: Option<PathBuf>,
     /// Passed by `cargo bench`.
     #[arg(long, hide = true)]
     bench: bool,
@@ -83,32 +87,40 @@ async fn run(opts: Opts) -> Res<()> {
     let ceiling = fsync_ceiling(dir.path()).await?;
     println!("fsync ceiling: {ceiling:.0} one-row commits/s on a bare SQLite file (WAL, FULL)");
 
-    // Moderato on SQLite.
-    let db = dir.path().join("moderato.db");
-    let url = format!("sqlite://{}", db.display());
-    {
-        let server = Moderato::start(dir.path(), &url, true)?;
-        server.wait_healthy().await?;
-        for &n in &opts.posters {
-            let r = post_load(Target::Moderato(server.addr), n, secs).await;
-            let stored = stored_ids(&url, "SELECT id FROM comments").await?;
-            table.push(Row::new("Moderato, SQLite", n, &r, &stored));
-        }
+    let this = PathBuf::from(env!("CARGO_BIN_EXE_moderato"));
+    let mut binaries = vec![(this, "Moderato")];
+    if let Some(b) = &opts.baseline_binary {
+        binaries.push((b.clone(), "baseline"));
     }
-
-    // Moderato on PostgreSQL: a durable cluster of its own.
-    if !opts.no_postgres {
-        match Postgres::start(root) {
-            Ok(pg) => {
-                let server = Moderato::start(dir.path(), &pg.url, true)?;
-                server.wait_healthy().await?;
-                for &n in &opts.posters {
-                    let r = post_load(Target::Moderato(server.addr), n, secs).await;
-                    let stored = stored_ids(&pg.url, "SELECT id FROM comments").await?;
-                    table.push(Row::new("Moderato, PostgreSQL", n, &r, &stored));
-                }
+    for (binary, name) in &binaries {
+        // Moderato on SQLite, a fresh file each.
+        let url = format!(
+            "sqlite://{}",
+            dir.path().join(format!("{name}.db")).display()
+        );
+        {
+            let server = Moderato::start(binary, dir.path(), &url, true)?;
+            server.wait_healthy().await?;
+            for &n in &opts.posters {
+                let r = post_load(Target::Moderato(server.addr), n, secs).await;
+                let stored = stored_ids(&url, "SELECT id FROM comments").await?;
+                table.push(Row::new(name, "SQLite", n, &r, &stored));
             }
-            Err(e) => println!("PostgreSQL left out: {e}"),
+        }
+        // Moderato on PostgreSQL: a durable cluster of its own.
+        if !opts.no_postgres {
+            match Postgres::start(root) {
+                Ok(pg) => {
+                    let server = Moderato::start(binary, dir.path(), &pg.url, true)?;
+                    server.wait_healthy().await?;
+                    for &n in &opts.posters {
+                        let r = post_load(Target::Moderato(server.addr), n, secs).await;
+                        let stored = stored_ids(&pg.url, "SELECT id FROM comments").await?;
+                        table.push(Row::new(name, "PostgreSQL", n, &r, &stored));
+                    }
+                }
+                Err(e) => println!("PostgreSQL left out: {e}"),
+            }
         }
     }
 
@@ -121,7 +133,7 @@ async fn run(opts: Opts) -> Res<()> {
                     let r = post_load(Target::Django(django.addr), n, secs).await;
                     let url = format!("sqlite://{}", django.db.display());
                     let stored = stored_ids(&url, "SELECT id FROM django_comments").await?;
-                    table.push(Row::new("Django 5.2, SQLite", n, &r, &stored));
+                    table.push(Row::new("Django 5.2", "SQLite", n, &r, &stored));
                 }
             }
             Err(e) => println!("Django left out: {e}"),
@@ -186,7 +198,7 @@ struct Moderato {
 }
 
 impl Moderato {
-    fn start(dir: &Path, database: &str, cache: bool) -> Res<Moderato> {
+    fn start(binary: &Path, dir: &Path, database: &str, cache: bool) -> Res<Moderato> {
         let addr = free_addr()?;
         let config = dir.join(format!("moderato-{}.toml", addr.port()));
         // All posters come from 127.0.0.1: the per-client limit would stop them.
@@ -198,7 +210,7 @@ impl Moderato {
             ),
         )?;
         let log = std::fs::File::create(dir.join(format!("moderato-{}.log", addr.port())))?;
-        let child = Command::new(env!("CARGO_BIN_EXE_moderato"))
+        let child = Command::new(binary)
             .args(["serve", "--demo", "--addr", &addr.to_string()])
             .arg("--database")
             .arg(database)
@@ -697,7 +709,8 @@ fn ms(d: Duration) -> f64 {
 }
 
 struct Row {
-    what: &'static str,
+    server: &'static str,
+    database: &'static str,
     posters: usize,
     per_sec: f64,
     cycle_p50: f64,
@@ -709,14 +722,24 @@ struct Row {
 }
 
 impl Row {
-    fn new(what: &'static str, posters: usize, r: &PostRun, stored: &HashSet<i64>) -> Row {
+    fn new(
+        server: &'static str,
+        database: &'static str,
+        posters: usize,
+        r: &PostRun,
+        stored: &HashSet<i64>,
+    ) -> Row {
         if let Some(e) = &r.first_error {
-            println!("{what}, {posters} posters: {} failed, e.g. {e}", r.errors);
+            println!(
+                "{server}, {database}, {posters} posters: {} failed, e.g. {e}",
+                r.errors
+            );
         }
         let mut post = r.post_times.clone();
         let mut cycle = r.cycle_times.clone();
         Row {
-            what,
+            server,
+            database,
             posters,
             per_sec: r.acked.len() as f64 / r.elapsed.as_secs_f64(),
             cycle_p50: ms(percentile(&mut cycle, 50)),
@@ -736,8 +759,9 @@ fn print_posting(table: &[Row], ceiling: f64, secs: Duration) {
         secs.as_secs()
     );
     println!(
-        "{:<22} {:>7} {:>11} {:>10} {:>9} {:>9} {:>7} {:>5} {:>7}",
+        "{:<12} {:<11} {:>7} {:>11} {:>10} {:>9} {:>9} {:>7} {:>5} {:>7}",
         "server",
+        "database",
         "posters",
         "comments/s",
         "cycle p50",
@@ -749,8 +773,9 @@ fn print_posting(table: &[Row], ceiling: f64, secs: Duration) {
     );
     for r in table {
         println!(
-            "{:<22} {:>7} {:>11.0} {:>8.1}ms {:>7.1}ms {:>7.1}ms {:>7} {:>5} {:>7}",
-            r.what,
+            "{:<12} {:<11} {:>7} {:>11.0} {:>8.1}ms {:>7.1}ms {:>7.1}ms {:>7} {:>5} {:>7}",
+            r.server,
+            r.database,
             r.posters,
             r.per_sec,
             r.cycle_p50,
@@ -761,29 +786,49 @@ fn print_posting(table: &[Row], ceiling: f64, secs: Duration) {
             r.errors
         );
     }
-    let find = |what: &str, n: usize| table.iter().find(|r| r.what == what && r.posters == n);
+    let find = |server: &str, database: &str, n: usize| {
+        table
+            .iter()
+            .find(|r| r.server == server && r.database == database && r.posters == n)
+    };
     println!();
     println!("fsync ceiling (one commit per comment): {ceiling:.0}/s");
     for n in [1, 16, 64] {
-        if let Some(m) = find("Moderato, SQLite", n) {
-            let mut line = format!(
-                "{n:>2} posters: Moderato SQLite {:.0}/s = {:.2}x the fsync ceiling",
-                m.per_sec,
-                m.per_sec / ceiling
-            );
-            if let Some(d) = find("Django 5.2, SQLite", n) {
-                line.push_str(&format!(", {:.1}x Django", m.per_sec / d.per_sec));
-            }
-            if let Some(pg) = find("Moderato, PostgreSQL", n) {
-                line.push_str(&format!("; PostgreSQL {:.0}/s", pg.per_sec));
-            }
-            println!("{line}");
+        let Some(m) = find("Moderato", "SQLite", n) else {
+            continue;
+        };
+        let mut line = format!(
+            "{n:>2} posters: SQLite {:.0}/s = {:.2}x the fsync ceiling",
+            m.per_sec,
+            m.per_sec / ceiling
+        );
+        if let Some(d) = find("Django 5.2", "SQLite", n) {
+            line.push_str(&format!(", {:.1}x Django", m.per_sec / d.per_sec));
         }
+        if let Some(b) = find("baseline", "SQLite", n) {
+            line.push_str(&format!(
+                ", {:.1}x the baseline binary",
+                m.per_sec / b.per_sec
+            ));
+        }
+        if let Some(pg) = find("Moderato", "PostgreSQL", n) {
+            line.push_str(&format!("; PostgreSQL {:.0}/s", pg.per_sec));
+            if let Some(b) = find("baseline", "PostgreSQL", n) {
+                line.push_str(&format!(
+                    " = {:.1}x the baseline binary",
+                    pg.per_sec / b.per_sec
+                ));
+            }
+        }
+        println!("{line}");
     }
     let lost: usize = table.iter().map(|r| r.lost).sum();
     println!("lost (acknowledged but not stored), all rows: {lost}");
-    if let (Some(m16), Some(m64)) = (find("Moderato, SQLite", 16), find("Moderato, SQLite", 64)) {
-        let vs_django = find("Django 5.2, SQLite", 16).map(|d| m16.per_sec / d.per_sec);
+    if let (Some(m16), Some(m64)) = (
+        find("Moderato", "SQLite", 16),
+        find("Moderato", "SQLite", 64),
+    ) {
+        let vs_django = find("Django 5.2", "SQLite", 16).map(|d| m16.per_sec / d.per_sec);
         println!(
             "goals, SQLite: 16 posters above the fsync ceiling: {}; >= 10x Django: {}; POST p99 \
              < 20 ms: {}; 64 posters no slower than 16: {}; POST p99 < 50 ms: {}",
@@ -829,7 +874,7 @@ async fn read_bench(dir: &Path, readers: usize, secs: Duration) -> Res<()> {
         ("rendered per request (baseline)", false),
         ("kept anonymous view", true),
     ] {
-        let server = Moderato::start(dir, &url, cache)?;
+        let server = Moderato::start(Path::new(env!("CARGO_BIN_EXE_moderato")), dir, &url, cache)?;
         server.wait_healthy().await?;
         let (per_sec, p50, p99, size) = read_load(server.addr, readers, secs).await?;
         println!(
