@@ -1652,3 +1652,76 @@ impl Tx {
         .await?)
     }
 }
+
+/// Several instances on one PostgreSQL (`engine::cluster`): announcements that reach every
+/// instance on commit, and the locks that make one instance at a time do something. All of
+/// it is PostgreSQL only: on SQLite there is one process and these do nothing.
+impl Tx {
+    /// Queues `NOTIFY channel, payload`: PostgreSQL delivers it to every listening instance
+    /// when this transaction commits, and never if it rolls back. Nothing on SQLite.
+    pub async fn notify(&mut self, channel: &str, payload: &str) -> Result<(), StoreError> {
+        if self.tx.backend_name() != "PostgreSQL" {
+            return Ok(());
+        }
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(channel)
+            .bind(payload)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Waits for the transaction-scoped advisory lock `key` (released at commit or rollback),
+    /// so that instances take turns. Nothing on SQLite, whose writers are serialised anyway.
+    pub async fn advisory_lock(&mut self, key: i64) -> Result<(), StoreError> {
+        if self.tx.backend_name() != "PostgreSQL" {
+            return Ok(());
+        }
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(key)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// `NOTIFY channel, payload` outside any transaction (PostgreSQL; nothing on SQLite).
+    pub async fn notify(&self, channel: &str, payload: &str) -> Result<(), StoreError> {
+        if self.backend != Backend::Postgres {
+            return Ok(());
+        }
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(channel)
+            .bind(payload)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Every room's newest event id: where an instance's listener starts, and what it
+    /// compares with after a lost connection.
+    pub async fn event_room_heads(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(
+            sqlx::query_as::<_, (String, i64)>("SELECT room, last_id FROM event_rooms")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    /// The newest stored spam model's (id, updated_at): changes whenever an instance
+    /// retrains or learns.
+    pub async fn spam_model_version(&self) -> Result<Option<(i64, i64)>, StoreError> {
+        Ok(sqlx::query_as::<_, (i64, i64)>(
+            "SELECT id, updated_at FROM spam_models ORDER BY id DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// The database URL this store was opened with (for connections of its own, outside
+    /// the pool: the listener, job locks).
+    pub fn url(&self) -> String {
+        self.pool.connect_options().database_url.to_string()
+    }
+}

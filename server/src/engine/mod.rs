@@ -8,6 +8,7 @@
 //! Layout: this file holds the engine and the reads; `post` the posting use case; `staff`
 //! moderation, the queue, the audit log, the spam filter and accounts; `demo` the demo thread.
 
+pub(crate) mod cluster;
 mod demo;
 pub(crate) mod embed;
 mod post;
@@ -56,6 +57,11 @@ pub struct Engine {
     spam: Arc<SpamFilter>,
     /// Live updates: events are published here after their change commits.
     hub: Hub,
+    /// How committed events reach the hub: directly, or in order with the other instances'
+    /// (PostgreSQL, see `cluster`).
+    fanout: cluster::Fanout,
+    /// This process's random id, so it can tell its own announcements from others'.
+    instance: String,
     /// Woken when sessions end in this process (sign-out, a password change), so live
     /// connections opened as staff check their rights at once (see [`Engine::staff_ended`]).
     sessions_ended: tokio::sync::Notify,
@@ -225,6 +231,8 @@ impl Engine {
             embed_thread_limiter,
             registry,
             spam,
+            fanout: cluster::Fanout::new(hub.clone()),
+            instance: random_token(8),
             hub,
             sessions_ended: tokio::sync::Notify::new(),
             mail_links,
@@ -673,9 +681,7 @@ impl Engine {
         if let Some(w) = &self.webhooks {
             w.committed();
         }
-        for e in published {
-            self.hub.publish(e);
-        }
+        self.fanout.publish(published);
         Ok(())
     }
 
