@@ -1010,8 +1010,8 @@ impl Tx {
             "INSERT INTO comments (thread_id, parent_id, depth, path, author_name, author_email, \
              author_url, title, body_source, body_html, status, moderator, reason, score, ip, \
              created_at, updated_at) \
-             VALUES ($1, $2, $3, '', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15) \
-             RETURNING id",
+             VALUES ($1, $2, $3, '', $4, $5, $6, $7, $8, $9, $10, $11, $12, NULLIF($13, -1.0), \
+             $14, $15, $15) RETURNING id",
         )
         .bind(new.thread_id)
         .bind(parent_id)
@@ -1025,7 +1025,10 @@ impl Tx {
         .bind(&new.status)
         .bind(&new.moderator)
         .bind(&new.reason)
-        .bind(new.score)
+        // Never a NULL f64: sqlx 0.8.6's Any driver binds a NULL DOUBLE as a float4 on
+        // PostgreSQL, and the statement it then caches refuses the next real score
+        // ("incorrect binary data format"). Scores are probabilities, so -1 means none.
+        .bind(new.score.unwrap_or(-1.0))
         .bind(&new.ip)
         .bind(new.created_at)
         .fetch_one(&mut *self.tx)

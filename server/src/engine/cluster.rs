@@ -374,8 +374,10 @@ impl Engine {
     fn reload_spam_model(&self) {
         let (spam, store) = (self.spam.clone(), self.store.clone());
         tokio::spawn(async move {
-            if let Err(e) = spam.reload_if_changed(&store).await {
-                tracing::error!(error = %e, "reloading the spam model failed");
+            match spam.reload_if_changed(&store).await {
+                Ok(true) => tracing::info!("loaded the spam model another instance stored"),
+                Ok(false) => {}
+                Err(e) => tracing::error!(error = %e, "reloading the spam model failed"),
             }
         });
     }
