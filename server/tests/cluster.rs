@@ -85,18 +85,17 @@ impl Instances {
             .trim()
             .to_owned();
         let mut rng = Lcg(server::now_ms() as u64);
-        let servers: Vec<ServerProcess> = (0..n)
-            .map(|i| {
-                ServerProcess::start(
-                    free_port(&mut rng),
-                    &database,
-                    &config_path,
-                    &dir.path().join(format!("server-{i}.log")),
-                )
-            })
-            .collect();
-        for s in &servers {
+        // One after the other: the first one started takes the background jobs' lock.
+        let mut servers = Vec::new();
+        for i in 0..n {
+            let s = ServerProcess::start(
+                free_port(&mut rng),
+                &database,
+                &config_path,
+                &dir.path().join(format!("server-{i}.log")),
+            );
             s.wait_healthy().await;
+            servers.push(s);
         }
         Instances {
             _dir: dir,
@@ -630,4 +629,46 @@ async fn a_retrain_on_one_instance_changes_the_verdicts_of_the_others_within_a_s
     ));
     let held_after = held_after.expect("instance B never used the retrained model");
     assert!(held_after < Duration::from_secs(1), "{held_after:?}");
+}
+
+/// Scheduled backups every second into one directory from two instances: only one instance
+/// writes them; when it is killed, the other takes over within seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_instance_runs_the_background_jobs_and_another_takes_over() {
+    let Some(_) = pg() else { return };
+    let backups = tempfile::tempdir().unwrap();
+    let mut inst = Instances::start(
+        2,
+        &format!(
+            "{CONFIG}\n[backup]\ndir = {:?}\nevery_hours = 0.0003\nkeep = 1000\n",
+            backups.path().display().to_string()
+        ),
+    )
+    .await;
+    let count = || std::fs::read_dir(backups.path()).map_or(0, |d| d.count());
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    let both_up = count();
+    let both_up_secs = started.elapsed().as_secs_f64();
+    // The first instance started holds the lock.
+    inst.servers[0].kill();
+    let killed = count();
+    let killed_at = Instant::now();
+    let mut resumed_after = None;
+    while killed_at.elapsed() < Duration::from_secs(10) {
+        if count() > killed {
+            resumed_after = Some(killed_at.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    report(&format!(
+        "cluster jobs: {both_up} backups in {both_up_secs:.1} s with 2 instances (one every \
+         1.08 s from one instance), the next one {resumed_after:?} after the job instance \
+         was killed"
+    ));
+    // One writer: a first backup at start, then one per 1.08 s (two writers: twice that).
+    assert!((2..=6).contains(&both_up), "{both_up} backups");
+    let resumed_after = resumed_after.expect("the other instance took over the backups");
+    assert!(resumed_after < Duration::from_secs(6), "{resumed_after:?}");
 }
