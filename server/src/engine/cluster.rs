@@ -173,7 +173,7 @@ impl Ordered {
     /// complete up to the newest (ids follow commit order), except what retention pruned,
     /// so each one is delivered even past a gap. `None`: a row that did not parse (logged),
     /// skipped but counted as delivered so that nothing waits for it.
-    fn from_table(&self, room: &str, events: Vec<(i64, Option<live::Event>)>) {
+    fn read_back(&self, room: &str, events: Vec<(i64, Option<live::Event>)>) {
         let mut rooms = self.rooms();
         let state = rooms.entry(room.to_owned()).or_default();
         for (id, e) in events {
@@ -258,7 +258,7 @@ async fn read_room(ordered: &Ordered, store: &Store, room: &str) -> Result<(), S
                 (id, e)
             })
             .collect();
-        ordered.from_table(room, events);
+        ordered.read_back(room, events);
         if n < FETCH_BATCH {
             return Ok(());
         }
@@ -525,7 +525,7 @@ mod tests {
         assert_eq!(ordered.delivered("t"), 1);
         assert!(matches!(asked.try_recv(), Ok(Job::Room(r, 3)) if r == "t"));
         // Read from the table: 2 and our own 3 again; each delivered once, in order.
-        ordered.from_table(
+        ordered.read_back(
             "t",
             vec![(2, Some(event("t", 2))), (3, Some(event("t", 3)))],
         );
@@ -536,7 +536,7 @@ mod tests {
         assert_eq!(ordered.delivered("t"), 3);
         // Pruned rows (a gap in the table) do not stall the room.
         ordered.committed_here(vec![event("t", 9)]);
-        ordered.from_table("t", vec![(7, Some(event("t", 7))), (8, None)]);
+        ordered.read_back("t", vec![(7, Some(event("t", 7))), (8, None)]);
         assert_eq!(ordered.delivered("t"), 9);
     }
 }
