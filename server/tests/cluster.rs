@@ -672,3 +672,87 @@ async fn one_instance_runs_the_background_jobs_and_another_takes_over() {
     let resumed_after = resumed_after.expect("the other instance took over the backups");
     assert!(resumed_after < Duration::from_secs(6), "{resumed_after:?}");
 }
+
+/// A webhook receiver that answers 200 to every request and reports when each arrived.
+async fn hook_receiver() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<Instant>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                // Read the head and the body it announces, then answer.
+                let mut raw = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    let Ok(n) = s.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    raw.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&raw).to_string();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let len = text[..end]
+                            .lines()
+                            .find_map(|l| {
+                                let (k, v) = l.split_once(':')?;
+                                k.eq_ignore_ascii_case("content-length")
+                                    .then(|| v.trim().parse::<usize>().ok())?
+                            })
+                            .unwrap_or(0);
+                        if raw.len() >= end + 4 + len {
+                            break;
+                        }
+                    }
+                }
+                let _ = tx.send(Instant::now());
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    (addr, rx)
+}
+
+/// Comments posted through the instance that does not run the background jobs: the other
+/// one, woken by NOTIFY at commit, delivers their webhooks within a second (its own poll
+/// would take up to 5 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_queued_through_one_instance_wakes_the_job_instance_at_once() {
+    let Some(_) = pg() else { return };
+    let (hook, mut received) = hook_receiver().await;
+    let inst = Instances::start(
+        2,
+        &format!(
+            "{CONFIG}\n[site]\npublic_url = \"http://127.0.0.1:9/\"\n\n[[webhooks]]\n\
+             url = \"http://{hook}/hook\"\nevents = [\"comment_published\"]\n\
+             secret = \"a-webhook-secret\"\n"
+        ),
+    )
+    .await;
+    let mut waits = Vec::new();
+    for k in 0..3 {
+        // The first instance started runs the jobs; post through the second.
+        inst.post(1, "Poster", &format!("Comment {k} for the webhook."))
+            .await;
+        let posted = Instant::now();
+        let at = tokio::time::timeout(Duration::from_secs(10), received.recv())
+            .await
+            .expect("a webhook delivery")
+            .unwrap();
+        waits.push(at.saturating_duration_since(posted));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    report(&format!(
+        "cluster jobs: webhooks of comments posted through the other instance delivered \
+         after {waits:?}"
+    ));
+    for w in &waits {
+        assert!(*w < Duration::from_secs(1), "{waits:?}");
+    }
+}

@@ -19,13 +19,13 @@
 //! learns, announced on [`SPAM_CHANNEL`]), staff sign-outs (live staff connections everywhere
 //! check their rights at once, [`SESSIONS_CHANNEL`]), and background jobs (housekeeping,
 //! backups, the mail and webhook outboxes), which only the instance holding an advisory lock
-//! runs. On SQLite none of this runs: [`Fanout`] publishes straight to the hub.
+//! runs, woken at once ([`JOBS_CHANNEL`]) when another instance queues mail or webhooks. On SQLite none of this runs: [`Fanout`] publishes straight to the hub.
 
 use super::Engine;
 use crate::error::Result;
 use crate::events;
 use crate::live::{self, Hub};
-use crate::store::{Backend, Store, StoreError};
+use crate::store::{Backend, Store, StoreError, Tx};
 use sqlx::Connection;
 use sqlx::postgres::PgListener;
 use std::collections::{BTreeMap, HashMap};
@@ -40,6 +40,33 @@ pub(crate) const EVENTS_CHANNEL: &str = "moderato_events";
 pub(crate) const SPAM_CHANNEL: &str = "moderato_spam";
 /// Announces ended sessions (sign-out, a new password); the payload is the instance's id.
 pub(crate) const SESSIONS_CHANNEL: &str = "moderato_sessions";
+
+/// Wakes the background job named in the payload ([`Job::name`]) in whichever instance runs
+/// the jobs: work queued through another instance is picked up at once, not at the next poll.
+pub(crate) const JOBS_CHANNEL: &str = "moderato_jobs";
+
+/// A background job another instance may have to be woken for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Job {
+    Mail,
+    Webhooks,
+}
+
+impl Job {
+    fn name(self) -> &'static str {
+        match self {
+            Job::Mail => "mail",
+            Job::Webhooks => "webhooks",
+        }
+    }
+}
+
+/// Wakes `job` wherever it runs when `tx` commits (PostgreSQL; nothing on SQLite, where the
+/// committing process runs the jobs and wakes them itself). PostgreSQL folds identical
+/// notifications of one transaction into one.
+pub(crate) async fn wake_at_commit(tx: &mut Tx, job: Job) -> std::result::Result<(), StoreError> {
+    tx.notify(JOBS_CHANNEL, job.name()).await
+}
 
 /// Advisory lock held by the one instance that runs the background jobs.
 const JOBS_LOCK: i64 = 0x6d6f_6465_7261_7401;
@@ -125,11 +152,11 @@ impl Room {
 struct Ordered {
     hub: Hub,
     rooms: Mutex<HashMap<String, Room>>,
-    jobs: mpsc::UnboundedSender<Job>,
+    jobs: mpsc::UnboundedSender<Fetch>,
 }
 
 /// Work for the reader task.
-enum Job {
+enum Fetch {
     /// Read `room`'s events up to at least this id.
     Room(String, i64),
     /// The listener was away: compare every room's newest id with what was delivered.
@@ -165,7 +192,7 @@ impl Ordered {
             }
         }
         for (room, id) in gaps {
-            let _ = self.jobs.send(Job::Room(room, id));
+            let _ = self.jobs.send(Fetch::Room(room, id));
         }
     }
 
@@ -192,7 +219,7 @@ impl Ordered {
 
 /// Reads rooms' new events from the table as jobs ask, one room at a time, retrying failed
 /// reads (the database may be away for a while) until they succeed.
-async fn reader(ordered: Arc<Ordered>, store: Store, mut jobs: mpsc::UnboundedReceiver<Job>) {
+async fn reader(ordered: Arc<Ordered>, store: Store, mut jobs: mpsc::UnboundedReceiver<Fetch>) {
     let mut wanted: HashMap<String, i64> = HashMap::new();
     let mut catch_up = false;
     loop {
@@ -210,7 +237,7 @@ async fn reader(ordered: Arc<Ordered>, store: Store, mut jobs: mpsc::UnboundedRe
                 Ok(heads) => {
                     catch_up = false;
                     for (room, last) in heads {
-                        add_job(&mut wanted, &mut catch_up, Job::Room(room, last));
+                        add_job(&mut wanted, &mut catch_up, Fetch::Room(room, last));
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "live catch-up: reading rooms failed"),
@@ -233,13 +260,13 @@ async fn reader(ordered: Arc<Ordered>, store: Store, mut jobs: mpsc::UnboundedRe
     }
 }
 
-fn add_job(wanted: &mut HashMap<String, i64>, catch_up: &mut bool, job: Job) {
+fn add_job(wanted: &mut HashMap<String, i64>, catch_up: &mut bool, job: Fetch) {
     match job {
-        Job::Room(room, id) => {
+        Fetch::Room(room, id) => {
             let w = wanted.entry(room).or_insert(id);
             *w = (*w).max(id);
         }
-        Job::CatchUp => *catch_up = true,
+        Fetch::CatchUp => *catch_up = true,
     }
 }
 
@@ -339,7 +366,7 @@ impl Engine {
                     }
                 }
                 tracing::info!("live listener reconnected; catching up");
-                let _ = jobs.send(Job::CatchUp);
+                let _ = jobs.send(Fetch::CatchUp);
                 // A retrain or a sign-out elsewhere may have gone unheard too.
                 engine.reload_spam_model();
                 engine.sessions_changed();
@@ -353,18 +380,25 @@ impl Engine {
         channel: &str,
         payload: &str,
         ordered: &Ordered,
-        jobs: &mpsc::UnboundedSender<Job>,
+        jobs: &mpsc::UnboundedSender<Fetch>,
     ) {
         match channel {
             EVENTS_CHANNEL => match parse_announcement(payload) {
                 // Our own commits (and repeats) are delivered already: no query.
                 Some((id, room)) if id > ordered.delivered(room) => {
-                    let _ = jobs.send(Job::Room(room.to_owned(), id));
+                    let _ = jobs.send(Fetch::Room(room.to_owned(), id));
                 }
                 Some(_) => {}
                 None => tracing::warn!(payload, "malformed live announcement"),
             },
             SPAM_CHANNEL if payload != self.instance => self.reload_spam_model(),
+            // Harmless in instances that do not run the jobs: nobody waits there.
+            JOBS_CHANNEL if payload == Job::Mail.name() => self.mail_committed(),
+            JOBS_CHANNEL if payload == Job::Webhooks.name() => {
+                if let Some(w) = &self.webhooks {
+                    w.committed();
+                }
+            }
             SESSIONS_CHANNEL if payload != self.instance => self.sessions_changed(),
             _ => {}
         }
@@ -452,7 +486,7 @@ impl Engine {
 
 async fn listen(url: &str) -> std::result::Result<PgListener, sqlx::Error> {
     let mut l = PgListener::connect(url).await?;
-    l.listen_all([EVENTS_CHANNEL, SPAM_CHANNEL, SESSIONS_CHANNEL])
+    l.listen_all([EVENTS_CHANNEL, SPAM_CHANNEL, SESSIONS_CHANNEL, JOBS_CHANNEL])
         .await?;
     Ok(l)
 }
@@ -523,7 +557,7 @@ mod tests {
         // 2 was committed by another instance: 3 waits, and the gap is asked for.
         ordered.committed_here(vec![event("t", 3)]);
         assert_eq!(ordered.delivered("t"), 1);
-        assert!(matches!(asked.try_recv(), Ok(Job::Room(r, 3)) if r == "t"));
+        assert!(matches!(asked.try_recv(), Ok(Fetch::Room(r, 3)) if r == "t"));
         // Read from the table: 2 and our own 3 again; each delivered once, in order.
         ordered.read_back(
             "t",

@@ -267,6 +267,10 @@ impl Engine {
             )
             .await?;
         }
+        if !letters.is_empty() {
+            // The outbox worker may run in another instance (PostgreSQL): wake it at commit.
+            cluster::wake_at_commit(tx, cluster::Job::Mail).await?;
+        }
         Ok(())
     }
 
@@ -292,6 +296,7 @@ impl Engine {
     ) -> Result<()> {
         if let Some(w) = &self.webhooks {
             w.comment_stored(tx, comment, thread).await?;
+            cluster::wake_at_commit(tx, cluster::Job::Webhooks).await?;
         }
         Ok(())
     }
@@ -305,6 +310,7 @@ impl Engine {
     ) -> Result<()> {
         if let Some(w) = &self.webhooks {
             w.status_changed(tx, changes).await?;
+            cluster::wake_at_commit(tx, cluster::Job::Webhooks).await?;
         }
         Ok(())
     }
