@@ -756,3 +756,142 @@ async fn work_queued_through_one_instance_wakes_the_job_instance_at_once() {
         assert!(*w < Duration::from_secs(1), "{waits:?}");
     }
 }
+
+/// The instances' listening connections are cut (pg_terminate_backend) five times while
+/// comments are posted through the first instance: each listener reconnects by itself and
+/// reads what was committed meanwhile from the table, so every client, on either instance,
+/// still gets every event exactly once and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_that_loses_its_connection_catches_up_without_a_gap() {
+    let Some(admin) = pg() else { return };
+    let inst = Instances::start(2, CONFIG).await;
+    let addrs = vec![inst.addr(0), inst.addr(1)];
+    let subscribed = Arc::new(AtomicUsize::new(0));
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let mut logs = Vec::new();
+    let mut tasks = Vec::new();
+    for home in [0, 1, 1] {
+        let log = Arc::new(Mutex::new(Log::default()));
+        tasks.push(client(
+            addrs.clone(),
+            home,
+            None,
+            &["t"],
+            subscribed.clone(),
+            log.clone(),
+            stop.clone(),
+        ));
+        logs.push(log);
+    }
+    assert!(until(WAIT, || subscribed.load(Ordering::SeqCst) == 3).await);
+
+    let db = inst.db().await;
+    let listeners = || {
+        sqlx::query_scalar::<_, i32>(
+            "SELECT pid FROM pg_stat_activity \
+             WHERE datname = current_database() AND query LIKE 'LISTEN %'",
+        )
+    };
+    let mut cut = 0;
+    for k in 0..50 {
+        if k % 10 == 5 {
+            // Both listening (again) first, so that every cut cuts both.
+            for _ in 0..50 {
+                if listeners().fetch_all(&db).await.unwrap().len() == 2 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            for pid in listeners().fetch_all(&db).await.unwrap() {
+                let done: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+                    .bind(pid)
+                    .fetch_one(&db)
+                    .await
+                    .unwrap();
+                cut += usize::from(done);
+            }
+        }
+        inst.post(0, "Poster", &format!("Comment {k}.")).await;
+    }
+    // Then a longer outage with nothing announced after it: new connections to the
+    // database are refused while the listeners are cut and three comments commit (through
+    // connections the first instance's pool already holds), then allowed again. Only the
+    // listeners' catch-up after reconnecting can bring these three to the second instance.
+    let name: String = sqlx::query_scalar("SELECT current_database()::text")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    let allow = |yes: bool| format!("ALTER DATABASE {name} WITH ALLOW_CONNECTIONS {yes}");
+    // From another database: PostgreSQL refuses this for the one a session is in.
+    let mut admin = {
+        use sqlx::Connection;
+        sqlx::PgConnection::connect(&admin).await.unwrap()
+    };
+    for _ in 0..50 {
+        if listeners().fetch_all(&db).await.unwrap().len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sqlx::query(&allow(false))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    for pid in listeners().fetch_all(&db).await.unwrap() {
+        let done: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+            .bind(pid)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        cut += usize::from(done);
+    }
+    for k in 50..53 {
+        inst.post(0, "Poster", &format!("Comment {k}, while nobody listens."))
+            .await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sqlx::query(&allow(true)).execute(&mut admin).await.unwrap();
+    let expected: Vec<i64> = sqlx::query_scalar(
+        "SELECT id FROM events WHERE room = 't' AND reader IS NOT NULL ORDER BY id",
+    )
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    let ids = |l: &Arc<Mutex<Log>>| -> Vec<i64> {
+        l.lock().unwrap().events.iter().map(|(_, id)| *id).collect()
+    };
+    until(WAIT, || {
+        logs.iter().all(|l| ids(l).last() == expected.last())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Both listeners come back (their retries are at most 2 s apart).
+    let mut back = 0;
+    for _ in 0..50 {
+        back = listeners().fetch_all(&db).await.unwrap().len();
+        if back == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    db.close().await;
+    stop_tx.send(true).unwrap();
+    for t in tasks {
+        let _ = tokio::time::timeout(WAIT, t).await;
+    }
+    report(&format!(
+        "cluster listener: {cut} listening connections cut during 53 comments (the last 3 \
+         while no new connection was allowed), {back} listening again afterwards"
+    ));
+    assert!(cut >= 12, "both listeners were cut six times: {cut}");
+    assert_eq!(expected.len(), 53);
+    assert_eq!(back, 2);
+    for (i, l) in logs.iter().enumerate() {
+        assert!(
+            l.lock().unwrap().problems.is_empty(),
+            "{:?}",
+            l.lock().unwrap().problems
+        );
+        assert_eq!(ids(l), expected, "client {i}: every event once, in order");
+    }
+}
