@@ -68,6 +68,13 @@ pub(crate) async fn wake_at_commit(tx: &mut Tx, job: Job) -> std::result::Result
     tx.notify(JOBS_CHANNEL, job.name()).await
 }
 
+/// Each instance's ping to itself through the database; the payload is its id.
+const PING_CHANNEL: &str = "moderato_ping";
+/// How often an instance pings itself.
+const PING_EVERY: Duration = Duration::from_secs(15);
+/// A listener that heard nothing, not even its own pings, for this long reconnects.
+const SILENCE_LIMIT: Duration = Duration::from_secs(45);
+
 /// Advisory lock held by the one instance that runs the background jobs.
 const JOBS_LOCK: i64 = 0x6d6f_6465_7261_7401;
 /// Advisory lock (per transaction) around changes of the stored spam model.
@@ -338,19 +345,35 @@ impl Engine {
             return Ok(None);
         }
         let reader = tokio::spawn(reader(ordered.clone(), self.store.clone(), jobs_rx));
+        // A connection that died without a word (a half-open TCP connection) would leave the
+        // listener waiting for ever: each instance pings itself through the database, and a
+        // listener that hears nothing at all for a while starts over.
+        let pinger = {
+            let (store, instance) = (self.store.clone(), self.instance.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(PING_EVERY);
+                loop {
+                    tick.tick().await;
+                    let _ = store.notify(PING_CHANNEL, &instance).await;
+                }
+            })
+        };
         let engine = self.clone();
         Ok(Some(tokio::spawn(async move {
-            let _reader = Tasks(vec![reader]);
+            let _tasks = Tasks(vec![reader, pinger]);
             let mut backoff = Duration::from_millis(50);
             loop {
-                match listener.try_recv().await {
-                    Ok(Some(n)) => {
+                // Dropping an unfinished `try_recv` is fine here: the listener is then
+                // dropped too, never read from again.
+                match tokio::time::timeout(SILENCE_LIMIT, listener.try_recv()).await {
+                    Ok(Ok(Some(n))) => {
                         backoff = Duration::from_millis(50);
                         engine.heard(n.channel(), n.payload(), &ordered, &jobs);
                         continue;
                     }
-                    Ok(None) => tracing::warn!("live listener lost its connection"),
-                    Err(e) => tracing::warn!(error = %e, "live listener failed"),
+                    Ok(Ok(None)) => tracing::warn!("live listener lost its connection"),
+                    Ok(Err(e)) => tracing::warn!(error = %e, "live listener failed"),
+                    Err(_) => tracing::warn!("live listener heard nothing, not even its pings"),
                 }
                 // Reconnect, then catch up from the table: what was announced meanwhile is
                 // lost as an announcement but not as an event.
@@ -486,8 +509,14 @@ impl Engine {
 
 async fn listen(url: &str) -> std::result::Result<PgListener, sqlx::Error> {
     let mut l = PgListener::connect(url).await?;
-    l.listen_all([EVENTS_CHANNEL, SPAM_CHANNEL, SESSIONS_CHANNEL, JOBS_CHANNEL])
-        .await?;
+    l.listen_all([
+        EVENTS_CHANNEL,
+        SPAM_CHANNEL,
+        SESSIONS_CHANNEL,
+        JOBS_CHANNEL,
+        PING_CHANNEL,
+    ])
+    .await?;
     Ok(l)
 }
 
