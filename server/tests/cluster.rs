@@ -895,3 +895,98 @@ async fn a_listener_that_loses_its_connection_catches_up_without_a_gap() {
         assert_eq!(ids(l), expected, "client {i}: every event once, in order");
     }
 }
+
+/// A form token spent through one instance is spent on all; a session started on one
+/// instance is valid on the others, and signing out on one ends it everywhere: at once for
+/// a staff WebSocket on another instance (announced), not at its next 15 s check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn form_tokens_and_sessions_are_the_same_on_every_instance() {
+    let Some(_) = pg() else { return };
+    let inst = Instances::start(2, CONFIG).await;
+    let (a, b) = (inst.addr(0), inst.addr(1));
+
+    // One token, spent through B, refused by A.
+    let form = http(a, "GET", "/api/threads/t/form", None, WAIT)
+        .await
+        .unwrap();
+    let token = form.json().unwrap()["token"].as_str().unwrap().to_owned();
+    let post = |addr| {
+        let fields = json!({"name": "Nora", "body": "Said once.", "form_token": token});
+        async move {
+            http(addr, "POST", "/api/threads/t/comments", Some(&fields), WAIT)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(post(b).await.status, 201);
+    let again = post(a).await;
+    assert_eq!(again.status, 400, "{}", again.body);
+    assert!(again.json().unwrap()["errors"]["form"].is_string());
+
+    // A session from A works on B.
+    let signed_in = http(
+        a,
+        "POST",
+        "/api/session",
+        Some(&json!({"username": "mod", "password": "a long enough password"})),
+        WAIT,
+    )
+    .await
+    .unwrap();
+    assert_eq!(signed_in.status, 200, "{}", signed_in.body);
+    let cookie = signed_in
+        .header("set-cookie")
+        .and_then(|c| c.split(';').next())
+        .expect("a session cookie")
+        .to_owned();
+    let headers = [("Cookie", cookie.as_str())];
+    let queue = |addr| async move {
+        http_with(addr, "GET", "/api/moderation/queue", None, &headers, WAIT)
+            .await
+            .unwrap()
+            .status
+    };
+    assert_eq!(queue(b).await, 200);
+
+    // A staff socket on B, opened with that session.
+    let mut req = format!("ws://{b}/ws").into_client_request().unwrap();
+    req.headers_mut().insert("cookie", cookie.parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    subscribe(&mut ws, "moderation", None).await;
+    loop {
+        let msg = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if msg.to_text().unwrap_or("").contains("\"subscribed\"") {
+            break;
+        }
+    }
+
+    // Signed out through A: B refuses the cookie, and B's socket closes at once.
+    let out = http_with(a, "DELETE", "/api/session", None, &headers, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(out.status, 200, "{}", out.body);
+    let signed_out = Instant::now();
+    assert_eq!(queue(b).await, 401);
+    let mut closed = None;
+    while signed_out.elapsed() < Duration::from_secs(10) {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+            Ok(Some(Ok(tungstenite::Message::Close(frame)))) => {
+                closed = Some((signed_out.elapsed(), frame.map(|f| f.reason.to_string())));
+                break;
+            }
+            Ok(Some(Ok(_))) => {}
+            _ => break,
+        }
+    }
+    report(&format!(
+        "cluster sessions: a staff socket on the other instance closed {closed:?} after the \
+         sign-out"
+    ));
+    let (after, reason) = closed.expect("the staff socket on B was closed");
+    assert_eq!(reason.as_deref(), Some("session ended"));
+    assert!(after < Duration::from_secs(2), "{after:?}");
+}

@@ -61,14 +61,29 @@ pub async fn http_as(
     bearer: Option<&str>,
     wait: Duration,
 ) -> std::io::Result<Answer> {
+    let auth = bearer.map(|k| format!("Bearer {k}"));
+    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+    http_with(addr, method, path, body, &headers, wait).await
+}
+
+/// [`http`] with more request headers (`Cookie`, `Authorization`...).
+pub async fn http_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+    headers: &[(&str, &str)],
+    wait: Duration,
+) -> std::io::Result<Answer> {
     let exchange = async {
         let mut stream = TcpStream::connect(addr).await?;
         let body = body.map(Value::to_string).unwrap_or_default();
-        let auth = bearer
-            .map(|k| format!("Authorization: Bearer {k}\r\n"))
-            .unwrap_or_default();
+        let extra: String = headers
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}\r\n"))
+            .collect();
         let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}\
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{extra}\
              Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         );
