@@ -19,7 +19,8 @@
 //! learns, announced on [`SPAM_CHANNEL`]), staff sign-outs (live staff connections everywhere
 //! check their rights at once, [`SESSIONS_CHANNEL`]), and background jobs (housekeeping,
 //! backups, the mail and webhook outboxes), which only the instance holding an advisory lock
-//! runs, woken at once ([`JOBS_CHANNEL`]) when another instance queues mail or webhooks. On SQLite none of this runs: [`Fanout`] publishes straight to the hub.
+//! runs, woken at once ([`JOBS_CHANNEL`]) when another instance queues mail or webhooks.
+//! On SQLite none of this runs: [`Fanout`] publishes straight to the hub.
 
 use super::Engine;
 use crate::error::Result;
@@ -86,8 +87,8 @@ const JOBS_LOCK_RETRY: Duration = Duration::from_secs(2);
 /// Events read per query when catching a room up.
 const FETCH_BATCH: usize = 500;
 
-/// The announcement of a room's events up to `id`: `"ID ROOM"`. Thread keys and the
-/// moderation room contain no spaces, and neither part is content.
+/// The announcement of a room's events up to `id`: `"ID ROOM"`, never content. The id comes
+/// first, so whatever a room's name holds, the first space ends the id.
 pub(crate) fn event_announcement(room: &str, id: i64) -> String {
     format!("{id} {room}")
 }
