@@ -1722,6 +1722,58 @@ impl Store {
         .await?)
     }
 
+    /// Counts one attempt of `client` against the limit `scope`, shared by every instance
+    /// (PostgreSQL only): GCRA, as the in-memory limiters count, with one row per limit and
+    /// client holding its theoretical arrival time. An attempt is allowed when, counting it,
+    /// the client is at most `window` ms ahead of `now` at one attempt per `interval` ms (a
+    /// burst of `window / interval`). `None` when allowed, else the seconds to wait.
+    pub async fn count_attempt(
+        &self,
+        scope: &str,
+        client: &str,
+        now: i64,
+        interval: i64,
+        window: i64,
+    ) -> Result<Option<u64>, StoreError> {
+        let allowed: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO rate_limits (scope, client, tat) VALUES ($1, $2, $3 + $4) \
+             ON CONFLICT (scope, client) DO UPDATE SET tat = GREATEST(rate_limits.tat, $3) + $4 \
+             WHERE GREATEST(rate_limits.tat, $3) + $4 - $3 <= $5 RETURNING tat",
+        )
+        .bind(scope)
+        .bind(client)
+        .bind(now)
+        .bind(interval)
+        .bind(window)
+        .fetch_optional(&self.pool)
+        .await?;
+        if allowed.is_some() {
+            return Ok(None);
+        }
+        let tat: i64 =
+            sqlx::query_scalar("SELECT tat FROM rate_limits WHERE scope = $1 AND client = $2")
+                .bind(scope)
+                .bind(client)
+                .fetch_optional(&self.pool)
+                .await?
+                .unwrap_or(now);
+        // The next attempt fits once tat + interval - window has passed.
+        let wait_ms = (tat + interval - window - now).max(1);
+        Ok(Some((wait_ms as u64).div_ceil(1000)))
+    }
+
+    /// Forgets rate-limit rows whose time has passed (they limit nothing any more).
+    pub async fn purge_rate_limits(&self, now: i64) -> Result<u64, StoreError> {
+        if self.backend != Backend::Postgres {
+            return Ok(0);
+        }
+        Ok(sqlx::query("DELETE FROM rate_limits WHERE tat < $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
     /// The database URL this store was opened with (for connections of its own, outside
     /// the pool: the listener, job locks).
     pub fn url(&self) -> String {

@@ -990,3 +990,46 @@ async fn form_tokens_and_sessions_are_the_same_on_every_instance() {
     assert_eq!(reason.as_deref(), Some("session ended"));
     assert!(after < Duration::from_secs(2), "{after:?}");
 }
+
+/// `posts_per_minute = 3` holds for a client whatever instance each of its posts reaches:
+/// the fourth post in a minute is refused (429 with Retry-After) by either instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_over_the_post_limit_on_one_instance_is_over_it_on_all() {
+    let Some(_) = pg() else { return };
+    let inst = Instances::start(
+        2,
+        "[limits]\nposts_per_minute = 3\n\n[live]\nmax_connections_per_ip = 0\n",
+    )
+    .await;
+    let attempt = |i: usize, k: usize| {
+        let addr = inst.addr(i);
+        async move {
+            let form = http(addr, "GET", "/api/threads/t/form", None, WAIT)
+                .await
+                .unwrap();
+            let token = form.json().unwrap()["token"].as_str().unwrap().to_owned();
+            let fields =
+                json!({"name": "Quick", "body": format!("Post {k}."), "form_token": token});
+            http(addr, "POST", "/api/threads/t/comments", Some(&fields), WAIT)
+                .await
+                .unwrap()
+        }
+    };
+    let mut statuses = Vec::new();
+    for k in 0..3 {
+        statuses.push(attempt(k, k).await.status);
+    }
+    let a = attempt(0, 3).await;
+    let b = attempt(1, 4).await;
+    report(&format!(
+        "cluster limits: 3 posts through alternating instances {statuses:?}, then {} on the \
+         first (Retry-After {:?}) and {} on the second",
+        a.status,
+        a.header("retry-after"),
+        b.status
+    ));
+    assert_eq!(statuses, [201, 201, 201]);
+    assert_eq!(a.status, 429, "{}", a.body);
+    assert!(a.header("retry-after").is_some());
+    assert_eq!(b.status, 429, "{}", b.body);
+}

@@ -26,10 +26,11 @@ use super::Engine;
 use crate::error::Result;
 use crate::events;
 use crate::live::{self, Hub};
-use crate::store::{Backend, Store, StoreError, Tx};
+use crate::store::{Backend, Store, StoreError, Tx, now_ms};
 use sqlx::Connection;
 use sqlx::postgres::PgListener;
 use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -75,6 +76,27 @@ const PING_CHANNEL: &str = "moderato_ping";
 const PING_EVERY: Duration = Duration::from_secs(15);
 /// A listener that heard nothing, not even its own pings, for this long reconnects.
 const SILENCE_LIMIT: Duration = Duration::from_secs(45);
+
+/// The per-client limits, which every instance on one PostgreSQL counts together.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Limit {
+    /// `[limits] posts_per_minute`.
+    Posts,
+    /// `[limits] sign_ins_per_minute`.
+    SignIns,
+    /// `[embed] new_threads_per_minute`.
+    NewThreads,
+}
+
+impl Limit {
+    fn scope(self) -> &'static str {
+        match self {
+            Limit::Posts => "posts",
+            Limit::SignIns => "sign_ins",
+            Limit::NewThreads => "new_threads",
+        }
+    }
+}
 
 /// Advisory lock held by the one instance that runs the background jobs.
 const JOBS_LOCK: i64 = 0x6d6f_6465_7261_7401;
@@ -456,6 +478,45 @@ impl Engine {
         }
     }
 
+    /// Counts one attempt of client `ip` against `limit`; `Some(seconds to wait)` when it is
+    /// over. On PostgreSQL every instance counts in the same row, so a client spreading its
+    /// requests over the instances gets the configured rate and no more; on SQLite (one
+    /// process) the in-memory limiter counts, with no query.
+    pub(crate) async fn over_limit(&self, limit: Limit, ip: IpAddr) -> Result<Option<u64>> {
+        let (local, per_minute) = match limit {
+            Limit::Posts => (
+                self.post_limiter.as_ref(),
+                self.config.limits.posts_per_minute,
+            ),
+            Limit::SignIns => (
+                Some(&self.sign_in_limiter),
+                self.config.limits.sign_ins_per_minute.max(1),
+            ),
+            Limit::NewThreads => (
+                self.embed_thread_limiter.as_ref(),
+                self.config.embed.new_threads_per_minute,
+            ),
+        };
+        // No limiter: the limit is off (0).
+        let Some(local) = local else { return Ok(None) };
+        let key = crate::net::limit_key(ip);
+        if self.store.backend != Backend::Postgres {
+            return Ok(local.check_key(&key).err().map(|n| super::retry_after(&n)));
+        }
+        const MINUTE_MS: i64 = 60_000;
+        let interval = (MINUTE_MS / i64::from(per_minute.max(1))).max(1);
+        Ok(self
+            .store
+            .count_attempt(
+                limit.scope(),
+                &key.to_string(),
+                now_ms(),
+                interval,
+                interval * i64::from(per_minute),
+            )
+            .await?)
+    }
+
     /// Runs the background jobs (housekeeping, scheduled backups, the mail and webhook
     /// outboxes) until the returned task is aborted. On PostgreSQL only the instance that
     /// holds an advisory lock runs them; the others wait to take over when it goes away.
@@ -492,6 +553,9 @@ impl Engine {
             loop {
                 tick.tick().await;
                 engine.housekeeping().await;
+                if let Err(e) = engine.store.purge_rate_limits(now_ms()).await {
+                    tracing::warn!(error = %e, "purging shared rate limits failed");
+                }
             }
         });
         let mut tasks = vec![housekeeping];

@@ -447,11 +447,11 @@ impl Engine {
         ip: Option<IpAddr>,
     ) -> Result<(i64, Viewer)> {
         if let Some(ip) = ip
-            && let Err(not_until) = self.sign_in_limiter.check_key(&crate::net::limit_key(ip))
+            && let Some(retry_after_secs) = self.over_limit(cluster::Limit::SignIns, ip).await?
         {
             return Err(Error::RateLimited {
                 message: "too many sign-in attempts; wait a minute".into(),
-                retry_after_secs: retry_after(&not_until),
+                retry_after_secs,
             });
         }
         auth::sign_in(&self.store, username, password)
