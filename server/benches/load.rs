@@ -204,14 +204,14 @@ impl Moderato {
     fn start(binary: &Path, dir: &Path, database: &str, cache: bool) -> Res<Moderato> {
         let addr = free_addr()?;
         let config = dir.join(format!("moderato-{}.toml", addr.port()));
-        // All posters come from 127.0.0.1: the per-client limit would stop them.
-        std::fs::write(
-            &config,
-            format!(
-                "[limits]\nposts_per_minute = 0\n[cache]\npages_mb = {}\n",
-                if cache { 64 } else { 0 }
-            ),
-        )?;
+        // All posters come from 127.0.0.1: the per-client limit would stop them. The kept
+        // view is on by default; `[cache]` is named only to turn it off (a baseline binary
+        // from before it existed would refuse the key).
+        let mut toml = String::from("[limits]\nposts_per_minute = 0\n");
+        if !cache {
+            toml.push_str("[cache]\npages_mb = 0\n");
+        }
+        std::fs::write(&config, toml)?;
         let log = std::fs::File::create(dir.join(format!("moderato-{}.log", addr.port())))?;
         let child = Command::new(binary)
             .args(["serve", "--demo", "--addr", &addr.to_string()])

@@ -388,20 +388,14 @@ async fn serve(common: &Common, args: ServeArgs) -> Result<()> {
         shutdown_grace: std::time::Duration::from_secs(10),
     };
     tracing::info!(addr = %args.addr, database = %common.database, "Moderato is listening");
-    // Housekeeping: forget spent form nonces and live events past the retention window.
-    let housekeeping = {
-        let engine = engine.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
-            loop {
-                tick.tick().await;
-                engine.housekeeping().await;
-            }
-        })
-    };
-    let backups = engine.spawn_backups(&engine.config().backup);
-    let mail = engine.spawn_mail_outbox();
-    let webhooks = engine.spawn_webhooks();
+    // On PostgreSQL: live events and model changes of the other instances on the database.
+    let cluster = engine
+        .start_cluster()
+        .await
+        .context("cannot listen for the other instances' events")?;
+    // Housekeeping (spent form nonces, live events past the retention window...), backups,
+    // the mail and webhook outboxes: on PostgreSQL, in one instance at a time.
+    let jobs = engine.spawn_background_jobs();
     let hub = engine.hub().clone();
     crate::http::serve(listener, app, serve_limits, async move {
         shutdown_signal().await;
@@ -411,9 +405,8 @@ async fn serve(common: &Common, args: ServeArgs) -> Result<()> {
         hub.wait_closed(std::time::Duration::from_secs(5)).await;
     })
     .await;
-    housekeeping.abort();
-    for job in [backups, mail, webhooks].into_iter().flatten() {
-        job.abort();
+    for task in [Some(jobs), cluster].into_iter().flatten() {
+        task.abort();
     }
     engine.close().await;
     tracing::info!("stopped");

@@ -6,7 +6,7 @@
 
 use crate::comment::{Audience, to_public};
 use crate::live::{self, EventSource, MODERATION_ROOM, Payload, ReplayError};
-use crate::store::{CommentRow, NewEventRow, Store, StoreError, Tx};
+use crate::store::{CommentRow, EventRow, NewEventRow, Store, StoreError, Tx};
 use app::model::{SpamTraining, Status};
 
 /// An event not yet numbered: numbered and stored by [`write`].
@@ -174,7 +174,33 @@ pub(crate) async fn write(
             author: p.author,
         });
     }
+    // Other instances on the same PostgreSQL hear of these at commit (one announcement per
+    // room, with its newest id: they read the rest from the table). Nothing on SQLite.
+    for (i, e) in out.iter().enumerate() {
+        if !out[i + 1..].iter().any(|later| later.room == e.room) {
+            tx.notify(
+                crate::engine::cluster::EVENTS_CHANNEL,
+                &crate::engine::cluster::event_announcement(&e.room, e.id),
+            )
+            .await?;
+        }
+    }
     Ok(out)
+}
+
+/// A stored event row as the hub's event (payloads parsed).
+pub(crate) fn from_row(room: &str, r: EventRow) -> Result<live::Event, serde_json::Error> {
+    let parse = |s: &str| serde_json::from_str::<Payload>(s);
+    Ok(live::Event {
+        room: room.to_owned(),
+        id: r.id,
+        reader: r.reader.as_deref().map(parse).transpose()?,
+        staff: parse(&r.staff)?,
+        author: match (r.author_token, r.author) {
+            (Some(t), Some(a)) => Some((t, parse(&a)?)),
+            _ => None,
+        },
+    })
 }
 
 /// Catch-up reads for the hub, from the store's `events` table.
@@ -205,20 +231,8 @@ impl EventSource for DbEventSource {
             .events_since(room, since, limit.min(100_000))
             .await
             .map_err(other)?;
-        let parse = |s: &str| serde_json::from_str::<Payload>(s).map_err(other);
         rows.into_iter()
-            .map(|r| {
-                Ok(live::Event {
-                    room: room.to_owned(),
-                    id: r.id,
-                    reader: r.reader.as_deref().map(parse).transpose()?,
-                    staff: parse(&r.staff)?,
-                    author: match (r.author_token, r.author) {
-                        (Some(t), Some(a)) => Some((t, parse(&a)?)),
-                        _ => None,
-                    },
-                })
-            })
+            .map(|r| from_row(room, r).map_err(other))
             .collect()
     }
 

@@ -8,8 +8,8 @@ use crate::moderation::{Candidate, Hold, Moderator};
 use crate::spam::{
     self, CvOptions, Evaluation, Label, Model, Options, Sample, cross_validate, read_samples,
 };
-use crate::store::{CommentRow, NewSpamModelRow, Store, StoreError, now_ms};
-use std::sync::{Arc, RwLock};
+use crate::store::{Backend, CommentRow, NewSpamModelRow, Store, StoreError, Tx, now_ms};
+use std::sync::{Arc, PoisonError, RwLock};
 
 /// The labelled corpus shipped in the binary, so filtering works before any staff decision:
 /// the SpamAssassin public corpus as short comment-like rows (see docs/spam.md).
@@ -88,6 +88,9 @@ pub enum FilterError {
 /// The live filter.
 pub struct SpamFilter {
     model: RwLock<Arc<Model>>,
+    /// The stored row the model in use matches, as (id, updated_at); (0, 0) for none. Other
+    /// instances on the same database change it (see `engine::cluster`).
+    version: std::sync::Mutex<(i64, i64)>,
     /// Serialises writers (retrain, incremental learning); readers never wait for it.
     writer: tokio::sync::Mutex<()>,
     pub threshold: f64,
@@ -104,21 +107,68 @@ impl SpamFilter {
     ) -> Result<SpamFilter, FilterError> {
         let filter = SpamFilter {
             model: RwLock::new(Arc::new(Model::new(&Options::default()))),
+            version: std::sync::Mutex::new((0, 0)),
             writer: tokio::sync::Mutex::new(()),
             threshold,
             use_bundled,
         };
-        match store.latest_spam_model().await? {
-            Some(row) => {
-                let model = Model::from_json(&row.model)
-                    .map_err(|e| FilterError::Corrupt(e.to_string()))?;
-                filter.swap(model);
-            }
-            None => {
-                filter.retrain(store, None, |_, _| {}).await?;
-            }
+        if !filter.load_latest(store).await? {
+            filter.retrain(store, None, |_, _| {}).await?;
         }
         Ok(filter)
+    }
+
+    /// Swaps in the newest stored model; false when there is none.
+    async fn load_latest(&self, store: &Store) -> Result<bool, FilterError> {
+        // The version first: a change in between makes the row newer than the version,
+        // which costs one more reload later, never a missed one.
+        let version = store.spam_model_version().await?;
+        let Some(row) = store.latest_spam_model().await? else {
+            return Ok(false);
+        };
+        let version = version.unwrap_or((row.id, 0));
+        let json = row.model;
+        let model = tokio::task::spawn_blocking(move || Model::from_json(&json))
+            .await
+            .map_err(|e| FilterError::Corrupt(format!("loading task failed: {e}")))?
+            .map_err(|e| FilterError::Corrupt(e.to_string()))?;
+        self.swap(model);
+        self.set_version(version);
+        Ok(true)
+    }
+
+    fn version(&self) -> (i64, i64) {
+        *self.version.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn set_version(&self, v: (i64, i64)) {
+        *self.version.lock().unwrap_or_else(PoisonError::into_inner) = v;
+    }
+
+    /// Loads the stored model when another instance retrained or learned since this one
+    /// last did; true when it did.
+    pub async fn reload_if_changed(&self, store: &Store) -> Result<bool, FilterError> {
+        let _guard = self.writer.lock().await;
+        self.reload_locked(store).await
+    }
+
+    async fn reload_locked(&self, store: &Store) -> Result<bool, FilterError> {
+        match store.spam_model_version().await? {
+            Some(v) if v != self.version() => self.load_latest(store).await,
+            _ => Ok(false),
+        }
+    }
+
+    /// Other instances on the same PostgreSQL wait while this one changes the stored model
+    /// (until the returned transaction ends); nothing on SQLite.
+    async fn take_turn(store: &Store) -> Result<Option<Tx>, FilterError> {
+        if store.backend != Backend::Postgres {
+            return Ok(None);
+        }
+        let mut tx = store.begin().await?;
+        tx.advisory_lock(crate::engine::cluster::SPAM_MODEL_LOCK)
+            .await?;
+        Ok(Some(tx))
     }
 
     /// The model in use; a retrain never changes a model a request already holds.
@@ -201,6 +251,7 @@ impl SpamFilter {
         let spam_count = samples.iter().filter(|s| s.label == Label::Spam).count() as i64;
         let ham_count = samples.len() as i64 - spam_count;
         let now = now_ms();
+        let turn = Self::take_turn(store).await?;
         store
             .insert_spam_model(&NewSpamModelRow {
                 trained_at: now,
@@ -211,7 +262,13 @@ impl SpamFilter {
                 ham_count,
             })
             .await?;
+        if let Some(v) = store.spam_model_version().await? {
+            self.set_version(v);
+        }
         self.swap(model);
+        if let Some(turn) = turn {
+            turn.commit().await?;
+        }
         progress(4, 4);
         Ok(Training {
             trained_at: crate::comment::rfc3339(now),
@@ -224,20 +281,26 @@ impl SpamFilter {
 
     /// Learns from staff decisions at once, without a retrain: each comment's old label (if
     /// any) is unlearned and its new one learned, so the model stays what a retrain on the
-    /// current data would give.
+    /// current data would give. True when the model changed (other instances should reload).
     pub async fn apply_decisions(
         &self,
         store: &Store,
         changes: &[(String, CommentRow)],
-    ) -> Result<(), FilterError> {
+    ) -> Result<bool, FilterError> {
         let relevant: Vec<_> = changes
             .iter()
             .filter(|(before, after)| label_of(before) != label_of(&after.status))
             .collect();
         if relevant.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         let _guard = self.writer.lock().await;
+        // With other instances: one at a time, each starting from what the last one stored,
+        // so no instance's learning overwrites another's.
+        let turn = Self::take_turn(store).await?;
+        if turn.is_some() {
+            self.reload_locked(store).await?;
+        }
         let mut model = (*self.current()).clone();
         for (before, row) in relevant {
             if let Some(old) = label_of(before) {
@@ -248,13 +311,17 @@ impl SpamFilter {
                 model.learn(&sample_of(row, new));
             }
         }
-        if let Some(latest) = store.latest_spam_model().await? {
-            store
-                .update_spam_model(latest.id, &model.to_json(), now_ms())
-                .await?;
+        if let Some((id, updated_at)) = store.spam_model_version().await? {
+            // Strictly newer, so that every instance sees a new version.
+            let at = now_ms().max(updated_at + 1);
+            store.update_spam_model(id, &model.to_json(), at).await?;
+            self.set_version((id, at));
         }
         self.swap(model);
-        Ok(())
+        if let Some(turn) = turn {
+            turn.commit().await?;
+        }
+        Ok(true)
     }
 
     /// What the spam page shows.

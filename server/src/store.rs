@@ -1080,8 +1080,8 @@ impl Tx {
             "INSERT INTO comments (thread_id, parent_id, depth, path, author_name, author_email, \
              author_url, title, body_source, body_html, status, moderator, reason, score, ip, \
              created_at, updated_at) \
-             VALUES ($1, $2, $3, '', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15) \
-             RETURNING id",
+             VALUES ($1, $2, $3, '', $4, $5, $6, $7, $8, $9, $10, $11, $12, NULLIF($13, -1.0), \
+             $14, $15, $15) RETURNING id",
         )
         .bind(new.thread_id)
         .bind(parent_id)
@@ -1095,7 +1095,10 @@ impl Tx {
         .bind(&new.status)
         .bind(&new.moderator)
         .bind(&new.reason)
-        .bind(new.score)
+        // Never a NULL f64: sqlx 0.8.6's Any driver binds a NULL DOUBLE as a float4 on
+        // PostgreSQL, and the statement it then caches refuses the next real score
+        // ("incorrect binary data format"). Scores are probabilities, so -1 means none.
+        .bind(new.score.unwrap_or(-1.0))
         .bind(&new.ip)
         .bind(new.created_at)
         .fetch_one(self.conn())
@@ -1733,5 +1736,130 @@ impl Tx {
         )
         .fetch_all(self.conn())
         .await?)
+    }
+}
+
+/// Several instances on one PostgreSQL (`engine::cluster`): announcements that reach every
+/// instance on commit, and the locks that make one instance at a time do something. All of
+/// it is PostgreSQL only: on SQLite there is one process and these do nothing.
+impl Tx {
+    /// Queues `NOTIFY channel, payload`: PostgreSQL delivers it to every listening instance
+    /// when this transaction commits, and never if it rolls back. Nothing on SQLite.
+    pub async fn notify(&mut self, channel: &str, payload: &str) -> Result<(), StoreError> {
+        if !matches!(self.tx, TxConn::Pool(_)) {
+            return Ok(());
+        }
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(channel)
+            .bind(payload)
+            .execute(self.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// Waits for the transaction-scoped advisory lock `key` (released at commit or rollback),
+    /// so that instances take turns. Nothing on SQLite, whose writers are serialised anyway.
+    pub async fn advisory_lock(&mut self, key: i64) -> Result<(), StoreError> {
+        if !matches!(self.tx, TxConn::Pool(_)) {
+            return Ok(());
+        }
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(key)
+            .execute(self.conn())
+            .await?;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// `NOTIFY channel, payload` outside any transaction (PostgreSQL; nothing on SQLite).
+    pub async fn notify(&self, channel: &str, payload: &str) -> Result<(), StoreError> {
+        if self.backend != Backend::Postgres {
+            return Ok(());
+        }
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(channel)
+            .bind(payload)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Every room's newest event id: where an instance's listener starts, and what it
+    /// compares with after a lost connection.
+    pub async fn event_room_heads(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(
+            sqlx::query_as::<_, (String, i64)>("SELECT room, last_id FROM event_rooms")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    /// The newest stored spam model's (id, updated_at): changes whenever an instance
+    /// retrains or learns.
+    pub async fn spam_model_version(&self) -> Result<Option<(i64, i64)>, StoreError> {
+        Ok(sqlx::query_as::<_, (i64, i64)>(
+            "SELECT id, updated_at FROM spam_models ORDER BY id DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Counts one attempt of `client` against the limit `scope`, shared by every instance
+    /// (PostgreSQL only): GCRA, as the in-memory limiters count, with one row per limit and
+    /// client holding its theoretical arrival time. An attempt is allowed when, counting it,
+    /// the client is at most `window` ms ahead of `now` at one attempt per `interval` ms (a
+    /// burst of `window / interval`). `None` when allowed, else the seconds to wait.
+    pub async fn count_attempt(
+        &self,
+        scope: &str,
+        client: &str,
+        now: i64,
+        interval: i64,
+        window: i64,
+    ) -> Result<Option<u64>, StoreError> {
+        let allowed: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO rate_limits (scope, client, tat) VALUES ($1, $2, $3 + $4) \
+             ON CONFLICT (scope, client) DO UPDATE SET tat = GREATEST(rate_limits.tat, $3) + $4 \
+             WHERE GREATEST(rate_limits.tat, $3) + $4 - $3 <= $5 RETURNING tat",
+        )
+        .bind(scope)
+        .bind(client)
+        .bind(now)
+        .bind(interval)
+        .bind(window)
+        .fetch_optional(&self.pool)
+        .await?;
+        if allowed.is_some() {
+            return Ok(None);
+        }
+        let tat: i64 =
+            sqlx::query_scalar("SELECT tat FROM rate_limits WHERE scope = $1 AND client = $2")
+                .bind(scope)
+                .bind(client)
+                .fetch_optional(&self.pool)
+                .await?
+                .unwrap_or(now);
+        // The next attempt fits once tat + interval - window has passed.
+        let wait_ms = (tat + interval - window - now).max(1);
+        Ok(Some((wait_ms as u64).div_ceil(1000)))
+    }
+
+    /// Forgets rate-limit rows whose time has passed (they limit nothing any more).
+    pub async fn purge_rate_limits(&self, now: i64) -> Result<u64, StoreError> {
+        if self.backend != Backend::Postgres {
+            return Ok(0);
+        }
+        Ok(sqlx::query("DELETE FROM rate_limits WHERE tat < $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
+    /// The database URL this store was opened with (for connections of its own, outside
+    /// the pool: the listener, job locks).
+    pub fn url(&self) -> String {
+        self.pool.connect_options().database_url.to_string()
     }
 }

@@ -76,6 +76,38 @@ enum Cmd {
         #[command(flatten)]
         load: LoadArgs,
     },
+    /// Several `moderato serve` instances on one PostgreSQL: the same load against one
+    /// instance, then with the subscribers split across `--instances` (posts go to the
+    /// first), and the ratios.
+    Cluster {
+        /// Any database on the PostgreSQL server; the tool creates a fresh database beside
+        /// it for the run and drops it afterwards.
+        #[arg(long)]
+        pg: String,
+        /// The `moderato` binary to run (default: the one beside this tool).
+        #[arg(long)]
+        moderato: Option<std::path::PathBuf>,
+        /// Instances for the second measurement.
+        #[arg(long, default_value_t = 2)]
+        instances: usize,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+    /// How many notifying transactions per second PostgreSQL commits and delivers: the
+    /// ceiling of cross-instance live events (docs/deploy.md).
+    NotifyRate {
+        /// Any database on the PostgreSQL server (nothing is written but notifications).
+        #[arg(long)]
+        pg: String,
+        /// Concurrent writers, each on its own connection.
+        #[arg(long, default_value_t = 4)]
+        writers: usize,
+        /// Listening connections (one per instance in a deployment).
+        #[arg(long, default_value_t = 2)]
+        listeners: usize,
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+    },
     /// (internal) The bare baseline server: axum + tokio broadcast.
     #[command(hide = true)]
     ServeBare {
@@ -150,11 +182,30 @@ fn main() -> Res<()> {
                     (None, Some(p)) => Some(Trigger::Publish(Endpoint::parse(&p)?)),
                     (None, None) => None,
                 };
-                let figures = measure("server", &ws, trigger.as_ref(), server_pid, &load).await?;
+                let figures = measure(
+                    "server",
+                    std::slice::from_ref(&ws),
+                    trigger.as_ref(),
+                    server_pid,
+                    &load,
+                )
+                .await?;
                 figures.print();
                 Ok(())
             }
             Cmd::Compare { load } => compare(&load).await,
+            Cmd::Cluster {
+                pg,
+                moderato,
+                instances,
+                load,
+            } => cluster(&pg, moderato, instances, &load).await,
+            Cmd::NotifyRate {
+                pg,
+                writers,
+                listeners,
+                seconds,
+            } => notify_rate(&pg, writers, listeners, seconds).await,
         }
     })
 }
@@ -325,6 +376,255 @@ impl Trigger {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Several instances on one PostgreSQL.
+
+/// A `moderato serve` child process; killed when dropped.
+struct Instance {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A database of its own beside the one `pg` names; dropped by [`Scratch::drop_now`].
+struct Scratch {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+impl Scratch {
+    async fn create(pg: &str) -> Res<Scratch> {
+        use sqlx::Connection;
+        let name = format!("moderato_load_{}", server::now_ms());
+        let mut conn = sqlx::PgConnection::connect(pg).await?;
+        // The name is ours (digits and underscores): no user input reaches this statement.
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await?;
+        let (prefix, _) = pg.rsplit_once('/').ok_or("the URL names no database")?;
+        Ok(Scratch {
+            admin: pg.to_owned(),
+            url: format!("{prefix}/{name}"),
+            name,
+        })
+    }
+
+    async fn drop_now(self) {
+        use sqlx::Connection;
+        if let Ok(mut conn) = sqlx::PgConnection::connect(&self.admin).await {
+            let _ = sqlx::query(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .execute(&mut conn)
+            .await;
+        }
+    }
+}
+
+fn loopback_port() -> Res<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+async fn start_instance(
+    exe: &std::path::Path,
+    db: &str,
+    config: &std::path::Path,
+) -> Res<Instance> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], loopback_port()?));
+    let child = Command::new(exe)
+        .args(["serve", "--addr", &addr.to_string()])
+        .env("DATABASE_URL", db)
+        .env("MODERATO_CONFIG", config)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let instance = Instance { child, addr };
+    let health = Endpoint::parse(&format!("http://{addr}/health"))?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok((200, _)) = http(&health, "GET", None).await {
+            return Ok(instance);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(format!("moderato serve on {addr} did not become healthy").into())
+}
+
+async fn cluster(
+    pg: &str,
+    moderato: Option<std::path::PathBuf>,
+    instances: usize,
+    args: &LoadArgs,
+) -> Res<()> {
+    let exe = match moderato {
+        Some(p) => p,
+        None => std::env::current_exe()?
+            .parent()
+            .ok_or("no directory")?
+            .join("moderato"),
+    };
+    let scratch = Scratch::create(pg).await?;
+    let result = async {
+        let dir = tempfile::tempdir()?;
+        let config = dir.path().join("moderato.toml");
+        // No rate limits, and nothing held: every trigger is one event for readers.
+        std::fs::write(
+            &config,
+            "[limits]\nposts_per_minute = 0\n\n[live]\nmax_connections_per_ip = 0\n\
+             max_messages_per_minute = 0\n\n[moderation]\ndefault = \"none\"\n\n\
+             [spam]\nbundled_corpus = false\n",
+        )?;
+        let status = Command::new(&exe)
+            .args(["thread", "set", &args.thread])
+            .env("DATABASE_URL", &scratch.url)
+            .env("MODERATO_CONFIG", &config)
+            .stdout(Stdio::null())
+            .status()?;
+        if !status.success() {
+            return Err("moderato thread set failed".into());
+        }
+        let mut running = vec![start_instance(&exe, &scratch.url, &config).await?];
+        let endpoints = |running: &[Instance]| -> Res<Vec<Endpoint>> {
+            running
+                .iter()
+                .map(|i| Endpoint::parse(&format!("ws://{}/ws", i.addr)))
+                .collect()
+        };
+        let first = running[0].addr;
+        let trigger = Trigger::Post {
+            form: Endpoint::parse(&format!("http://{first}/api/threads/{}/form", args.thread))?,
+            post: Endpoint::parse(&format!(
+                "http://{first}/api/threads/{}/comments",
+                args.thread
+            ))?,
+        };
+        let no_idle = LoadArgs {
+            idle: 0,
+            ..args.clone()
+        };
+        let single = measure(
+            "1 instance",
+            &endpoints(&running)?,
+            Some(&trigger),
+            Some(running[0].child.id()),
+            &no_idle,
+        )
+        .await?;
+        single.print();
+        for _ in 1..instances.max(2) {
+            running.push(start_instance(&exe, &scratch.url, &config).await?);
+        }
+        let name = format!("{} instances, posts through the first", running.len());
+        let mut several =
+            measure(&name, &endpoints(&running)?, Some(&trigger), None, &no_idle).await?;
+        several.cpu_secs = None;
+        several.print();
+        let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+            _ => "n/a".into(),
+        };
+        println!("== ratios ({} instances / 1 instance) ==", running.len());
+        println!(
+            "  time to all subscribers: median {}, p99 {}",
+            ratio(several.percentile(0.5), single.percentile(0.5)),
+            ratio(several.percentile(0.99), single.percentile(0.99))
+        );
+        println!(
+            "  deliveries/s: {}",
+            ratio(several.deliveries_per_sec(), single.deliveries_per_sec())
+        );
+        drop(running);
+        Ok(())
+    }
+    .await;
+    scratch.drop_now().await;
+    result
+}
+
+async fn notify_rate(pg: &str, writers: usize, listeners: usize, seconds: f64) -> Res<()> {
+    use sqlx::Connection;
+    use sqlx::postgres::PgListener;
+    const CHANNEL: &str = "moderato_load_rate";
+    let received = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..listeners.max(1) {
+        let mut l = PgListener::connect(pg).await?;
+        l.listen(CHANNEL).await?;
+        let received = received.clone();
+        tasks.push(tokio::spawn(async move {
+            while let Ok(Some(_)) = l.try_recv().await {
+                received.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let sent = Arc::new(AtomicU64::new(0));
+    let until = Instant::now() + Duration::from_secs_f64(seconds);
+    let start = Instant::now();
+    let mut writer_tasks = Vec::new();
+    for w in 0..writers.max(1) {
+        let mut conn = sqlx::PgConnection::connect(pg).await?;
+        let sent = sent.clone();
+        writer_tasks.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while Instant::now() < until {
+                // One transaction per event, as a post commits it: the announcement is sent at
+                // commit. The payload has the shape Moderato's has: "ID ROOM".
+                let Ok(mut tx) = conn.begin().await else {
+                    break;
+                };
+                let payload = format!("{n} load-room-{w}");
+                if sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind(CHANNEL)
+                    .bind(&payload)
+                    .execute(&mut *tx)
+                    .await
+                    .is_err()
+                    || tx.commit().await.is_err()
+                {
+                    break;
+                }
+                n += 1;
+                sent.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for t in writer_tasks {
+        let _ = t.await;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let sent = sent.load(Ordering::Relaxed);
+    let expected = sent * listeners.max(1) as u64;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while received.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let drained = start.elapsed().as_secs_f64();
+    let got = received.load(Ordering::Relaxed);
+    println!(
+        "NOTIFY rate: {writers} writers, {} listeners: {sent} notifying transactions in \
+         {elapsed:.2} s = {:.0}/s committed; {got} of {expected} notifications received \
+         (all delivered after {drained:.2} s)",
+        listeners.max(1),
+        sent as f64 / elapsed,
+    );
+    for t in tasks {
+        t.abort();
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -546,8 +846,9 @@ struct Crowd {
 }
 
 impl Crowd {
+    /// Connection `i` goes to `eps[i % eps.len()]`: several instances share the crowd.
     async fn open(
-        ep: &Endpoint,
+        eps: &[Endpoint],
         count: usize,
         args: &LoadArgs,
         tally: &Arc<Tally>,
@@ -557,7 +858,7 @@ impl Crowd {
         let limit = Arc::new(Semaphore::new(64));
         let (done_tx, mut done_rx) = mpsc::channel::<Res<Ws>>(64);
         for i in 0..count {
-            let ep = ep.clone();
+            let ep = eps[i % eps.len()].clone();
             let limit = limit.clone();
             let done_tx = done_tx.clone();
             let per_ip = args.per_ip;
@@ -667,12 +968,14 @@ impl Figures {
                 .map_or_else(na, |k| format!("{k:.2} KiB"))
         );
         println!(
-            "  fan-out latency to all {} subscribers ({} rounds): median {}, p95 {}",
+            "  fan-out latency to all {} subscribers ({} rounds): median {}, p95 {}, p99 {}",
             self.subscribers,
             self.latencies_ms.len(),
             self.percentile(0.5)
                 .map_or_else(na, |v| format!("{v:.2} ms")),
             self.percentile(0.95)
+                .map_or_else(na, |v| format!("{v:.2} ms")),
+            self.percentile(0.99)
                 .map_or_else(na, |v| format!("{v:.2} ms")),
         );
         println!(
@@ -697,7 +1000,7 @@ impl Figures {
 
 async fn measure(
     name: &str,
-    ws: &Endpoint,
+    ws: &[Endpoint],
     trigger: Option<&Trigger>,
     pid: Option<u32>,
     args: &LoadArgs,
@@ -712,11 +1015,14 @@ async fn measure(
     if let (Some(pid), true) = (pid, args.idle > 0) {
         // A few connections first, so one-time allocations are not charged to the crowd.
         let warm = Tally::new();
-        Crowd::open(ws, 10, args, &warm, 0).await?.close().await;
+        Crowd::open(&ws[..1], 10, args, &warm, 0)
+            .await?
+            .close()
+            .await;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let before = rss_kib(pid).ok_or("cannot read the server's RSS")?;
         let tally = Tally::new();
-        let crowd = Crowd::open(ws, args.idle, args, &tally, 0).await?;
+        let crowd = Crowd::open(&ws[..1], args.idle, args, &tally, 0).await?;
         tokio::time::sleep(Duration::from_secs(2)).await;
         let after = rss_kib(pid).ok_or("cannot read the server's RSS")?;
         fig.idle_connections = crowd.connected;
@@ -864,7 +1170,14 @@ async fn compare(args: &LoadArgs) -> Res<()> {
         let (mut child, addr) = spawn_server(sub)?;
         let ws = Endpoint::parse(&format!("ws://{addr}/ws"))?;
         let trigger = Trigger::Publish(Endpoint::parse(&format!("http://{addr}/publish"))?);
-        let r = measure(name, &ws, Some(&trigger), Some(child.id()), args).await;
+        let r = measure(
+            name,
+            std::slice::from_ref(&ws),
+            Some(&trigger),
+            Some(child.id()),
+            args,
+        )
+        .await;
         let _ = child.kill();
         let _ = child.wait();
         let fig = r?;

@@ -142,8 +142,11 @@ impl Engine {
             ));
         }
         // Last, so that only a request that would create a thread is counted.
-        if let (Some(limiter), Some(ip)) = (&self.embed_thread_limiter, req.client)
-            && limiter.check_key(&crate::net::limit_key(ip)).is_err()
+        if let Some(ip) = req.client
+            && self
+                .over_limit(super::cluster::Limit::NewThreads, ip)
+                .await?
+                .is_some()
         {
             return Ok(EmbedThread::Refused(
                 "too many new threads from this address; try again in a minute".into(),

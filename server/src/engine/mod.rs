@@ -8,6 +8,7 @@
 //! Layout: this file holds the engine and the reads; `post` the posting use case; `staff`
 //! moderation, the queue, the audit log, the spam filter and accounts; `demo` the demo thread.
 
+pub(crate) mod cluster;
 mod demo;
 pub(crate) mod embed;
 mod post;
@@ -56,6 +57,11 @@ pub struct Engine {
     spam: Arc<SpamFilter>,
     /// Live updates: events are published here after their change commits.
     hub: Hub,
+    /// How committed events reach the hub: directly, or in order with the other instances'
+    /// (PostgreSQL, see `cluster`).
+    fanout: cluster::Fanout,
+    /// This process's random id, so it can tell its own announcements from others'.
+    instance: String,
     /// Woken when sessions end in this process (sign-out, a password change), so live
     /// connections opened as staff check their rights at once (see [`Engine::staff_ended`]).
     sessions_ended: tokio::sync::Notify,
@@ -225,6 +231,8 @@ impl Engine {
             embed_thread_limiter,
             registry,
             spam,
+            fanout: cluster::Fanout::new(hub.clone()),
+            instance: random_token(8),
             hub,
             sessions_ended: tokio::sync::Notify::new(),
             mail_links,
@@ -259,6 +267,10 @@ impl Engine {
             )
             .await?;
         }
+        if !letters.is_empty() {
+            // The outbox worker may run in another instance (PostgreSQL): wake it at commit.
+            cluster::wake_at_commit(tx, cluster::Job::Mail).await?;
+        }
         Ok(())
     }
 
@@ -284,6 +296,7 @@ impl Engine {
     ) -> Result<()> {
         if let Some(w) = &self.webhooks {
             w.comment_stored(tx, comment, thread).await?;
+            cluster::wake_at_commit(tx, cluster::Job::Webhooks).await?;
         }
         Ok(())
     }
@@ -297,6 +310,7 @@ impl Engine {
     ) -> Result<()> {
         if let Some(w) = &self.webhooks {
             w.status_changed(tx, changes).await?;
+            cluster::wake_at_commit(tx, cluster::Job::Webhooks).await?;
         }
         Ok(())
     }
@@ -437,11 +451,11 @@ impl Engine {
         ip: Option<IpAddr>,
     ) -> Result<(i64, Viewer)> {
         if let Some(ip) = ip
-            && let Err(not_until) = self.sign_in_limiter.check_key(&crate::net::limit_key(ip))
+            && let Some(retry_after_secs) = self.over_limit(cluster::Limit::SignIns, ip).await?
         {
             return Err(Error::RateLimited {
                 message: "too many sign-in attempts; wait a minute".into(),
-                retry_after_secs: retry_after(&not_until),
+                retry_after_secs,
             });
         }
         auth::sign_in(&self.store, username, password)
@@ -688,9 +702,7 @@ impl Engine {
         if let Some(w) = &self.webhooks {
             w.committed();
         }
-        for e in published {
-            self.hub.publish(e);
-        }
+        self.fanout.publish(published);
         Ok(())
     }
 

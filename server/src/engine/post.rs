@@ -1,7 +1,8 @@
 //! Posting a comment: the checks in the order the contract fixes, the pipeline of
 //! moderators, one transaction for the nonce, the comment, its counts and its events.
 
-use super::{Engine, retry_after};
+use super::Engine;
+use super::cluster::Limit;
 use crate::auth::Viewer;
 use crate::comment::{self, NewComment};
 use crate::error::{Error, Result};
@@ -54,12 +55,12 @@ impl Engine {
                 None => self.preview(key, req),
             };
         }
-        if let (Some(limiter), Some(ip)) = (&self.post_limiter, ip)
-            && let Err(not_until) = limiter.check_key(&crate::net::limit_key(ip))
+        if let Some(ip) = ip
+            && let Some(retry_after_secs) = self.over_limit(Limit::Posts, ip).await?
         {
             return Err(Error::RateLimited {
                 message: "You are posting too fast; wait a minute and try again.".into(),
-                retry_after_secs: retry_after(&not_until),
+                retry_after_secs,
             });
         }
         let token = match req.form_token.as_deref().filter(|t| !t.is_empty()) {

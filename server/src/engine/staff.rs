@@ -75,8 +75,10 @@ impl Engine {
         }
         // The filter learns from each decision at once. The decision itself is committed,
         // so a failure here is logged, not reported as a failed action.
-        if let Err(e) = self.spam.apply_decisions(&self.store, &changes).await {
-            tracing::error!(error = %e, "spam filter could not learn from a decision");
+        match self.spam.apply_decisions(&self.store, &changes).await {
+            Ok(true) => self.announce_spam_model().await,
+            Ok(false) => {}
+            Err(e) => tracing::error!(error = %e, "spam filter could not learn from a decision"),
         }
         for &id in ids {
             if let Some(row) = self.store.comment(id).await? {
@@ -162,6 +164,7 @@ impl Engine {
         progress: impl Fn(u64, u64),
     ) -> Result<SpamTraining> {
         let training = self.spam.retrain(&self.store, samples, progress).await?;
+        self.announce_spam_model().await;
         tracing::info!(by = staff.name(), source = %training.source, "spam filter retrained");
         // The model is stored already; an announcement that fails to commit is logged, not
         // reported as a failed retrain.
@@ -270,7 +273,7 @@ impl Engine {
             }
         }
         if ended > 0 {
-            self.sessions_changed();
+            self.announce_sessions_ended().await;
         }
         Ok(ended)
     }

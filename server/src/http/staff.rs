@@ -106,7 +106,7 @@ async fn sign_out(
     }
     session.flush().await.map_err(session_failed)?;
     // This session's live connections stop getting staff events now, not at their next check.
-    state.engine.sessions_changed();
+    state.engine.announce_sessions_ended().await;
     Ok(Json(ViewerInfo::default()))
 }
 

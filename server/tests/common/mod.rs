@@ -2,6 +2,8 @@
 //! PostgreSQL server named by MODERATO_TEST_PG_URL) and the real router, called in-process.
 #![allow(dead_code)]
 
+pub mod process;
+
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
