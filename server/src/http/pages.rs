@@ -6,6 +6,7 @@ use super::extract::CurrentViewer;
 use crate::auth::Viewer;
 use crate::engine::{Engine, require_staff, viewer_info};
 use crate::error::Error;
+use app::Bundle;
 use app::api::{Backend, SharedBackend};
 use app::model::{ApiError, AuditResponse, QueueResponse, ThreadList, ThreadPage, ViewerInfo};
 use axum::body::Body;
@@ -104,6 +105,18 @@ pub(crate) fn content_security_policy() {
     }
 }
 
+/// The browser code a page gets: a reader's thread page (plain or framed) gets the light
+/// reader client, which enhances the server-rendered HTML; staff, and every other page, get
+/// the whole app. The staff pages' code thus never reaches a reader's first load.
+pub(crate) fn bundle_for(path: &str, viewer: &Viewer) -> Bundle {
+    let thread_page = path.starts_with("/t/") || path.starts_with("/embed/t/");
+    if thread_page && !viewer.is_staff() {
+        Bundle::Reader
+    } else {
+        Bundle::Full
+    }
+}
+
 /// Renders any Leptos route, as the request's viewer may see it.
 pub(crate) async fn render(State(state): State<AppState>, req: Request<Body>) -> Response {
     let (mut parts, body) = req.into_parts();
@@ -112,6 +125,7 @@ pub(crate) async fn render(State(state): State<AppState>, req: Request<Body>) ->
         .await
         .map(|CurrentViewer(v)| v)
         .unwrap_or(Viewer::Reader);
+    let bundle = bundle_for(parts.uri.path(), &viewer);
     let req = Request::from_parts(parts, body);
     let backend: SharedBackend = Arc::new(RequestBackend {
         engine: state.engine.clone(),
@@ -122,9 +136,34 @@ pub(crate) async fn render(State(state): State<AppState>, req: Request<Body>) ->
         state.routes.as_ref().clone(),
         move || {
             provide_context(backend.clone());
+            provide_context(bundle);
             content_security_policy();
         },
         move || app::shell(options.clone()),
     );
     handler(State(state), req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Staff;
+
+    #[test]
+    fn only_readers_thread_pages_get_the_light_client() {
+        let reader = Viewer::Reader;
+        let user = Viewer::User {
+            id: 1,
+            name: "ann".into(),
+        };
+        let staff = Viewer::Staff(Staff::operator());
+        assert_eq!(bundle_for("/t/welcome", &reader), Bundle::Reader);
+        assert_eq!(bundle_for("/embed/t/welcome", &reader), Bundle::Reader);
+        assert_eq!(bundle_for("/t/welcome", &user), Bundle::Reader);
+        assert_eq!(bundle_for("/t/welcome", &staff), Bundle::Full);
+        assert_eq!(bundle_for("/embed/t/welcome", &staff), Bundle::Full);
+        for path in ["/", "/login", "/embed/login", "/moderation", "/moderation/spam"] {
+            assert_eq!(bundle_for(path, &reader), Bundle::Full, "{path}");
+        }
+    }
 }
