@@ -233,7 +233,11 @@ async fn readers_get_the_light_client_and_staff_the_whole_app() {
     let reader = app.get("/t/t").await;
     assert_eq!(reader.status, StatusCode::OK);
     // The light client, loaded as a module with its wasm hinted; not the Leptos app.
-    assert!(reader.text.contains(r#"href="/pkg/reader.js""#), "{}", reader.text);
+    assert!(
+        reader.text.contains(r#"href="/pkg/reader.js""#),
+        "{}",
+        reader.text
+    );
     assert!(reader.text.contains(r#"href="/pkg/reader_bg.wasm""#));
     assert!(reader.text.contains(r#"import init from "/pkg/reader.js""#));
     assert!(!reader.text.contains("moderato_bg"), "{}", reader.text);
@@ -250,7 +254,9 @@ async fn readers_get_the_light_client_and_staff_the_whole_app() {
 
     // Staff get the whole app on the same page, and everyone on other pages.
     let cookie = app.sign_in_as("mod", true).await;
-    let staff = app.send_with("GET", "/t/t", &[("cookie", &cookie)], None).await;
+    let staff = app
+        .send_with("GET", "/t/t", &[("cookie", &cookie)], None)
+        .await;
     assert!(staff.text.contains("moderato_bg"), "{}", staff.text);
     assert!(!staff.text.contains("reader_bg"));
     for path in ["/", "/login"] {
@@ -260,7 +266,9 @@ async fn readers_get_the_light_client_and_staff_the_whole_app() {
     }
     // A signed-in user who is not staff reads like anyone else.
     let user = app.sign_in_as("ann", false).await;
-    let page = app.send_with("GET", "/t/t", &[("cookie", &user)], None).await;
+    let page = app
+        .send_with("GET", "/t/t", &[("cookie", &user)], None)
+        .await;
     assert!(page.text.contains("reader_bg"));
 }
 

@@ -162,7 +162,13 @@ mod tests {
         assert_eq!(bundle_for("/t/welcome", &user), Bundle::Reader);
         assert_eq!(bundle_for("/t/welcome", &staff), Bundle::Full);
         assert_eq!(bundle_for("/embed/t/welcome", &staff), Bundle::Full);
-        for path in ["/", "/login", "/embed/login", "/moderation", "/moderation/spam"] {
+        for path in [
+            "/",
+            "/login",
+            "/embed/login",
+            "/moderation",
+            "/moderation/spam",
+        ] {
             assert_eq!(bundle_for(path, &reader), Bundle::Full, "{path}");
         }
     }
