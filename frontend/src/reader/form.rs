@@ -399,8 +399,10 @@ fn accept(page: &Page, form: &Form, resp: &JsValue) {
             .then_some("Thank you: your comment awaits moderation and will appear once approved."),
     );
     form.to_thread(page);
+    // The live echo of this very comment may have placed it already: highlight that one.
     if let Some(c) = Comment::from_json(&get(resp, "comment"))
         && let Some(e) = tree::place(page, &c, awaiting)
+            .or_else(|| page.doc.get_element_by_id(&format!("c{}", c.id)))
     {
         if let Ok(old) = page.tree.query_selector_all("article.comment.highlight") {
             for i in 0..old.length() {
