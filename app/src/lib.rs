@@ -37,7 +37,15 @@ pub enum Bundle {
 pub fn shell(options: LeptosOptions) -> impl IntoView {
     let scripts = match use_context::<Bundle>().unwrap_or_default() {
         Bundle::Full => view! { <HydrationScripts options=options.clone()/> }.into_any(),
-        Bundle::Reader => view! { <ReaderScripts options=options.clone()/> }.into_any(),
+        Bundle::Reader => {
+            // Nothing hydrates this page, so its resources are not serialized into it for a
+            // client that would never read them: on a big thread that was the whole first
+            // page of comments a second time, as JSON, for the browser to parse.
+            if let Some(sc) = Owner::current_shared_context() {
+                sc.set_is_hydrating(false);
+            }
+            view! { <ReaderScripts options=options.clone()/> }.into_any()
+        }
     };
     view! {
         <!DOCTYPE html>

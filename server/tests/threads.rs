@@ -242,6 +242,12 @@ async fn readers_get_the_light_client_and_staff_the_whole_app() {
     assert!(reader.text.contains(r#"import init from "/pkg/reader.js""#));
     assert!(!reader.text.contains("moderato_bg"), "{}", reader.text);
     assert!(!reader.text.contains("hydrate()"));
+    // Nothing hydrates it, so no resource data is serialized into it for hydration.
+    assert!(
+        !reader.text.contains("__RESOLVED_RESOURCES["),
+        "{}",
+        reader.text
+    );
     // What the client reads from the page besides the markup.
     for attr in [
         r#"data-count="0""#,
@@ -258,6 +264,7 @@ async fn readers_get_the_light_client_and_staff_the_whole_app() {
         .send_with("GET", "/t/t", &[("cookie", &cookie)], None)
         .await;
     assert!(staff.text.contains("moderato_bg"), "{}", staff.text);
+    assert!(staff.text.contains("__RESOLVED_RESOURCES["));
     assert!(!staff.text.contains("reader_bg"));
     for path in ["/", "/login"] {
         let page = app.get(path).await;
