@@ -140,3 +140,20 @@ test("after the live connection drops, the reader catches up on what was missed"
   expect(subscribes[1].since).toBeGreaterThan(subscribes[0].since ?? 0);
   await expectSameDocument(page);
 });
+
+test("a signed-in user who is not staff reads with the light client and can sign out", async ({ page }) => {
+  const name = freshThread("user");
+  process.env.MODERATO_PASSWORD = "user-password-1";
+  moderato("user", "add", name);
+  const res = await page.request.post("/api/session", { data: { username: name, password: "user-password-1" } });
+  expect(res.status()).toBe(200);
+
+  const loaded: string[] = [];
+  page.on("request", (r) => loaded.push(new URL(r.url()).pathname));
+  await gotoHydrated(page, "/t/welcome");
+  expect(loaded.some((p) => /^\/pkg\/reader\./.test(p))).toBe(true);
+  await expect(page.locator("nav.session .who")).toHaveText(name);
+  await page.locator("nav.session").getByRole("button", { name: "Sign out" }).click();
+  await expect(page).toHaveURL(/\/$/);
+  await expect(page.locator("nav.session")).toContainText("Staff sign-in");
+});

@@ -49,6 +49,7 @@ pub(crate) struct Page {
 #[wasm_bindgen(start)]
 pub fn start() {
     let Some(doc) = document() else { return };
+    wire_sign_out(&doc);
     if let Some(page) = Page::find(&doc) {
         let page = Rc::new(page);
         wire_clicks(&page);
@@ -208,6 +209,23 @@ fn wire_clicks(page: &Rc<Page>) {
         .section
         .add_event_listener_with_callback("click", on_click.as_ref().unchecked_ref());
     // The page lives as long as the document: so does its handler.
+    on_click.forget();
+}
+
+/// A signed-in user who is not staff reads with this client too: the header's "Sign out".
+fn wire_sign_out(doc: &Document) {
+    let Some(button) = doc.query_selector("nav.session button").ok().flatten() else {
+        return;
+    };
+    let on_click = Closure::<dyn FnMut(Event)>::new(move |_: Event| {
+        wasm_bindgen_futures::spawn_local(async {
+            let _ = dom::fetch("DELETE", "/api/session", Some("null".into()), &[], None).await;
+            if let Some(loc) = document().and_then(|d| d.location()) {
+                let _ = loc.set_href("/");
+            }
+        });
+    });
+    let _ = button.add_event_listener_with_callback("click", on_click.as_ref().unchecked_ref());
     on_click.forget();
 }
 
