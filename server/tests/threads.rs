@@ -228,8 +228,21 @@ async fn the_thread_page_is_rendered_on_the_server_without_staff_data() {
 
 #[tokio::test]
 async fn readers_get_the_light_client_and_staff_the_whole_app() {
-    let app = spawn_app().await;
+    let mut app = spawn_app().await;
     app.thread("t").await;
+    // A site built without the reader client (cargo leptos): readers get the whole app.
+    let page = app.get("/t/t").await;
+    assert!(page.text.contains("moderato_bg"), "{}", page.text);
+    assert!(!page.text.contains("reader_bg"));
+
+    // The site scripts/build.sh makes has it.
+    let site = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(site.path().join("pkg")).unwrap();
+    std::fs::write(site.path().join("pkg/reader_bg.wasm"), b"\0asm").unwrap();
+    app.router = server::http::router(
+        app.engine.clone(),
+        server::http::leptos_options(&site.path().to_string_lossy()),
+    );
     let reader = app.get("/t/t").await;
     assert_eq!(reader.status, StatusCode::OK);
     // The light client, loaded as a module with its wasm hinted; not the Leptos app.
