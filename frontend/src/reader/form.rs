@@ -166,7 +166,10 @@ impl Form {
     /// Shows the server's messages, each beside its field; clears the old ones.
     fn show_errors(&self, page: &Page, errors: &JsValue) {
         self.clear_errors();
-        let keys = js_sys::Object::keys(&errors.clone().unchecked_into::<js_sys::Object>());
+        if !errors.is_object() {
+            return;
+        }
+        let keys = js_sys::Object::keys(errors.unchecked_ref::<js_sys::Object>());
         for key in keys.iter().filter_map(|k| k.as_string()) {
             let Some(msg) = get_str(errors, &key) else {
                 continue;
@@ -372,7 +375,19 @@ fn submit(page: Rc<Page>) {
                 accept(&page, form, &r);
                 fetch_token(&page).await;
             }
-            Ok(r) => form.show_errors(&page, &get(&r, "errors")),
+            Ok(r) => {
+                let errors = get(&r, "errors");
+                let listed = errors.is_object()
+                    && js_sys::Object::keys(errors.unchecked_ref::<js_sys::Object>()).length() > 0;
+                if listed {
+                    form.show_errors(&page, &errors);
+                } else {
+                    // An error that names no field (a server error, a body too large).
+                    let msg = get_str(&r, "error")
+                        .unwrap_or_else(|| "Your comment could not be sent.".to_owned());
+                    form.show_error(&page, "__all__", &msg);
+                }
+            }
             Err(e) => form.show_error(
                 &page,
                 "__all__",

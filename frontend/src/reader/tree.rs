@@ -182,6 +182,9 @@ pub(crate) fn load(
     comments: &wasm_bindgen::JsValue,
     published: Option<i64>,
 ) -> Vec<Element> {
+    if !js_sys::Array::is_array(comments) {
+        return Vec::new();
+    }
     let list: js_sys::Array = comments.clone().into();
     let appeared = list
         .iter()
