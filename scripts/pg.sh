@@ -16,10 +16,12 @@ as_pg() {
 
 # Starts the cluster in DIR on the port recorded in DIR/port.
 run_cluster() {
-  local dir=$1 port
+  local dir=$1 port sync="-c fsync=off"
   port=$(cat "$dir/port")
-  # fsync off: this cluster holds only test data and is thrown away.
-  as_pg "'$pg_bin/pg_ctl' -D '$dir/data' -l '$dir/server.log' -w -o \"-c listen_addresses=127.0.0.1 -p $port -k '$dir' -c fsync=off -c max_connections=300\" start >/dev/null"
+  # fsync off: this cluster holds only test data and is thrown away. A benchmark sets
+  # PG_DURABLE=1 to measure what a real server's commits cost.
+  [ "${PG_DURABLE:-0}" = 1 ] && sync=""
+  as_pg "'$pg_bin/pg_ctl' -D '$dir/data' -l '$dir/server.log' -w -o \"-c listen_addresses=127.0.0.1 -p $port -k '$dir' $sync -c max_connections=300\" start >/dev/null"
 }
 
 case "${1:-start}" in

@@ -18,6 +18,7 @@ pub struct Config {
     pub embed: EmbedConfig,
     pub backup: crate::transfer::backup::BackupConfig,
     pub privacy: PrivacyConfig,
+    pub cache: CacheConfig,
     /// `[[webhooks]]`: receivers told about comments (see `crate::webhook`).
     pub webhooks: Vec<WebhookConfig>,
 }
@@ -167,6 +168,21 @@ impl Default for PrivacyConfig {
             keep_ip_days: 30,
             keep_audit_days: 0,
         }
+    }
+}
+
+/// `[cache]`: the anonymous view of thread pages, kept in memory between changes
+/// (`crate::http::cache`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Memory for rendered pages and thread JSON, in MiB; 0 renders every request afresh.
+    pub pages_mb: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig { pages_mb: 64 }
     }
 }
 

@@ -5,8 +5,10 @@
 //! `migrations/{sqlite,postgres}` and are never edited once landed.
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
-use sqlx::{Any, AnyPool, Executor, FromRow};
+use sqlx::{Any, AnyConnection, AnyPool, Executor, FromRow};
 use std::time::Duration;
+
+mod writer;
 
 /// Which database the URL selected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,12 +63,26 @@ pub struct Store {
     // itself (savepoints, a snapshot transaction, one connection with relaxed sync).
     pub(crate) pool: AnyPool,
     pub(crate) backend: Backend,
+    /// SQLite's single writer with group commit (`store/writer.rs`); PostgreSQL runs
+    /// concurrent transactions from the pool and groups commits itself.
+    writer: Option<writer::Writer>,
 }
 
 /// One write transaction. Every change of a use case (its rows, its audit entries, its events
 /// for the outbox) goes through one of these, so they commit together or not at all.
 pub struct Tx {
-    tx: sqlx::Transaction<'static, Any>,
+    tx: TxConn,
+    /// Changes to the running counts per status, applied just before they are read or the
+    /// transaction commits: on PostgreSQL their rows are the hottest of all (every post
+    /// touches one), so their locks are taken as late as possible.
+    counts: Vec<(String, i64)>,
+}
+
+enum TxConn {
+    /// PostgreSQL: a transaction of its own on a pooled connection.
+    Pool(sqlx::Transaction<'static, Any>),
+    /// SQLite: a savepoint in the writer's current batch.
+    Batch(writer::Turn),
 }
 
 /// A thread as stored.
@@ -292,8 +308,18 @@ impl Store {
             });
         }
         let pool = options.connect(&url).await?;
-        let store = Store { pool, backend };
+        let mut store = Store {
+            pool,
+            backend,
+            writer: None,
+        };
         store.migrate().await?;
+        if backend == Backend::Sqlite {
+            // Its own connection, outside the pool: it lives as long as the writer task, and
+            // the pool's connections stay for readers.
+            let conn = store.pool.acquire().await?.detach();
+            store.writer = Some(writer::Writer::start(conn));
+        }
         Ok(store)
     }
 
@@ -318,11 +344,41 @@ impl Store {
         self.pool.close().await;
     }
 
-    /// Starts a write transaction.
+    /// Starts a write transaction. On SQLite this waits for a turn with the one writer
+    /// (queued, never in the busy handler) and joins its current batch.
     pub async fn begin(&self) -> Result<Tx, StoreError> {
+        let tx = match &self.writer {
+            Some(w) => TxConn::Batch(w.turn().await?),
+            None => TxConn::Pool(self.pool.begin().await?),
+        };
         Ok(Tx {
-            tx: self.pool.begin().await?,
+            tx,
+            counts: Vec::new(),
         })
+    }
+
+    /// SQLite's writer: (batches committed, transactions they kept) since the store opened;
+    /// `None` on PostgreSQL.
+    pub fn write_counts(&self) -> Option<(u64, u64)> {
+        self.writer.as_ref().map(writer::Writer::counts)
+    }
+
+    /// What a thread's public view depends on: when its row last changed and its room's
+    /// newest event id; `None` when there is no such thread.
+    pub async fn thread_version(&self, key: &str) -> Result<Option<(i64, i64)>, StoreError> {
+        #[derive(FromRow)]
+        struct Version {
+            updated_at: i64,
+            last_id: i64,
+        }
+        Ok(sqlx::query_as::<_, Version>(
+            "SELECT t.updated_at, COALESCE(r.last_id, 0) AS last_id FROM threads t \
+             LEFT JOIN event_rooms r ON r.room = t.key WHERE t.key = $1",
+        )
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|v| (v.updated_at, v.last_id)))
     }
 
     /// The newest event id of a room (0 when none).
@@ -983,9 +1039,23 @@ impl Store {
 }
 
 impl Tx {
-    /// Makes every change of this transaction durable and visible.
-    pub async fn commit(self) -> Result<(), StoreError> {
-        Ok(self.tx.commit().await?)
+    /// Makes every change of this transaction durable and visible; on SQLite, returns once
+    /// the batch it joined is committed.
+    pub async fn commit(mut self) -> Result<(), StoreError> {
+        self.apply_counts().await?;
+        match self.tx {
+            TxConn::Pool(tx) => tx.commit().await?,
+            TxConn::Batch(turn) => turn.commit().await?,
+        }
+        Ok(())
+    }
+
+    /// The connection this transaction's statements run on.
+    fn conn(&mut self) -> &mut AnyConnection {
+        match &mut self.tx {
+            TxConn::Pool(tx) => tx,
+            TxConn::Batch(turn) => turn.conn(),
+        }
     }
 
     /// Spends a form token's nonce: a nonce already spent fails with a unique violation.
@@ -995,7 +1065,7 @@ impl Tx {
         sqlx::query("INSERT INTO form_nonces (nonce, expires_at) VALUES ($1, $2)")
             .bind(nonce)
             .bind(expires_at)
-            .execute(&mut *self.tx)
+            .execute(self.conn())
             .await?;
         Ok(())
     }
@@ -1028,24 +1098,22 @@ impl Tx {
         .bind(new.score)
         .bind(&new.ip)
         .bind(new.created_at)
-        .fetch_one(&mut *self.tx)
+        .fetch_one(self.conn())
         .await?;
         let path = match &new.parent {
             Some((_, parent_path, _)) => format!("{parent_path}{}", path_segment(id)),
             None => path_segment(id),
         };
-        sqlx::query("UPDATE comments SET path = $1 WHERE id = $2")
-            .bind(&path)
-            .bind(id)
-            .execute(&mut *self.tx)
-            .await?;
-        self.count_status(&new.status, 1).await?;
-        Ok(sqlx::query_as::<_, CommentRow>(&format!(
-            "SELECT {COMMENT_COLUMNS} FROM comments WHERE id = $1"
+        // The path needs the id; the stored row comes back from the same statement.
+        let row = sqlx::query_as::<_, CommentRow>(&format!(
+            "UPDATE comments SET path = $1 WHERE id = $2 RETURNING {COMMENT_COLUMNS}"
         ))
+        .bind(&path)
         .bind(id)
-        .fetch_one(&mut *self.tx)
-        .await?)
+        .fetch_one(self.conn())
+        .await?;
+        self.count_status(&new.status, 1).await?;
+        Ok(row)
     }
 
     /// Moves one comment to `status` and logs the change. A comment already in that status
@@ -1061,7 +1129,7 @@ impl Tx {
         // The UPDATE comes first so SQLite takes the write lock at once.
         let updated = sqlx::query("UPDATE comments SET updated_at = updated_at WHERE id = $1")
             .bind(id)
-            .execute(&mut *self.tx)
+            .execute(self.conn())
             .await?
             .rows_affected();
         if updated == 0 {
@@ -1071,7 +1139,7 @@ impl Tx {
             "SELECT {COMMENT_COLUMNS} FROM comments WHERE id = $1"
         ))
         .bind(id)
-        .fetch_one(&mut *self.tx)
+        .fetch_one(self.conn())
         .await?;
         if before.status == status {
             return Ok(StatusOutcome::Unchanged);
@@ -1080,7 +1148,7 @@ impl Tx {
             .bind(status)
             .bind(now)
             .bind(id)
-            .execute(&mut *self.tx)
+            .execute(self.conn())
             .await?;
         self.count_status(&before.status, -1).await?;
         self.count_status(status, 1).await?;
@@ -1095,11 +1163,11 @@ impl Tx {
         .bind(before.thread_id)
         .bind(&before.status)
         .bind(status)
-        .execute(&mut *self.tx)
+        .execute(self.conn())
         .await?;
         let thread_key: String = sqlx::query_scalar("SELECT key FROM threads WHERE id = $1")
             .bind(before.thread_id)
-            .fetch_one(&mut *self.tx)
+            .fetch_one(self.conn())
             .await?;
         let mut after = before.clone();
         after.status = status.to_owned();
@@ -1111,16 +1179,30 @@ impl Tx {
         })))
     }
 
-    /// Adds `delta` to the running count of comments with `status` (see [`Tx::status_counts`]).
+    /// Adds `delta` to the running count of comments with `status` (see [`Tx::status_counts`])
+    /// when the counts are next read or the transaction commits.
     async fn count_status(&mut self, status: &str, delta: i64) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO comment_counts (status, n) VALUES ($1, $2) \
-             ON CONFLICT (status) DO UPDATE SET n = comment_counts.n + $2",
-        )
-        .bind(status)
-        .bind(delta)
-        .execute(&mut *self.tx)
-        .await?;
+        match self.counts.iter_mut().find(|(s, _)| s == status) {
+            Some((_, n)) => *n += delta,
+            None => self.counts.push((status.to_owned(), delta)),
+        }
+        Ok(())
+    }
+
+    async fn apply_counts(&mut self) -> Result<(), StoreError> {
+        for (status, delta) in std::mem::take(&mut self.counts) {
+            if delta == 0 {
+                continue;
+            }
+            sqlx::query(
+                "INSERT INTO comment_counts (status, n) VALUES ($1, $2) \
+                 ON CONFLICT (status) DO UPDATE SET n = comment_counts.n + $2",
+            )
+            .bind(&status)
+            .bind(delta)
+            .execute(self.conn())
+            .await?;
+        }
         Ok(())
     }
 
@@ -1132,10 +1214,11 @@ impl Tx {
             status: String,
             n: i64,
         }
+        self.apply_counts().await?;
         Ok(sqlx::query_as::<_, Row>(
             "SELECT status, n FROM comment_counts WHERE n > 0 ORDER BY status",
         )
-        .fetch_all(&mut *self.tx)
+        .fetch_all(self.conn())
         .await?
         .into_iter()
         .map(|r| (r.status, r.n))
@@ -1151,7 +1234,7 @@ impl Tx {
              ON CONFLICT (room) DO UPDATE SET last_id = event_rooms.last_id + 1 RETURNING last_id",
         )
         .bind(e.room)
-        .fetch_one(&mut *self.tx)
+        .fetch_one(self.conn())
         .await?;
         sqlx::query(
             "INSERT INTO events (room, id, created_at, reader, staff, author_token, author, \
@@ -1165,7 +1248,7 @@ impl Tx {
         .bind(e.author.as_ref().map(|(t, _)| *t))
         .bind(e.author.as_ref().map(|(_, a)| a.as_str()))
         .bind(e.comment_id)
-        .execute(&mut *self.tx)
+        .execute(self.conn())
         .await?;
         Ok(id)
     }
@@ -1183,7 +1266,7 @@ impl Tx {
         )
         .bind(room)
         .bind(comment_id)
-        .execute(&mut *self.tx)
+        .execute(self.conn())
         .await?;
         Ok(())
     }
@@ -1219,7 +1302,7 @@ impl Tx {
         .bind(comment_id)
         .bind(body)
         .bind(now)
-        .execute(&mut *self.tx)
+        .execute(self.conn())
         .await?;
         Ok(())
     }
@@ -1230,7 +1313,7 @@ impl Tx {
             "SELECT {THREAD_COLUMNS} FROM threads WHERE id = $1"
         ))
         .bind(id)
-        .fetch_optional(&mut *self.tx)
+        .fetch_optional(self.conn())
         .await?)
     }
 }
@@ -1428,7 +1511,7 @@ impl Tx {
         .bind(body)
         .bind(list_unsubscribe)
         .bind(now)
-        .execute(&mut *self.tx)
+        .execute(self.conn())
         .await?;
         Ok(())
     }
@@ -1437,7 +1520,7 @@ impl Tx {
     pub async fn want_reply_mail(&mut self, id: i64) -> Result<(), StoreError> {
         sqlx::query("UPDATE comments SET notify_replies = 1 WHERE id = $1")
             .bind(id)
-            .execute(&mut *self.tx)
+            .execute(self.conn())
             .await?;
         Ok(())
     }
@@ -1449,14 +1532,14 @@ impl Tx {
             "SELECT confirmed_at, unsubscribed_at FROM subscribers WHERE email = $1",
         )
         .bind(email)
-        .fetch_optional(&mut *self.tx)
+        .fetch_optional(self.conn())
         .await?;
         match row {
             None => {
                 sqlx::query("INSERT INTO subscribers (email, created_at) VALUES ($1, $2)")
                     .bind(email)
                     .bind(now)
-                    .execute(&mut *self.tx)
+                    .execute(self.conn())
                     .await?;
                 Ok(true)
             }
@@ -1466,7 +1549,7 @@ impl Tx {
                      WHERE email = $1",
                 )
                 .bind(email)
-                .execute(&mut *self.tx)
+                .execute(self.conn())
                 .await?;
                 Ok(true)
             }
@@ -1489,7 +1572,7 @@ impl Tx {
                                WHERE u.email = s.email AND u.thread_id = c.thread_id)",
         )
         .bind(parent_id)
-        .fetch_optional(&mut *self.tx)
+        .fetch_optional(self.conn())
         .await?)
     }
 }
@@ -1648,7 +1731,7 @@ impl Tx {
             "SELECT id, username, email FROM users \
              WHERE is_staff <> 0 AND email IS NOT NULL AND email <> '' ORDER BY id",
         )
-        .fetch_all(&mut *self.tx)
+        .fetch_all(self.conn())
         .await?)
     }
 }

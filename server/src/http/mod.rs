@@ -2,6 +2,7 @@
 
 mod api;
 mod assets;
+mod cache;
 mod embed;
 mod error;
 mod extract;
@@ -40,6 +41,8 @@ pub(crate) struct AppState {
     pub routes: Arc<Vec<AxumRouteListing>>,
     /// Whose forwarding headers name the client (`[site] trusted_proxies`).
     pub proxies: Arc<crate::net::TrustedProxies>,
+    /// The anonymous view of threads (`[cache]`), or `None` when switched off.
+    pub page_cache: Option<Arc<cache::PageCache>>,
 }
 
 impl FromRef<AppState> for LeptosOptions {
@@ -116,11 +119,13 @@ pub fn router(engine: Arc<Engine>, leptos_options: LeptosOptions) -> Router {
     let proxies = Arc::new(crate::net::TrustedProxies::new(
         &engine.config().site.trusted_proxies,
     ));
+    let page_cache = cache::PageCache::new(engine.config().cache.pages_mb).map(Arc::new);
     let state = AppState {
         engine,
         leptos_options,
         routes: Arc::new(routes.clone()),
         proxies,
+        page_cache,
     };
     Router::new()
         .route("/health", get(health))
@@ -134,6 +139,8 @@ pub fn router(engine: Arc<Engine>, leptos_options: LeptosOptions) -> Router {
             AppState,
             _,
         >(pages::content_security_policy, app::shell))
+        // Inside compression, so a kept view is compressed like a rendered one.
+        .layer(middleware::from_fn_with_state(state.clone(), cache::serve))
         .layer(middleware::from_fn(assets::asset_headers))
         // Pages and JSON are compressed as they are sent (files come precompressed, and
         // are left alone); brotli at quality 4 costs about what gzip does, and saves more.

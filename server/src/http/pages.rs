@@ -21,6 +21,8 @@ use std::sync::Arc;
 struct RequestBackend {
     engine: Arc<Engine>,
     viewer: Viewer,
+    /// Where the page cache learns which form token this render embedded.
+    issued: Option<super::cache::IssuedToken>,
 }
 
 /// What a page shows for an engine error.
@@ -39,10 +41,15 @@ impl Backend for RequestBackend {
     }
 
     async fn thread_page(&self, key: &str, after: Option<&str>) -> Result<ThreadPage, ApiError> {
-        self.engine
+        let page = self
+            .engine
             .thread_page(key, after, &self.viewer)
             .await
-            .map_err(api_error)
+            .map_err(api_error)?;
+        if let (Some(issued), Some(form)) = (&self.issued, &page.form) {
+            issued.record(&page.data.thread.key, form);
+        }
+        Ok(page)
     }
 
     async fn viewer(&self) -> ViewerInfo {
@@ -149,10 +156,12 @@ pub(crate) async fn render(State(state): State<AppState>, req: Request<Body>) ->
         .map(|CurrentViewer(v)| v)
         .unwrap_or(Viewer::Reader);
     let bundle = bundle_for(parts.uri.path(), &viewer, &state.leptos_options);
+    let issued = parts.extensions.get::<super::cache::IssuedToken>().cloned();
     let req = Request::from_parts(parts, body);
     let backend: SharedBackend = Arc::new(RequestBackend {
         engine: state.engine.clone(),
         viewer,
+        issued,
     });
     let options = state.leptos_options.clone();
     let handler = leptos_axum::render_route_with_context(
