@@ -1,8 +1,8 @@
 // Step 4 of scripts/build.sh: node scripts/assets.mjs STAGE SITE
 //
-// Moves the built moderato.js, moderato_bg.wasm and moderato.css from STAGE into SITE/pkg
-// under content-hashed names (moderato.HASH.js, ...), writes SITE/pkg/hash.txt in the
-// format Leptos reads ("js: HASH" per line), then puts a brotli (quality 11) and a gzip
+// Moves the built moderato.js, moderato_bg.wasm, moderato.css, reader.js and reader_bg.wasm
+// from STAGE into SITE/pkg under content-hashed names (moderato.HASH.js, reader.HASH.wasm,
+// ...), writes SITE/pkg/hash.txt in the format Leptos reads ("js: HASH" per line), then puts a brotli (quality 11) and a gzip
 // (level 9) copy beside every compressible file under SITE, where the server's static
 // file handler picks the one the request accepts. Compression happens here, once, at the
 // highest levels: a server compressing per request could not afford them.
@@ -21,17 +21,21 @@ fs.mkdirSync(pkg, { recursive: true });
 
 const hashOf = (bytes) => createHash("sha256").update(bytes).digest("hex").slice(0, 16);
 
-// What the server must find, and what wasm-bindgen names it.
+// What the server must find (its hash.txt kind), what wasm-bindgen names it, and its stem.
+// Leptos reads the `js` and `wasm` lines (the whole app); the app's shell reads `css` and
+// the reader client's `reader_js` and `reader_wasm`.
 const built = [
-  { kind: "js", from: "moderato.js", ext: "js" },
-  { kind: "wasm", from: "moderato_bg.wasm", ext: "wasm" },
-  { kind: "css", from: "moderato.css", ext: "css" },
+  { kind: "js", from: "moderato.js", stem: "moderato", ext: "js" },
+  { kind: "wasm", from: "moderato_bg.wasm", stem: "moderato", ext: "wasm" },
+  { kind: "css", from: "moderato.css", stem: "moderato", ext: "css" },
+  { kind: "reader_js", from: "reader.js", stem: "reader", ext: "js" },
+  { kind: "reader_wasm", from: "reader_bg.wasm", stem: "reader", ext: "wasm" },
 ];
 const lines = [];
-for (const { kind, from, ext } of built) {
+for (const { kind, from, stem, ext } of built) {
   const bytes = fs.readFileSync(path.join(stage, from));
   const hash = hashOf(bytes);
-  fs.writeFileSync(path.join(pkg, `moderato.${hash}.${ext}`), bytes);
+  fs.writeFileSync(path.join(pkg, `${stem}.${hash}.${ext}`), bytes);
   lines.push(`${kind}: ${hash}`);
 }
 // Inline JS of crates (wasm-bindgen "snippets"), imported relative to moderato.js.

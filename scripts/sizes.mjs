@@ -71,6 +71,11 @@ for (const route of routes) {
   for (const m of html.matchAll(/<(?:link|script)\b[^>]*?(?:href|src)="(\/[^"]+)"/g)) {
     if (!assets.includes(m[1])) assets.push(m[1]);
   }
+  // Files an inline module script loads (the reader client's `import ... from "/pkg/..."`
+  // and its wasm), should a page ever load them without a hint in a link tag.
+  for (const m of html.matchAll(/"(\/pkg\/[^"]+\.(?:js|wasm))"/g)) {
+    if (!assets.includes(m[1])) assets.push(m[1]);
+  }
   const files = [page];
   for (const a of assets) files.push(await measure(a));
   const total = { raw: 0, served: 0, gzip: 0, br: 0 };

@@ -98,10 +98,9 @@ TOML
     npx playwright test) 2>&1 | tee "$logs/playwright.log"
   [ "${PIPESTATUS[0]}" = 0 ] || steps_failed+=("Playwright")
   # What a reader and a host page download, per route (raw, served, gzip, brotli). Fails
-  # if embed.js is over 4 KB gzip, or a reader page's JS + wasm + CSS over the budget. The
-  # goal is 120 KB (issue 12); until the reader pages stop loading the whole Leptos app,
-  # the budget is held at today's size, so it can only go down (README "What a page weighs").
-  if MODERATO_READER_BUDGET=425000 node scripts/sizes.mjs "http://127.0.0.1:$port" welcome 2>&1 | tee "$logs/sizes.log"; [ "${PIPESTATUS[0]}" = 0 ]; then
+  # if embed.js is over 4 KB gzip, or a reader page's JS + wasm + CSS over 120 KB as served
+  # (README "What a page weighs").
+  if node scripts/sizes.mjs "http://127.0.0.1:$port" welcome 2>&1 | tee "$logs/sizes.log"; [ "${PIPESTATUS[0]}" = 0 ]; then
     passed=$((passed + 1))
   else
     steps_failed+=("page sizes")

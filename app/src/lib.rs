@@ -20,16 +20,41 @@ use leptos_router::{
     components::{Route, Router, Routes},
 };
 
+/// Which browser code a page loads. The server decides per request and says so in context;
+/// a page it says nothing about gets the whole app.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Bundle {
+    /// The whole Leptos app, hydrating the page: staff, and every page but a reader's thread.
+    #[default]
+    Full,
+    /// The light reader client (`frontend` built with its `reader` feature), which enhances
+    /// the server-rendered thread page: a reader's `/t/{key}` and `/embed/t/{key}`. It has
+    /// none of the staff pages' code and a tenth of the size.
+    Reader,
+}
+
 /// The HTML document around the app, rendered on the server only.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
+    let scripts = match use_context::<Bundle>().unwrap_or_default() {
+        Bundle::Full => view! { <HydrationScripts options=options.clone()/> }.into_any(),
+        Bundle::Reader => {
+            // Nothing hydrates this page, so its resources are not serialized into it for a
+            // client that would never read them: on a big thread that was the whole first
+            // page of comments a second time, as JSON, for the browser to parse.
+            if let Some(sc) = Owner::current_shared_context() {
+                sc.set_is_hydrating(false);
+            }
+            view! { <ReaderScripts options=options.clone()/> }.into_any()
+        }
+    };
     view! {
         <!DOCTYPE html>
         <html lang="en">
             <head>
                 <meta charset="utf-8"/>
                 <meta name="viewport" content="width=device-width, initial-scale=1"/>
-                <link rel="stylesheet" href=stylesheet_href(&options)/>
-                <HydrationScripts options/>
+                <link rel="stylesheet" href=asset_href(&options, "css")/>
+                {scripts}
                 <MetaTags/>
             </head>
             <body>
@@ -39,30 +64,49 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
     }
 }
 
-/// Where the page's CSS is: `/pkg/moderato.HASH.css` when the site was built with hashed
-/// names (the hash is read from the site's `hash.txt` once per process), else the plain
-/// `/pkg/moderato.css`.
-fn stylesheet_href(options: &LeptosOptions) -> String {
-    static HREF: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let pkg = &options.site_pkg_dir;
-    if !options.hash_files {
-        return format!("/{pkg}/moderato.css");
+/// Loads the reader client: both files are fetched at once (the hints), and the module runs
+/// after the document is parsed, as module scripts do.
+#[component]
+fn ReaderScripts(options: LeptosOptions) -> impl IntoView {
+    let js = asset_href(&options, "reader_js");
+    let wasm = asset_href(&options, "reader_wasm");
+    let nonce = leptos::nonce::use_nonce();
+    let script = format!("import init from {js:?};init({{module_or_path:{wasm:?}}});");
+    view! {
+        <link rel="modulepreload" href=js/>
+        <link rel="preload" href=wasm r#as="fetch" r#type="application/wasm" crossorigin=""/>
+        <script type="module" nonce=nonce>{script}</script>
     }
-    HREF.get_or_init(|| {
-        let hash = std::fs::read_to_string(&*options.hash_file)
-            .ok()
-            .and_then(|text| {
-                text.lines().find_map(|line| {
-                    let (kind, hash) = line.split_once(':')?;
-                    (kind.trim() == "css").then(|| hash.trim().to_owned())
-                })
-            });
-        match hash {
-            Some(hash) => format!("/{pkg}/moderato.{hash}.css"),
-            None => format!("/{pkg}/moderato.css"),
-        }
-    })
-    .clone()
+}
+
+/// Where one of the site's built files is. `scripts/assets.mjs` names them by content
+/// (`/pkg/moderato.HASH.css`, `/pkg/reader.HASH.wasm`) and lists the hashes in the site's
+/// `hash.txt` (read once per process); a site built without hashes has the plain names.
+fn asset_href(options: &LeptosOptions, kind: &str) -> String {
+    static HASHES: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
+    let pkg = &options.site_pkg_dir;
+    let (stem, ext, plain) = match kind {
+        "reader_js" => ("reader", "js", "reader.js"),
+        "reader_wasm" => ("reader", "wasm", "reader_bg.wasm"),
+        _ => ("moderato", "css", "moderato.css"),
+    };
+    if !options.hash_files {
+        return format!("/{pkg}/{plain}");
+    }
+    let hashes = HASHES.get_or_init(|| {
+        std::fs::read_to_string(&*options.hash_file)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| {
+                let (kind, hash) = line.split_once(':')?;
+                Some((kind.trim().to_owned(), hash.trim().to_owned()))
+            })
+            .collect()
+    });
+    match hashes.iter().find(|(k, _)| k == kind) {
+        Some((_, hash)) => format!("/{pkg}/{stem}.{hash}.{ext}"),
+        None => format!("/{pkg}/{plain}"),
+    }
 }
 
 /// The routed application.

@@ -24,7 +24,8 @@ async function throttledLoad(page: Page, url: string) {
   await cdp.send("Network.setCacheDisabled", { cacheDisabled: true });
   await cdp.send("Network.emulateNetworkConditions", SLOW_4G);
   await cdp.send("Emulation.setCPUThrottlingRate", { rate: 4 });
-  // The moment hydration finishes: App's effect sets body[data-hydrated].
+  // The moment the form works: the reader client (or, for staff, App's effect after
+  // hydration) sets body[data-hydrated].
   await page.addInitScript(() => {
     new MutationObserver((_, observer) => {
       if (document.body?.dataset.hydrated === "true") {

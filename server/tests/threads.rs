@@ -227,6 +227,72 @@ async fn the_thread_page_is_rendered_on_the_server_without_staff_data() {
 }
 
 #[tokio::test]
+async fn readers_get_the_light_client_and_staff_the_whole_app() {
+    let mut app = spawn_app().await;
+    app.thread("t").await;
+    // A site built without the reader client (cargo leptos): readers get the whole app.
+    let page = app.get("/t/t").await;
+    assert!(page.text.contains("moderato_bg"), "{}", page.text);
+    assert!(!page.text.contains("reader_bg"));
+
+    // The site scripts/build.sh makes has it.
+    let site = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(site.path().join("pkg")).unwrap();
+    std::fs::write(site.path().join("pkg/reader_bg.wasm"), b"\0asm").unwrap();
+    app.router = server::http::router(
+        app.engine.clone(),
+        server::http::leptos_options(&site.path().to_string_lossy()),
+    );
+    let reader = app.get("/t/t").await;
+    assert_eq!(reader.status, StatusCode::OK);
+    // The light client, loaded as a module with its wasm hinted; not the Leptos app.
+    assert!(
+        reader.text.contains(r#"href="/pkg/reader.js""#),
+        "{}",
+        reader.text
+    );
+    assert!(reader.text.contains(r#"href="/pkg/reader_bg.wasm""#));
+    assert!(reader.text.contains(r#"import init from "/pkg/reader.js""#));
+    assert!(!reader.text.contains("moderato_bg"), "{}", reader.text);
+    assert!(!reader.text.contains("hydrate()"));
+    // Nothing hydrates it, so no resource data is serialized into it for hydration.
+    assert!(
+        !reader.text.contains("__RESOLVED_RESOURCES["),
+        "{}",
+        reader.text
+    );
+    // What the client reads from the page besides the markup.
+    for attr in [
+        r#"data-count="0""#,
+        r#"data-last-event="#,
+        r#"data-max-depth="8""#,
+        r#"data-open="true""#,
+    ] {
+        assert!(reader.text.contains(attr), "{attr}");
+    }
+
+    // Staff get the whole app on the same page, and everyone on other pages.
+    let cookie = app.sign_in_as("mod", true).await;
+    let staff = app
+        .send_with("GET", "/t/t", &[("cookie", &cookie)], None)
+        .await;
+    assert!(staff.text.contains("moderato_bg"), "{}", staff.text);
+    assert!(staff.text.contains("__RESOLVED_RESOURCES["));
+    assert!(!staff.text.contains("reader_bg"));
+    for path in ["/", "/login"] {
+        let page = app.get(path).await;
+        assert!(page.text.contains("moderato_bg"), "{path}");
+        assert!(!page.text.contains("reader_bg"), "{path}");
+    }
+    // A signed-in user who is not staff reads like anyone else.
+    let user = app.sign_in_as("ann", false).await;
+    let page = app
+        .send_with("GET", "/t/t", &[("cookie", &user)], None)
+        .await;
+    assert!(page.text.contains("reader_bg"));
+}
+
+#[tokio::test]
 async fn a_closed_thread_page_says_so_and_has_no_form() {
     let app = spawn_app().await;
     app.thread_with(server::ThreadSpec {

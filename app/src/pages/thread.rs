@@ -71,7 +71,17 @@ fn ThreadView(data: PageData) -> impl IntoView {
     };
     view! {
         <Title text=format!("{title} · Moderato")/>
-        <section class="thread" data-thread=tree.key.get_value()>
+        // The data-* attributes are what the reader client (frontend's `reader` feature)
+        // needs beyond the markup: the count, where live updates resume, the indent cap,
+        // whether replies are taken.
+        <section
+            class="thread"
+            data-thread=tree.key.get_value()
+            data-count=data.data.thread.comment_count
+            data-last-event=data.data.last_event_id
+            data-max-depth=data.data.form_settings.max_depth
+            data-open=data.data.thread.comments_open.to_string()
+        >
             <h1>{title}</h1>
             <p class="thread-meta">
                 <span class="comment-count">{count_label}</span>

@@ -34,12 +34,13 @@ pub(super) async fn asset_headers(req: Request, next: Next) -> Response {
     resp
 }
 
-/// `moderato.<16 hex digits>.<ext>`, as `scripts/assets.mjs` names files.
+/// `moderato.<16 hex digits>.<ext>` (the whole app, the CSS) or `reader.<...>.<ext>` (the
+/// reader client), as `scripts/assets.mjs` names files.
 fn is_hashed_name(file: &str) -> bool {
     let mut parts = file.split('.');
     matches!(
         (parts.next(), parts.next(), parts.next(), parts.next()),
-        (Some("moderato"), Some(hash), Some(ext), None)
+        (Some("moderato" | "reader"), Some(hash), Some(ext), None)
             if hash.len() == 16
                 && hash.bytes().all(|b| b.is_ascii_hexdigit())
                 && matches!(ext, "js" | "wasm" | "css")
@@ -55,6 +56,8 @@ mod tests {
         assert!(is_hashed_name("moderato.0123456789abcdef.wasm"));
         assert!(is_hashed_name("moderato.0123456789abcdef.js"));
         assert!(is_hashed_name("moderato.0123456789abcdef.css"));
+        assert!(is_hashed_name("reader.0123456789abcdef.wasm"));
+        assert!(is_hashed_name("reader.0123456789abcdef.js"));
         assert!(!is_hashed_name("moderato.css"));
         assert!(!is_hashed_name("moderato_bg.wasm"));
         assert!(!is_hashed_name("moderato.0123456789abcdef.wasm.br"));

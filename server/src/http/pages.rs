@@ -6,12 +6,14 @@ use super::extract::CurrentViewer;
 use crate::auth::Viewer;
 use crate::engine::{Engine, require_staff, viewer_info};
 use crate::error::Error;
+use app::Bundle;
 use app::api::{Backend, SharedBackend};
 use app::model::{ApiError, AuditResponse, QueueResponse, ThreadList, ThreadPage, ViewerInfo};
 use axum::body::Body;
 use axum::extract::{FromRequestParts, State};
 use axum::http::Request;
 use axum::response::Response;
+use leptos::prelude::LeptosOptions;
 use leptos::prelude::provide_context;
 use std::sync::Arc;
 
@@ -111,6 +113,40 @@ pub(crate) fn content_security_policy() {
     }
 }
 
+/// The browser code a page gets: a reader's thread page (plain or framed) gets the light
+/// reader client, which enhances the server-rendered HTML; staff, and every other page, get
+/// the whole app. The staff pages' code thus never reaches a reader's first load. A site
+/// built without the reader client (`cargo leptos build` makes only the whole app) serves
+/// the whole app to readers too, as before it existed.
+pub(crate) fn bundle_for(path: &str, viewer: &Viewer, options: &LeptosOptions) -> Bundle {
+    let thread_page = path.starts_with("/t/") || path.starts_with("/embed/t/");
+    if thread_page && !viewer.is_staff() && reader_client_built(options) {
+        Bundle::Reader
+    } else {
+        Bundle::Full
+    }
+}
+
+/// Whether `scripts/build.sh` put the reader client in the site: named in `hash.txt` (read
+/// once per process, as Leptos reads it), or, on a site without hashed names, its file.
+fn reader_client_built(options: &LeptosOptions) -> bool {
+    static HASHED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if options.hash_files {
+        return *HASHED.get_or_init(|| {
+            std::fs::read_to_string(&*options.hash_file).is_ok_and(|text| {
+                text.lines().any(|l| {
+                    l.split_once(':')
+                        .is_some_and(|(k, _)| k.trim() == "reader_wasm")
+                })
+            })
+        });
+    }
+    std::path::Path::new(&*options.site_root)
+        .join(&*options.site_pkg_dir)
+        .join("reader_bg.wasm")
+        .is_file()
+}
+
 /// Renders any Leptos route, as the request's viewer may see it.
 pub(crate) async fn render(State(state): State<AppState>, req: Request<Body>) -> Response {
     let (mut parts, body) = req.into_parts();
@@ -119,6 +155,7 @@ pub(crate) async fn render(State(state): State<AppState>, req: Request<Body>) ->
         .await
         .map(|CurrentViewer(v)| v)
         .unwrap_or(Viewer::Reader);
+    let bundle = bundle_for(parts.uri.path(), &viewer, &state.leptos_options);
     let issued = parts.extensions.get::<super::cache::IssuedToken>().cloned();
     let req = Request::from_parts(parts, body);
     let backend: SharedBackend = Arc::new(RequestBackend {
@@ -131,9 +168,58 @@ pub(crate) async fn render(State(state): State<AppState>, req: Request<Body>) ->
         state.routes.as_ref().clone(),
         move || {
             provide_context(backend.clone());
+            provide_context(bundle);
             content_security_policy();
         },
         move || app::shell(options.clone()),
     );
     handler(State(state), req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Staff;
+
+    #[test]
+    fn only_readers_thread_pages_get_the_light_client_when_the_site_has_it() {
+        let site = tempfile::tempdir().unwrap();
+        let options = |site: &std::path::Path| {
+            LeptosOptions::builder()
+                .output_name("moderato")
+                .site_root(site.to_string_lossy().as_ref())
+                .site_pkg_dir("pkg")
+                .build()
+        };
+        let reader = Viewer::Reader;
+        // Built without it (cargo leptos): everyone gets the whole app.
+        let without = options(site.path());
+        assert_eq!(bundle_for("/t/welcome", &reader, &without), Bundle::Full);
+
+        std::fs::create_dir_all(site.path().join("pkg")).unwrap();
+        std::fs::write(site.path().join("pkg/reader_bg.wasm"), b"\0asm").unwrap();
+        let with = options(site.path());
+        let user = Viewer::User {
+            id: 1,
+            name: "ann".into(),
+        };
+        let staff = Viewer::Staff(Staff::operator());
+        assert_eq!(bundle_for("/t/welcome", &reader, &with), Bundle::Reader);
+        assert_eq!(
+            bundle_for("/embed/t/welcome", &reader, &with),
+            Bundle::Reader
+        );
+        assert_eq!(bundle_for("/t/welcome", &user, &with), Bundle::Reader);
+        assert_eq!(bundle_for("/t/welcome", &staff, &with), Bundle::Full);
+        assert_eq!(bundle_for("/embed/t/welcome", &staff, &with), Bundle::Full);
+        for path in [
+            "/",
+            "/login",
+            "/embed/login",
+            "/moderation",
+            "/moderation/spam",
+        ] {
+            assert_eq!(bundle_for(path, &reader, &with), Bundle::Full, "{path}");
+        }
+    }
 }
