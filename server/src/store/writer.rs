@@ -7,13 +7,13 @@
 //! retry), so the tail latency under a burst was measured in seconds.
 //!
 //! Here one task owns the write connection. A request asks it for a turn ([`Writer::turn`])
-//! and gets the connection inside a SAVEPOINT of the batch's transaction, runs its
-//! statements as before (the use cases do not change), and hands the connection back with
-//! [`Turn::commit`]: the savepoint is released and the request waits. The writer then gives
+//! and gets the connection inside a SAVEPOINT of the batch's transaction (the first of a
+//! batch needs none, see `one_turn`), runs its statements as before (the use cases do not
+//! change), and hands the connection back with [`Turn::commit`], then waits. The writer then gives
 //! the connection to the next request already waiting, and when none is waiting (or the
 //! batch is full) COMMITs once and answers every request of the batch with the outcome. A
 //! request that fails (or is dropped, e.g. its client hung up) hands the connection back
-//! unfinished and the writer rolls back to the savepoint: only that request's statements
+//! unfinished and the writer rolls back to its savepoint: only that request's statements
 //! are undone, the rest of the batch commits. Nobody is answered before the COMMIT returns,
 //! so nothing is acknowledged (or published) before it is durable.
 //!
@@ -55,7 +55,7 @@ pub(super) struct Counts {
     pub(super) kept: AtomicU64,
 }
 
-/// One request's turn with the write connection: inside a SAVEPOINT of the open batch.
+/// One request's turn with the write connection, in the open batch.
 pub(super) struct Turn {
     conn: Option<AnyConnection>,
     back: Option<oneshot::Sender<Returned>>,
@@ -148,10 +148,12 @@ async fn run(
         }
         let mut batch: Vec<oneshot::Sender<Outcome>> = Vec::new();
         let mut next = Some(first);
+        let mut open = true;
         while let Some(request) = next.take() {
-            conn = match one_turn(conn, request).await {
-                Ok((conn, keep)) => {
+            conn = match one_turn(conn, request, batch.is_empty()).await {
+                Ok((conn, keep, still_open)) => {
                     batch.extend(keep);
+                    open = still_open;
                     conn
                 }
                 Err(lost) => {
@@ -161,9 +163,14 @@ async fn run(
                     return;
                 }
             };
-            if batch.len() < MAX_BATCH {
+            if open && batch.len() < MAX_BATCH {
                 next = waiting.try_recv().ok();
             }
+        }
+        if !open {
+            // Only after a lone failing request whose retry of BEGIN failed: nothing to
+            // commit, nobody to answer; the next request begins anew.
+            continue;
         }
         let outcome = conn.execute("COMMIT").await.map(|_| ()).map_err(Arc::new);
         if outcome.is_err() {
@@ -179,15 +186,25 @@ async fn run(
     }
 }
 
-/// Gives the connection to one request inside a savepoint and takes it back: released when
-/// the request keeps its statements, rolled back to the savepoint otherwise.
+/// Gives the connection to one request and takes it back.
+///
+/// The first request of a batch runs straight in the transaction: if it fails, the whole
+/// (so far empty) transaction is rolled back and begun again. Every later one runs inside a
+/// savepoint, rolled back if it fails. A kept savepoint is not released: COMMIT ends them
+/// all, and `ROLLBACK TO` names the newest one of that name, which is the current request's.
+/// Each statement is a round trip to sqlx's SQLite thread, so the first request of a quiet
+/// moment (a lone poster) pays for no savepoint at all.
+///
+/// Returns the connection, the request's answer channel when its statements are kept, and
+/// whether the transaction is still open.
 async fn one_turn(
     mut conn: AnyConnection,
     request: oneshot::Sender<Turn>,
-) -> Result<(AnyConnection, Option<oneshot::Sender<Outcome>>), &'static str> {
-    if let Err(e) = conn.execute("SAVEPOINT request").await {
+    first: bool,
+) -> Result<(AnyConnection, Option<oneshot::Sender<Outcome>>, bool), &'static str> {
+    if !first && let Err(e) = conn.execute("SAVEPOINT request").await {
         tracing::error!("write savepoint failed: {e}");
-        return Ok((conn, None));
+        return Ok((conn, None, true));
     }
     let (back, returned) = oneshot::channel();
     let turn = Turn {
@@ -198,21 +215,26 @@ async fn one_turn(
     // comes straight back through `Drop`.
     let _ = request.send(turn);
     let Returned { mut conn, keep } = returned.await.map_err(|_| "turn never returned")?;
-    let end = match keep {
-        Some(_) => conn.execute("RELEASE request").await,
-        None => match conn.execute("ROLLBACK TO request").await {
-            Ok(_) => conn.execute("RELEASE request").await,
-            Err(e) => Err(e),
-        },
-    };
-    if let Err(e) = end {
-        tracing::error!("write savepoint could not end: {e}");
-        if let Some(done) = keep {
-            let _ = done.send(Err(Arc::new(e)));
-        }
-        return Ok((conn, None));
+    if keep.is_some() {
+        return Ok((conn, keep, true));
     }
-    Ok((conn, keep))
+    if !first {
+        if let Err(e) = conn.execute("ROLLBACK TO request").await {
+            // The transaction may be gone with it (SQLite rolls back everything on some
+            // errors): the COMMIT then fails and the whole batch hears of it.
+            tracing::error!("write savepoint could not be rolled back: {e}");
+        }
+        return Ok((conn, None, true));
+    }
+    // Nothing else is in the transaction yet: start it afresh.
+    let _ = conn.execute("ROLLBACK").await;
+    match conn.execute("BEGIN IMMEDIATE").await {
+        Ok(_) => Ok((conn, None, true)),
+        Err(e) => {
+            tracing::error!("write batch could not begin again: {e}");
+            Ok((conn, None, false))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -289,6 +311,40 @@ mod tests {
         tx.spend_nonce("kept", 1).await.unwrap();
         tx.commit().await.unwrap();
         assert_eq!(nonces(&store).await, vec!["kept".to_owned()]);
+    }
+
+    /// The first requests of a batch (no savepoint) fail, while later ones wait: those
+    /// are still served in a fresh transaction, and only their statements are stored.
+    #[tokio::test]
+    async fn failing_first_requests_leave_the_batch_to_the_next() {
+        let (_dir, store) = store().await;
+        let store = Arc::new(store);
+        let mut first = store.begin().await.unwrap();
+        first.spend_nonce("first", 1).await.unwrap();
+        let spawn = |name: &'static str, keep: bool| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut tx = store.begin().await.unwrap();
+                tx.spend_nonce(name, 1).await.unwrap();
+                if keep {
+                    tx.commit().await.unwrap();
+                }
+            })
+        };
+        let failing = spawn("second", false);
+        let kept = spawn("third", true);
+        // Both are queued behind the open turn before it ends.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        drop(first);
+        failing.await.unwrap();
+        kept.await.unwrap();
+        let mut tx = store.begin().await.unwrap();
+        tx.spend_nonce("fourth", 1).await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(
+            nonces(&store).await,
+            vec!["fourth".to_owned(), "third".to_owned()]
+        );
     }
 
     /// Readers are not blocked by an open batch (WAL): a read on the pool answers while a
