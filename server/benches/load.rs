@@ -571,8 +571,8 @@ async fn poster(target: Target, p: usize, deadline: Instant) -> PostRun {
             ["rivers", "trains", "gardens", "music", "bread"][(p + i as usize) % 5]
         );
         let outcome = match target {
-            Target::Moderato(_) => moderato_cycle(&mut conn, addr, p, &text).await,
-            Target::Django(_) => django_cycle(&mut conn, addr, p, &text).await,
+            Target::Moderato(_) => moderato_cycle(&mut conn, p, &text).await,
+            Target::Django(_) => django_cycle(&mut conn, p, &text).await,
         };
         match outcome {
             Ok((id, post, cycle)) => {
@@ -589,33 +589,39 @@ async fn poster(target: Target, p: usize, deadline: Instant) -> PostRun {
     run
 }
 
+/// One request over `conn`, its error as text.
+async fn call(
+    conn: &mut Conn,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<Response, String> {
+    let req = request(method, conn.addr, path, headers, body);
+    conn.send(&req).await.map_err(|e| e.to_string())
+}
+
 /// GET a form token, POST the comment: (stored id, POST time, whole cycle time).
 async fn moderato_cycle(
     conn: &mut Conn,
-    addr: SocketAddr,
     p: usize,
     text: &str,
 ) -> Result<(i64, Duration, Duration), String> {
     let started = Instant::now();
-    let r = conn
-        .send(&request("GET", addr, "/api/threads/welcome/form", &[], b""))
-        .await
-        .map_err(|e| e.to_string())?;
+    let r = call(conn, "GET", "/api/threads/welcome/form", &[], b"").await?;
     let form: Value = serde_json::from_slice(&r.body).map_err(|e| e.to_string())?;
     let token = form["token"].as_str().ok_or("no token")?;
     let body = json!({"name": format!("Poster {p}"), "body": text, "form_token": token});
     let body = body.to_string();
     let posting = Instant::now();
-    let r = conn
-        .send(&request(
-            "POST",
-            addr,
-            "/api/threads/welcome/comments",
-            &[("Content-Type", "application/json")],
-            body.as_bytes(),
-        ))
-        .await
-        .map_err(|e| e.to_string())?;
+    let r = call(
+        conn,
+        "POST",
+        "/api/threads/welcome/comments",
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+    )
+    .await?;
     let post_time = posting.elapsed();
     if !(200..300).contains(&r.status) {
         return Err(format!(
@@ -633,15 +639,11 @@ async fn moderato_cycle(
 /// answers a stored comment with a redirect to `/comments/posted/?c=ID`.
 async fn django_cycle(
     conn: &mut Conn,
-    addr: SocketAddr,
     p: usize,
     text: &str,
 ) -> Result<(i64, Duration, Duration), String> {
     let started = Instant::now();
-    let r = conn
-        .send(&request("GET", addr, "/post/", &[], b""))
-        .await
-        .map_err(|e| e.to_string())?;
+    let r = call(conn, "GET", "/post/", &[], b"").await?;
     let page = String::from_utf8_lossy(&r.body).into_owned();
     let cookie = r
         .header("set-cookie")
@@ -677,19 +679,17 @@ async fn django_cycle(
     }
     let body = serde_urlencoded::to_string(&fields).map_err(|e| e.to_string())?;
     let posting = Instant::now();
-    let r = conn
-        .send(&request(
-            "POST",
-            addr,
-            "/comments/post/",
-            &[
-                ("Content-Type", "application/x-www-form-urlencoded"),
-                ("Cookie", &cookie),
-            ],
-            body.as_bytes(),
-        ))
-        .await
-        .map_err(|e| e.to_string())?;
+    let r = call(
+        conn,
+        "POST",
+        "/comments/post/",
+        &[
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Cookie", &cookie),
+        ],
+        body.as_bytes(),
+    )
+    .await?;
     let post_time = posting.elapsed();
     let id = r
         .header("location")
