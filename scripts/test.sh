@@ -4,6 +4,7 @@
 #   2. the same engine and HTTP tests against a real PostgreSQL server started here,
 #   3. Playwright in Debian's Chromium against a release build (scripts/build.sh) on a free
 #      port, then the size report per route (scripts/sizes.mjs).
+# Every test runs even after a failure (--no-fail-fast), so one red test hides no other.
 # Ends with one line "N passed, N failed" over all of them; exits non-zero on any failure.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -29,7 +30,7 @@ count_cargo() {
 }
 
 echo "== 1/3 Rust tests (SQLite)"
-cargo test --workspace --exclude frontend 2>&1 | tee "$logs/cargo-sqlite.log"
+cargo test --no-fail-fast --workspace --exclude frontend 2>&1 | tee "$logs/cargo-sqlite.log"
 [ "${PIPESTATUS[0]}" = 0 ] || steps_failed+=("cargo test (SQLite)")
 count_cargo "$logs/cargo-sqlite.log"
 
@@ -37,8 +38,9 @@ echo "== 2/3 Rust tests (PostgreSQL)"
 if pg=$(scripts/pg.sh start); then
   pg_dir=${pg%% *}
   export MODERATO_TEST_PG_URL=${pg#* }
-  # Only the tests that touch the database: the pure unit tests ran above.
-  cargo test -p server --test '*' 2>&1 | tee "$logs/cargo-postgres.log"
+  # Only the tests that touch the database: the pure unit tests ran above. The same package
+  # selection as above, so that features resolve the same and nothing is built again.
+  cargo test --no-fail-fast --workspace --exclude frontend --test '*' 2>&1 | tee "$logs/cargo-postgres.log"
   [ "${PIPESTATUS[0]}" = 0 ] || steps_failed+=("cargo test (PostgreSQL)")
   count_cargo "$logs/cargo-postgres.log"
   unset MODERATO_TEST_PG_URL

@@ -757,6 +757,54 @@ async fn work_queued_through_one_instance_wakes_the_job_instance_at_once() {
     }
 }
 
+/// The instances' listening connections (backend pid, application name), waiting up to
+/// 10 s until there are `want` of them (0: as they are now). Each instance names its listener
+/// `moderato listener ID`.
+async fn listening(db: &sqlx::AnyPool, want: usize) -> Vec<(i32, String)> {
+    let mut found = Vec::new();
+    for _ in 0..100 {
+        found = sqlx::query_as::<_, (i32, String)>(
+            "SELECT pid, application_name::text FROM pg_stat_activity \
+             WHERE datname = current_database() \
+               AND application_name LIKE 'moderato listener %' AND query LIKE 'LISTEN %'",
+        )
+        .fetch_all(db)
+        .await
+        .unwrap();
+        if found.len() >= want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    found
+}
+
+/// Cuts each instance's listening connection once, waiting for one that is reconnecting;
+/// returns how many were cut (2 unless a listener stayed away for 10 s).
+async fn cut_listeners(db: &sqlx::AnyPool) -> usize {
+    let mut cut = BTreeSet::new();
+    for _ in 0..100 {
+        for (pid, name) in listening(db, 0).await {
+            if cut.contains(&name) {
+                continue;
+            }
+            let done: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+                .bind(pid)
+                .fetch_one(db)
+                .await
+                .unwrap();
+            if done {
+                cut.insert(name);
+            }
+        }
+        if cut.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cut.len()
+}
+
 /// The instances' listening connections are cut (pg_terminate_backend) five times while
 /// comments are posted through the first instance: each listener reconnects by itself and
 /// reads what was committed meanwhile from the table, so every client, on either instance,
@@ -786,30 +834,10 @@ async fn a_listener_that_loses_its_connection_catches_up_without_a_gap() {
     assert!(until(WAIT, || subscribed.load(Ordering::SeqCst) == 3).await);
 
     let db = inst.db().await;
-    let listeners = || {
-        sqlx::query_scalar::<_, i32>(
-            "SELECT pid FROM pg_stat_activity \
-             WHERE datname = current_database() AND query LIKE 'LISTEN %'",
-        )
-    };
     let mut cut = 0;
     for k in 0..50 {
         if k % 10 == 5 {
-            // Both listening (again) first, so that every cut cuts both.
-            for _ in 0..50 {
-                if listeners().fetch_all(&db).await.unwrap().len() == 2 {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            for pid in listeners().fetch_all(&db).await.unwrap() {
-                let done: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
-                    .bind(pid)
-                    .fetch_one(&db)
-                    .await
-                    .unwrap();
-                cut += usize::from(done);
-            }
+            cut += cut_listeners(&db).await;
         }
         inst.post(0, "Poster", &format!("Comment {k}.")).await;
     }
@@ -827,24 +855,16 @@ async fn a_listener_that_loses_its_connection_catches_up_without_a_gap() {
         use sqlx::Connection;
         sqlx::PgConnection::connect(&admin).await.unwrap()
     };
-    for _ in 0..50 {
-        if listeners().fetch_all(&db).await.unwrap().len() == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    assert_eq!(
+        listening(&db, 2).await.len(),
+        2,
+        "both listening before the outage"
+    );
     sqlx::query(&allow(false))
         .execute(&mut admin)
         .await
         .unwrap();
-    for pid in listeners().fetch_all(&db).await.unwrap() {
-        let done: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
-            .bind(pid)
-            .fetch_one(&db)
-            .await
-            .unwrap();
-        cut += usize::from(done);
-    }
+    cut += cut_listeners(&db).await;
     for k in 50..53 {
         inst.post(0, "Poster", &format!("Comment {k}, while nobody listens."))
             .await;
@@ -866,14 +886,7 @@ async fn a_listener_that_loses_its_connection_catches_up_without_a_gap() {
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     // Both listeners come back (their retries are at most 2 s apart).
-    let mut back = 0;
-    for _ in 0..50 {
-        back = listeners().fetch_all(&db).await.unwrap().len();
-        if back == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let back = listening(&db, 2).await.len();
     db.close().await;
     stop_tx.send(true).unwrap();
     for t in tasks {
@@ -883,7 +896,7 @@ async fn a_listener_that_loses_its_connection_catches_up_without_a_gap() {
         "cluster listener: {cut} listening connections cut during 53 comments (the last 3 \
          while no new connection was allowed), {back} listening again afterwards"
     ));
-    assert!(cut >= 12, "both listeners were cut six times: {cut}");
+    assert_eq!(cut, 12, "both listeners cut six times");
     assert_eq!(expected.len(), 53);
     assert_eq!(back, 2);
     for (i, l) in logs.iter().enumerate() {

@@ -342,7 +342,8 @@ impl Engine {
             return Ok(None);
         }
         let url = self.store.url();
-        let mut listener = listen(&url).await.map_err(StoreError::from)?;
+        let instance = self.instance.clone();
+        let mut listener = listen(&url, &instance).await.map_err(StoreError::from)?;
         // After LISTEN: every later commit is announced, every earlier one is in here.
         let heads = self.store.event_room_heads().await?;
         let (jobs, jobs_rx) = mpsc::unbounded_channel();
@@ -403,7 +404,7 @@ impl Engine {
                 loop {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(2));
-                    match listen(&url).await {
+                    match listen(&url, &instance).await {
                         Ok(l) => {
                             listener = l;
                             break;
@@ -572,8 +573,14 @@ impl Engine {
     }
 }
 
-async fn listen(url: &str) -> std::result::Result<PgListener, sqlx::Error> {
-    let mut l = PgListener::connect(url).await?;
+/// The listening connection, named `moderato listener INSTANCE` in `pg_stat_activity` so
+/// that an operator (and the tests) can tell which instance a listening backend serves.
+async fn listen(url: &str, instance: &str) -> std::result::Result<PgListener, sqlx::Error> {
+    let mut named = url::Url::parse(url).map_err(|e| sqlx::Error::Configuration(e.into()))?;
+    named
+        .query_pairs_mut()
+        .append_pair("application_name", &format!("moderato listener {instance}"));
+    let mut l = PgListener::connect(named.as_str()).await?;
     l.listen_all([
         EVENTS_CHANNEL,
         SPAM_CHANNEL,
