@@ -992,9 +992,16 @@ const CHUNK_ROWS: usize = 40;
 /// The INSERTs of `n` comments and of their source ids.
 fn insert_sql(ctx: &Ctx, n: usize) -> (String, String) {
     const COLS: usize = 18;
+    const SCORE_COL: usize = 15;
     let values: Vec<String> = (0..n)
         .map(|r| {
-            let cells: Vec<String> = (1..=COLS).map(|c| ctx.param(r * COLS + c)).collect();
+            let cells: Vec<String> = (1..=COLS)
+                .map(|c| match ctx.param(r * COLS + c) {
+                    // The score: never bound as NULL (see `insert_rows`).
+                    p if c == SCORE_COL => format!("NULLIF({p}, -1.0)"),
+                    p => p,
+                })
+                .collect();
             format!("({})", cells.join(", "))
         })
         .collect();
@@ -1047,7 +1054,10 @@ async fn insert_rows(
                 .bind(&r.status)
                 .bind(&r.moderator)
                 .bind(&r.reason)
-                .bind(r.score)
+                // A missing score is bound as -1 (the SQL turns it into NULL): sqlx 0.8's Any
+                // driver types a NULL f64 as float4 on PostgreSQL, and the statement it keeps
+                // then refuses a later chunk's real score. Scores are probabilities.
+                .bind(r.score.unwrap_or(-1.0))
                 .bind(&r.ip)
                 .bind(r.created_at)
                 .bind(r.updated_at);
