@@ -141,6 +141,29 @@ test("after the live connection drops, the reader catches up on what was missed"
   await expectSameDocument(page);
 });
 
+test("replies that arrive under a collapsed comment are counted in its label", async ({ page, request }) => {
+  const key = freshThread("collapsed");
+  // Under five words each, so that the spam filter (trained by other stories) does not judge
+  // them and none is held.
+  const top = await seed(request, key, "A top-level comment.");
+  const first = await seed(request, key, "The first reply.", top);
+  await gotoHydrated(page, `/t/${key}`);
+  await expect(page.locator(".live-indicator")).toHaveText("● live");
+  const article = page.locator(`#c${top}`);
+  const toggle = article.locator("> header > button.toggle");
+  await toggle.click();
+  await expect(toggle).toHaveText("[+] 1 reply");
+  await expect(article.locator("> .replies")).toBeHidden();
+  // Posted by others while it is collapsed: a reply to it, and a reply to its reply.
+  await seed(request, key, "A second reply.", top);
+  await expect(toggle).toHaveText("[+] 2 replies");
+  await seed(request, key, "Replying to that.", first);
+  await expect(toggle).toHaveText("[+] 3 replies");
+  await toggle.click();
+  await expect(toggle).toHaveText("[–]");
+  await expect(article.locator("article.comment")).toHaveCount(3);
+});
+
 test("a signed-in user who is not staff reads with the light client and can sign out", async ({ page }) => {
   const name = freshThread("user");
   process.env.MODERATO_PASSWORD = "user-password-1";

@@ -142,6 +142,7 @@ pub(crate) fn place(page: &Page, c: &Comment, awaiting: bool) -> Option<Element>
     };
     let e = node(page, c, awaiting)?;
     let _ = list.append_child(&e);
+    relabel_collapsed(&e);
     if !awaiting {
         page.add_count(1);
     }
@@ -153,6 +154,7 @@ fn reveal(page: &Page, e: &Element) -> Option<Element> {
     let was_counted = counts(e);
     let was_gone = e.class_list().contains("gone");
     set_class(e, "gone", false);
+    relabel_collapsed(e);
     if let Some(mark) = child_with_class_deep_awaiting(e) {
         mark.remove();
     }
@@ -169,6 +171,7 @@ pub(crate) fn hide(page: &Page, id: i64) {
     {
         let counted = counts(&e);
         set_class(&e, "gone", true);
+        relabel_collapsed(&e);
         if counted {
             page.add_count(-1);
         }
@@ -211,19 +214,40 @@ pub(crate) fn toggle(_page: &Page, button: &Element) {
     }
     let _ = button.set_attribute("aria-expanded", if collapsed { "false" } else { "true" });
     let label = if collapsed {
-        // Replies at any depth, among those shown.
-        let n = child_with_class(&article, "replies")
-            .and_then(|r| r.query_selector_all("article.comment:not(.gone)").ok())
-            .map_or(0, |l| l.length());
-        match n {
-            0 => "[+]".to_owned(),
-            1 => "[+] 1 reply".to_owned(),
-            n => format!("[+] {n} replies"),
-        }
+        collapsed_label(&article)
     } else {
         "[–]".to_owned()
     };
     button.set_text_content(Some(&label));
+}
+
+/// A collapsed comment's toggle label: how many replies it hides, at any depth, among those
+/// shown.
+fn collapsed_label(article: &Element) -> String {
+    let n = child_with_class(article, "replies")
+        .and_then(|r| r.query_selector_all("article.comment:not(.gone)").ok())
+        .map_or(0, |l| l.length());
+    match n {
+        0 => "[+]".to_owned(),
+        1 => "[+] 1 reply".to_owned(),
+        n => format!("[+] {n} replies"),
+    }
+}
+
+/// A reply under `e` appeared, or was hidden or shown again: every collapsed comment above it
+/// counts its hidden replies anew, as the whole app's label does.
+fn relabel_collapsed(e: &Element) {
+    let above = |e: &Element| {
+        e.parent_element()
+            .and_then(|p| p.closest("article.comment.collapsed").ok().flatten())
+    };
+    let mut at = above(e);
+    while let Some(article) = at {
+        if let Ok(Some(button)) = article.query_selector(":scope > header > button.toggle") {
+            button.set_text_content(Some(&collapsed_label(&article)));
+        }
+        at = above(&article);
+    }
 }
 
 /// Loads the next page of top-level comments (and the rest of a cut-off subtree) into place.
