@@ -202,6 +202,65 @@ struct Log {
     problems: Vec<String>,
 }
 
+/// A test's live clients (see [`client`]): each started with [`Clients::add`], all stopped
+/// together with [`Clients::stop`].
+struct Clients {
+    instances: Vec<SocketAddr>,
+    subscribed: Arc<AtomicUsize>,
+    subscriptions: usize,
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Clients {
+    fn new(instances: Vec<SocketAddr>) -> Self {
+        Clients {
+            instances,
+            subscribed: Arc::new(AtomicUsize::new(0)),
+            subscriptions: 0,
+            stop: tokio::sync::watch::channel(false).0,
+            tasks: Vec::new(),
+        }
+    }
+
+    /// Starts a client of instance `home` following `rooms`; returns what it logs.
+    fn add(
+        &mut self,
+        home: usize,
+        bearer: Option<String>,
+        rooms: &'static [&'static str],
+    ) -> Arc<Mutex<Log>> {
+        let log = Arc::new(Mutex::new(Log::default()));
+        self.tasks.push(client(
+            self.instances.clone(),
+            home,
+            bearer,
+            rooms,
+            self.subscribed.clone(),
+            log.clone(),
+            self.stop.subscribe(),
+        ));
+        self.subscriptions += rooms.len();
+        log
+    }
+
+    /// Whether every client subscribed to all its rooms in time.
+    async fn all_subscribed(&self) -> bool {
+        until(WAIT, || {
+            self.subscribed.load(Ordering::SeqCst) == self.subscriptions
+        })
+        .await
+    }
+
+    /// Stops every client and waits (a while) for each to end.
+    async fn stop(self) {
+        self.stop.send_replace(true);
+        for t in self.tasks {
+            let _ = tokio::time::timeout(WAIT, t).await;
+        }
+    }
+}
+
 /// A live client of instance `home` following `rooms`. When its connection ends (the
 /// instance died) it reconnects to the next instance and subscribes with the newest id it
 /// saw per room, as the browser client does.
@@ -300,46 +359,16 @@ async fn fan_out_across(n: usize) {
     let Some(_) = pg() else { return };
     let inst = Instances::start(n, CONFIG).await;
     let addrs: Vec<SocketAddr> = (0..n).map(|i| inst.addr(i)).collect();
-    let subscribed = Arc::new(AtomicUsize::new(0));
-    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let mut clients = Clients::new(addrs);
     let mut readers = Vec::new();
     let mut staff = Vec::new();
-    let mut tasks = Vec::new();
-    let mut expected_subscriptions = 0;
     for home in 0..n {
         for _ in 0..2 {
-            let log = Arc::new(Mutex::new(Log::default()));
-            tasks.push(client(
-                addrs.clone(),
-                home,
-                None,
-                &["t"],
-                subscribed.clone(),
-                log.clone(),
-                stop.clone(),
-            ));
-            readers.push(log);
-            expected_subscriptions += 1;
+            readers.push(clients.add(home, None, &["t"]));
         }
-        let log = Arc::new(Mutex::new(Log::default()));
-        tasks.push(client(
-            addrs.clone(),
-            home,
-            Some(inst.key.clone()),
-            &["t", "moderation"],
-            subscribed.clone(),
-            log.clone(),
-            stop.clone(),
-        ));
-        staff.push(log);
-        expected_subscriptions += 2;
+        staff.push(clients.add(home, Some(inst.key.clone()), &["t", "moderation"]));
     }
-    assert!(
-        until(WAIT, || subscribed.load(Ordering::SeqCst)
-            == expected_subscriptions)
-        .await,
-        "clients subscribed"
-    );
+    assert!(clients.all_subscribed().await, "clients subscribed");
 
     let started = Instant::now();
     // Three posters at once, each through another instance: their commits interleave.
@@ -414,10 +443,7 @@ async fn fan_out_across(n: usize) {
     let took = started.elapsed();
     // Anything delivered twice would arrive within moments.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    stop_tx.send(true).unwrap();
-    for t in tasks {
-        let _ = tokio::time::timeout(WAIT, t).await;
-    }
+    clients.stop().await;
 
     let staff_logs: Vec<Vec<(String, i64)>> = staff
         .iter()
@@ -484,24 +510,12 @@ async fn clients_of_a_killed_instance_lose_nothing_on_another() {
     let Some(_) = pg() else { return };
     let mut inst = Instances::start(2, CONFIG).await;
     let addrs = vec![inst.addr(0), inst.addr(1)];
-    let subscribed = Arc::new(AtomicUsize::new(0));
-    let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let mut logs = Vec::new();
-    let mut tasks = Vec::new();
-    for home in [0, 0, 0, 0, 1, 1] {
-        let log = Arc::new(Mutex::new(Log::default()));
-        tasks.push(client(
-            addrs.clone(),
-            home,
-            None,
-            &["t"],
-            subscribed.clone(),
-            log.clone(),
-            stop.clone(),
-        ));
-        logs.push(log);
-    }
-    assert!(until(WAIT, || subscribed.load(Ordering::SeqCst) == 6).await);
+    let mut clients = Clients::new(addrs);
+    let logs: Vec<_> = [0, 0, 0, 0, 1, 1]
+        .into_iter()
+        .map(|home| clients.add(home, None, &["t"]))
+        .collect();
+    assert!(clients.all_subscribed().await);
 
     for k in 0..40 {
         if k == 10 {
@@ -532,10 +546,7 @@ async fn clients_of_a_killed_instance_lose_nothing_on_another() {
     })
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    stop_tx.send(true).unwrap();
-    for t in tasks {
-        let _ = tokio::time::timeout(WAIT, t).await;
-    }
+    clients.stop().await;
     let moves: usize = logs.iter().map(|l| l.lock().unwrap().moves).sum();
     report(&format!(
         "cluster failover: 2 instances, 6 clients (4 on the killed one), 40 comments, \
@@ -814,24 +825,12 @@ async fn a_listener_that_loses_its_connection_catches_up_without_a_gap() {
     let Some(admin) = pg() else { return };
     let inst = Instances::start(2, CONFIG).await;
     let addrs = vec![inst.addr(0), inst.addr(1)];
-    let subscribed = Arc::new(AtomicUsize::new(0));
-    let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let mut logs = Vec::new();
-    let mut tasks = Vec::new();
-    for home in [0, 1, 1] {
-        let log = Arc::new(Mutex::new(Log::default()));
-        tasks.push(client(
-            addrs.clone(),
-            home,
-            None,
-            &["t"],
-            subscribed.clone(),
-            log.clone(),
-            stop.clone(),
-        ));
-        logs.push(log);
-    }
-    assert!(until(WAIT, || subscribed.load(Ordering::SeqCst) == 3).await);
+    let mut clients = Clients::new(addrs);
+    let logs: Vec<_> = [0, 1, 1]
+        .into_iter()
+        .map(|home| clients.add(home, None, &["t"]))
+        .collect();
+    assert!(clients.all_subscribed().await);
 
     let db = inst.db().await;
     let mut cut = 0;
@@ -888,10 +887,7 @@ async fn a_listener_that_loses_its_connection_catches_up_without_a_gap() {
     // Both listeners come back (their retries are at most 2 s apart).
     let back = listening(&db, 2).await.len();
     db.close().await;
-    stop_tx.send(true).unwrap();
-    for t in tasks {
-        let _ = tokio::time::timeout(WAIT, t).await;
-    }
+    clients.stop().await;
     report(&format!(
         "cluster listener: {cut} listening connections cut during 53 comments (the last 3 \
          while no new connection was allowed), {back} listening again afterwards"

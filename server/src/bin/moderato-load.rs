@@ -533,10 +533,6 @@ async fn cluster(
             measure(&name, &endpoints(&running)?, Some(&trigger), None, &no_idle).await?;
         several.cpu_secs = None;
         several.print();
-        let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
-            (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
-            _ => "n/a".into(),
-        };
         println!("== ratios ({} instances / 1 instance) ==", running.len());
         println!(
             "  time to all subscribers: median {}, p99 {}",
@@ -934,6 +930,14 @@ struct Figures {
 }
 
 /// The `p` quantile (0..=1) of `samples`, nearest rank.
+/// `a / b` to two places, or "n/a" when either is missing (or `b` is zero).
+fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+        _ => "n/a".into(),
+    }
+}
+
 fn percentile(samples: &[f64], p: f64) -> Option<f64> {
     if samples.is_empty() {
         return None;
@@ -1185,10 +1189,6 @@ async fn compare(args: &LoadArgs) -> Res<()> {
         all.push(fig);
     }
     let (bare, hub) = (&all[0], &all[1]);
-    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
-        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
-        _ => "n/a".into(),
-    };
     println!("== ratios (hub / bare) ==");
     println!(
         "  memory per idle connection: {}",
