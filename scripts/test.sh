@@ -98,7 +98,12 @@ TOML
     MODERATO_EMBED_URL="http://localhost:$port" MODERATO_EMBED_HOST_PORT="$embed_host_port" \
     MODERATO_EMBED_FOREIGN_PORT="$embed_foreign_port" MODERATO_MAILDIR="$work/mail" \
     npx playwright test) 2>&1 | tee "$logs/playwright.log"
-  [ "${PIPESTATUS[0]}" = 0 ] || steps_failed+=("Playwright")
+  if [ "${PIPESTATUS[0]}" != 0 ]; then
+    steps_failed+=("Playwright")
+    # What the server said while the stories ran: the first place to look.
+    echo "-- e2e server log (warnings and errors)"
+    grep -E 'WARN|ERROR' "$logs/e2e-server.log" | tail -n 40
+  fi
   # What a reader and a host page download, per route (raw, served, gzip, brotli). Fails
   # if embed.js is over 4 KB gzip, or a reader page's JS + wasm + CSS over 120 KB as served
   # (README "What a page weighs").
@@ -112,9 +117,13 @@ TOML
   wait "$server_pid" "$smtp_pid" 2>/dev/null
   results=end2end/test-results/results.json
   if [ -f "$results" ]; then
-    read -r p f < <(node -e '
+    read -r p f fl < <(node -e '
       const s = require(process.argv[1]).stats;
-      console.log(`${s.expected + (s.flaky || 0)} ${s.unexpected}`);' "$root/$results")
+      console.log(`${s.expected + (s.flaky || 0)} ${s.unexpected} ${s.flaky || 0}`);' "$root/$results")
+    # A story that failed once and passed on its retry (CI only) passes, but is named.
+    if [ "${fl:-0}" -gt 0 ]; then
+      echo "flaky (passed on retry): $fl, see the Playwright log above"
+    fi
     passed=$((passed + p))
     failed=$((failed + f))
   else

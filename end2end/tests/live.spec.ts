@@ -32,6 +32,11 @@ test("a reader sees another reader's comment appear without a reload", async ({ 
 
   await fillForm(poster, "Poster", "Hello from the other tab");
   await poster.getByRole("button", { name: "Post comment" }).click();
+  // The poster's own copy first, published (not held): if this fails, the post did, not
+  // the live update.
+  const own = poster.locator(".comment-tree article.comment").filter({ hasText: "Hello from the other tab" });
+  await expect(own).toHaveCount(1);
+  await expect(own.locator(".awaiting")).toHaveCount(0);
 
   const arrived = watcher.locator(".comment-tree article.comment").filter({ hasText: "Hello from the other tab" });
   await expect(arrived).toHaveCount(1);
