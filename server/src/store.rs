@@ -1050,6 +1050,15 @@ impl Tx {
         Ok(())
     }
 
+    /// Whether this transaction runs in SQLite's writer, which holds the write lock from the
+    /// batch's BEGIN IMMEDIATE to its COMMIT: nothing else can insert meanwhile, so the next
+    /// id of a table or a room is known before the INSERT, and a value that needs it (a
+    /// comment's path, an event's number) is written by the same statement. Each statement
+    /// saved is a round trip to sqlx's SQLite thread on the batch's serial path.
+    fn single_writer(&self) -> bool {
+        matches!(self.tx, TxConn::Batch(_))
+    }
+
     /// The connection this transaction's statements run on.
     fn conn(&mut self) -> &mut AnyConnection {
         match &mut self.tx {
@@ -1076,6 +1085,43 @@ impl Tx {
             Some((id, _, depth)) => (Some(*id), depth + 1),
             None => (None, 0),
         };
+        let prefix = new.parent.as_ref().map_or("", |(_, path, _)| path.as_str());
+        if self.single_writer() {
+            // The id AUTOINCREMENT would give (one past the highest ever used), written
+            // explicitly so that the path can end with it in the same statement.
+            let row = sqlx::query_as::<_, CommentRow>(&format!(
+                "WITH next (id) AS (SELECT max( \
+                   COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'comments'), 0), \
+                   COALESCE((SELECT MAX(id) FROM comments), 0)) + 1) \
+                 INSERT INTO comments (id, thread_id, parent_id, depth, path, author_name, \
+                 author_email, author_url, title, body_source, body_html, status, moderator, \
+                 reason, score, ip, created_at, updated_at) \
+                 SELECT next.id, $1, $2, $3, $4 || printf('%0{PATH_SEGMENT}d', next.id), $5, $6, \
+                 $7, $8, $9, $10, $11, $12, $13, NULLIF($14, -1.0), $15, $16, $16 FROM next \
+                 WHERE true RETURNING {COMMENT_COLUMNS}"
+            ))
+            .bind(new.thread_id)
+            .bind(parent_id)
+            .bind(depth)
+            .bind(prefix)
+            .bind(&new.author_name)
+            .bind(&new.author_email)
+            .bind(&new.author_url)
+            .bind(&new.title)
+            .bind(&new.body_source)
+            .bind(&new.body_html)
+            .bind(&new.status)
+            .bind(&new.moderator)
+            .bind(&new.reason)
+            .bind(new.score.unwrap_or(-1.0))
+            .bind(&new.ip)
+            .bind(new.created_at)
+            .fetch_one(self.conn())
+            .await?;
+            debug_assert_eq!(row.path, format!("{prefix}{}", path_segment(row.id)));
+            self.count_status(&new.status, 1).await?;
+            return Ok(row);
+        }
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO comments (thread_id, parent_id, depth, path, author_name, author_email, \
              author_url, title, body_source, body_html, status, moderator, reason, score, ip, \
@@ -1103,10 +1149,7 @@ impl Tx {
         .bind(new.created_at)
         .fetch_one(self.conn())
         .await?;
-        let path = match &new.parent {
-            Some((_, parent_path, _)) => format!("{parent_path}{}", path_segment(id)),
-            None => path_segment(id),
-        };
+        let path = format!("{prefix}{}", path_segment(id));
         // The path needs the id; the stored row comes back from the same statement.
         let row = sqlx::query_as::<_, CommentRow>(&format!(
             "UPDATE comments SET path = $1 WHERE id = $2 RETURNING {COMMENT_COLUMNS}"
@@ -1232,6 +1275,24 @@ impl Tx {
     /// counter row is locked until commit, so ids follow commit order within a room, also on
     /// PostgreSQL.
     pub async fn append_event(&mut self, e: &NewEventRow<'_>) -> Result<i64, StoreError> {
+        if self.single_writer() {
+            // One statement: the SQLite trigger `events_bump_room` moves the room's counter.
+            return Ok(sqlx::query_scalar(
+                "INSERT INTO events (room, id, created_at, reader, staff, author_token, author, \
+                 comment_id) VALUES ($1, \
+                 COALESCE((SELECT last_id FROM event_rooms WHERE room = $1), 0) + 1, \
+                 $2, $3, $4, $5, $6, $7) RETURNING id",
+            )
+            .bind(e.room)
+            .bind(now_ms())
+            .bind(&e.reader)
+            .bind(&e.staff)
+            .bind(e.author.as_ref().map(|(t, _)| *t))
+            .bind(e.author.as_ref().map(|(_, a)| a.as_str()))
+            .bind(e.comment_id)
+            .fetch_one(self.conn())
+            .await?);
+        }
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO event_rooms (room, last_id, pruned_through) VALUES ($1, 1, 0) \
              ON CONFLICT (room) DO UPDATE SET last_id = event_rooms.last_id + 1 RETURNING last_id",

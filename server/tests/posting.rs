@@ -520,3 +520,46 @@ async fn a_form_encoded_error_is_redirected_to_the_form_with_its_message() {
     assert!(location.ends_with("#comment-form"), "{location}");
     assert_eq!(app.count_rows("comments").await, 0);
 }
+
+/// A comment's id is never one used before, even when the newest row is gone (removed by
+/// hand); a reply's path is its parent's followed by its own id; and a thread's live events
+/// keep counting past events that were pruned, so a cursor never names two events.
+#[tokio::test]
+async fn ids_paths_and_event_numbers_only_ever_grow() {
+    let app = spawn_app().await;
+    app.thread("ids").await;
+    let last_event = |r: Reply| r.json()["last_event_id"].as_i64().unwrap();
+    // A path is the zero-padded ids from the root down (docs/architecture.md).
+    let segment = |id: i64| format!("{id:010}");
+    let a = app.publish("ids", "Ann", "First of all", None).await;
+    let b = app.publish("ids", "Ben", "A reply to that", Some(a)).await;
+    let path = |id: i64| {
+        let db = app.db.clone();
+        async move {
+            sqlx::query_scalar::<_, String>("SELECT path FROM comments WHERE id = $1")
+                .bind(id)
+                .fetch_one(&db)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(path(a).await, segment(a));
+    assert_eq!(
+        path(b).await,
+        format!("{}{}", path(a).await, segment(b))
+    );
+    let events_before = last_event(app.get("/api/threads/ids").await);
+    assert!(events_before >= 2, "two comments, two events: {events_before}");
+
+    for sql in ["DELETE FROM comments WHERE id = $1", "DELETE FROM events"] {
+        sqlx::query(sql).bind(b).execute(&app.db).await.unwrap();
+    }
+    let c = app.publish("ids", "Cy", "After the removal", Some(a)).await;
+    assert!(c > b, "id {b} was given again as {c}");
+    assert_eq!(
+        path(c).await,
+        format!("{}{}", path(a).await, segment(c))
+    );
+    let events_after = last_event(app.get("/api/threads/ids").await);
+    assert_eq!(events_after, events_before + 1);
+}
