@@ -544,22 +544,19 @@ async fn ids_paths_and_event_numbers_only_ever_grow() {
         }
     };
     assert_eq!(path(a).await, segment(a));
-    assert_eq!(
-        path(b).await,
-        format!("{}{}", path(a).await, segment(b))
-    );
+    assert_eq!(path(b).await, format!("{}{}", path(a).await, segment(b)));
     let events_before = last_event(app.get("/api/threads/ids").await);
-    assert!(events_before >= 2, "two comments, two events: {events_before}");
+    assert!(
+        events_before >= 2,
+        "two comments, two events: {events_before}"
+    );
 
     for sql in ["DELETE FROM comments WHERE id = $1", "DELETE FROM events"] {
         sqlx::query(sql).bind(b).execute(&app.db).await.unwrap();
     }
     let c = app.publish("ids", "Cy", "After the removal", Some(a)).await;
     assert!(c > b, "id {b} was given again as {c}");
-    assert_eq!(
-        path(c).await,
-        format!("{}{}", path(a).await, segment(c))
-    );
+    assert_eq!(path(c).await, format!("{}{}", path(a).await, segment(c)));
     let events_after = last_event(app.get("/api/threads/ids").await);
     assert_eq!(events_after, events_before + 1);
 }
