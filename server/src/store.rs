@@ -517,12 +517,14 @@ impl Store {
     /// Creates a thread or updates the given fields of an existing one.
     pub async fn set_thread(&self, spec: &ThreadSpec) -> Result<ThreadRow, StoreError> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        // Through SQLite's writer like every other write: a deferred transaction that reads
+        // first fails at once (SQLITE_BUSY_SNAPSHOT) if the writer commits in between.
+        let mut tx = self.begin().await?;
         let existing = sqlx::query_as::<_, ThreadRow>(&format!(
             "SELECT {THREAD_COLUMNS} FROM threads WHERE key = $1"
         ))
         .bind(&spec.key)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(tx.conn())
         .await?;
         match existing {
             Some(t) => {
@@ -540,7 +542,7 @@ impl Store {
                 .bind(spec.published_at.or(t.published_at))
                 .bind(now)
                 .bind(t.id)
-                .execute(&mut *tx)
+                .execute(tx.conn())
                 .await?;
             }
             None => {
@@ -554,7 +556,7 @@ impl Store {
                 .bind(i64::from(spec.comments_enabled.unwrap_or(true)))
                 .bind(spec.published_at.unwrap_or(now))
                 .bind(now)
-                .execute(&mut *tx)
+                .execute(tx.conn())
                 .await?;
             }
         }
@@ -1269,6 +1271,23 @@ impl Tx {
         .into_iter()
         .map(|r| (r.status, r.n))
         .collect())
+    }
+
+    /// Takes `room`'s counter row until commit (PostgreSQL; SQLite's writer already holds
+    /// the only write lock), so what this transaction reads next sees every transaction that
+    /// numbered an event of the room before it, and its own event is numbered after theirs.
+    pub async fn lock_room(&mut self, room: &str) -> Result<(), StoreError> {
+        if self.single_writer() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO event_rooms (room, last_id, pruned_through) VALUES ($1, 0, 0) \
+             ON CONFLICT (room) DO UPDATE SET last_id = event_rooms.last_id",
+        )
+        .bind(room)
+        .execute(self.conn())
+        .await?;
+        Ok(())
     }
 
     /// Numbers an event in its room and stores it (the outbox); returns its id. The room's

@@ -15,6 +15,7 @@ mod post;
 mod replies;
 pub use replies::{LinkPurpose, MailLink, action_label};
 mod staff;
+mod stats;
 mod transfer;
 
 use crate::auth::{self, Credentials, Staff, Viewer};
@@ -59,7 +60,9 @@ pub struct Engine {
     hub: Hub,
     /// How committed events reach the hub: directly, or in order with the other instances'
     /// (PostgreSQL, see `cluster`).
-    fanout: cluster::Fanout,
+    fanout: Arc<cluster::Fanout>,
+    /// Writes the staff's stats event after posts, one for many (see `stats`).
+    stats_after_posts: stats::StatsAfterPosts,
     /// This process's random id, so it can tell its own announcements from others'.
     instance: String,
     /// Woken when sessions end in this process (sign-out, a password change), so live
@@ -222,6 +225,8 @@ impl Engine {
             .as_ref()
             .filter(|_| config.comments.reply_notifications || config.moderation.mail_staff)
             .map(|m| replies::MailLinks::new(&secret, &m.public_url));
+        let fanout = Arc::new(cluster::Fanout::new(hub.clone()));
+        let stats_after_posts = stats::StatsAfterPosts::start(store.clone(), fanout.clone());
         Ok(Engine {
             store,
             config: Arc::new(config),
@@ -231,7 +236,8 @@ impl Engine {
             embed_thread_limiter,
             registry,
             spam,
-            fanout: cluster::Fanout::new(hub.clone()),
+            fanout,
+            stats_after_posts,
             instance: random_token(8),
             hub,
             sessions_ended: tokio::sync::Notify::new(),

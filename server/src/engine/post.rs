@@ -178,6 +178,8 @@ impl Engine {
     /// One transaction: the token's nonce, the comment (with its path and counts), its
     /// events and the mail its moderators send (outboxes); published and mailed after
     /// commit, so a slow mail server never delays a poster and a failing one loses nothing.
+    /// The staff's stats event follows in a transaction of its own, one for many posts
+    /// (`engine/stats.rs`).
     async fn store_comment(
         &self,
         row: &NewCommentRow,
@@ -221,15 +223,11 @@ impl Engine {
         self.queue_webhooks_for_new(&mut tx, &stored, thread)
             .await
             .map_err(StoreOrReused::Other)?;
-        let mut pending = events::comment_posted(&stored, thread_key, author_token);
-        pending.push(
-            Engine::stats_event(&mut tx)
-                .await
-                .map_err(StoreOrReused::Other)?,
-        );
+        let pending = events::comment_posted(&stored, thread_key, author_token);
         self.commit_and_publish(tx, pending)
             .await
             .map_err(StoreOrReused::Other)?;
+        self.stats_after_posts.posted();
         if !letters.is_empty() {
             self.mail_committed();
         }
