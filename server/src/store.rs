@@ -1088,10 +1088,11 @@ impl Tx {
             None => (None, 0),
         };
         let prefix = new.parent.as_ref().map_or("", |(_, path, _)| path.as_str());
-        if self.single_writer() {
+        let single_writer = self.single_writer();
+        let sql = if single_writer {
             // The id AUTOINCREMENT would give (one past the highest ever used), written
             // explicitly so that the path can end with it in the same statement.
-            let row = sqlx::query_as::<_, CommentRow>(&format!(
+            format!(
                 "WITH next (id) AS (SELECT max( \
                    COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'comments'), 0), \
                    COALESCE((SELECT MAX(id) FROM comments), 0)) + 1) \
@@ -1101,7 +1102,18 @@ impl Tx {
                  SELECT next.id, $1, $2, $3, $4 || printf('%0{PATH_SEGMENT}d', next.id), $5, $6, \
                  $7, $8, $9, $10, $11, $12, $13, NULLIF($14, -1.0), $15, $16, $16 FROM next \
                  WHERE true RETURNING {COMMENT_COLUMNS}"
-            ))
+            )
+        } else {
+            // The path is completed below, once the id is known.
+            format!(
+                "INSERT INTO comments (thread_id, parent_id, depth, path, author_name, \
+                 author_email, author_url, title, body_source, body_html, status, moderator, \
+                 reason, score, ip, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
+                 NULLIF($14, -1.0), $15, $16, $16) RETURNING {COMMENT_COLUMNS}"
+            )
+        };
+        let mut row = sqlx::query_as::<_, CommentRow>(&sql)
             .bind(new.thread_id)
             .bind(parent_id)
             .bind(depth)
@@ -1115,51 +1127,25 @@ impl Tx {
             .bind(&new.status)
             .bind(&new.moderator)
             .bind(&new.reason)
+            // Never a NULL f64: sqlx 0.8.6's Any driver binds a NULL DOUBLE as a float4 on
+            // PostgreSQL, and the statement it then caches refuses the next real score
+            // ("incorrect binary data format"). Scores are probabilities, so -1 means none.
             .bind(new.score.unwrap_or(-1.0))
             .bind(&new.ip)
             .bind(new.created_at)
             .fetch_one(self.conn())
             .await?;
-            debug_assert_eq!(row.path, format!("{prefix}{}", path_segment(row.id)));
-            self.count_status(&new.status, 1).await?;
-            return Ok(row);
+        let path = format!("{prefix}{}", path_segment(row.id));
+        if single_writer {
+            debug_assert_eq!(row.path, path);
+        } else {
+            sqlx::query("UPDATE comments SET path = $1 WHERE id = $2")
+                .bind(&path)
+                .bind(row.id)
+                .execute(self.conn())
+                .await?;
+            row.path = path;
         }
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO comments (thread_id, parent_id, depth, path, author_name, author_email, \
-             author_url, title, body_source, body_html, status, moderator, reason, score, ip, \
-             created_at, updated_at) \
-             VALUES ($1, $2, $3, '', $4, $5, $6, $7, $8, $9, $10, $11, $12, NULLIF($13, -1.0), \
-             $14, $15, $15) RETURNING id",
-        )
-        .bind(new.thread_id)
-        .bind(parent_id)
-        .bind(depth)
-        .bind(&new.author_name)
-        .bind(&new.author_email)
-        .bind(&new.author_url)
-        .bind(&new.title)
-        .bind(&new.body_source)
-        .bind(&new.body_html)
-        .bind(&new.status)
-        .bind(&new.moderator)
-        .bind(&new.reason)
-        // Never a NULL f64: sqlx 0.8.6's Any driver binds a NULL DOUBLE as a float4 on
-        // PostgreSQL, and the statement it then caches refuses the next real score
-        // ("incorrect binary data format"). Scores are probabilities, so -1 means none.
-        .bind(new.score.unwrap_or(-1.0))
-        .bind(&new.ip)
-        .bind(new.created_at)
-        .fetch_one(self.conn())
-        .await?;
-        let path = format!("{prefix}{}", path_segment(id));
-        // The path needs the id; the stored row comes back from the same statement.
-        let row = sqlx::query_as::<_, CommentRow>(&format!(
-            "UPDATE comments SET path = $1 WHERE id = $2 RETURNING {COMMENT_COLUMNS}"
-        ))
-        .bind(&path)
-        .bind(id)
-        .fetch_one(self.conn())
-        .await?;
         self.count_status(&new.status, 1).await?;
         Ok(row)
     }
