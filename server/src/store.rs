@@ -1280,46 +1280,33 @@ impl Tx {
     /// counter row is locked until commit, so ids follow commit order within a room, also on
     /// PostgreSQL.
     pub async fn append_event(&mut self, e: &NewEventRow<'_>) -> Result<i64, StoreError> {
-        if self.single_writer() {
-            // One statement: the SQLite trigger `events_bump_room` moves the room's counter.
-            return Ok(sqlx::query_scalar(
-                "INSERT INTO events (room, id, created_at, reader, staff, author_token, author, \
-                 comment_id) VALUES ($1, \
-                 COALESCE((SELECT last_id FROM event_rooms WHERE room = $1), 0) + 1, \
-                 $2, $3, $4, $5, $6, $7) RETURNING id",
+        let id = if self.single_writer() {
+            // The SQLite trigger `events_bump_room` moves the room's counter after the INSERT.
+            "COALESCE((SELECT last_id FROM event_rooms WHERE room = $1), 0) + 1"
+        } else {
+            // The counter row first: its lock is what orders concurrent transactions.
+            sqlx::query(
+                "INSERT INTO event_rooms (room, last_id, pruned_through) VALUES ($1, 1, 0) \
+                 ON CONFLICT (room) DO UPDATE SET last_id = event_rooms.last_id + 1",
             )
             .bind(e.room)
-            .bind(now_ms())
-            .bind(&e.reader)
-            .bind(&e.staff)
-            .bind(e.author.as_ref().map(|(t, _)| *t))
-            .bind(e.author.as_ref().map(|(_, a)| a.as_str()))
-            .bind(e.comment_id)
-            .fetch_one(self.conn())
-            .await?);
-        }
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO event_rooms (room, last_id, pruned_through) VALUES ($1, 1, 0) \
-             ON CONFLICT (room) DO UPDATE SET last_id = event_rooms.last_id + 1 RETURNING last_id",
-        )
-        .bind(e.room)
-        .fetch_one(self.conn())
-        .await?;
-        sqlx::query(
+            .execute(self.conn())
+            .await?;
+            "(SELECT last_id FROM event_rooms WHERE room = $1)"
+        };
+        Ok(sqlx::query_scalar(&format!(
             "INSERT INTO events (room, id, created_at, reader, staff, author_token, author, \
-             comment_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
+             comment_id) VALUES ($1, {id}, $2, $3, $4, $5, $6, $7) RETURNING id"
+        ))
         .bind(e.room)
-        .bind(id)
         .bind(now_ms())
         .bind(&e.reader)
         .bind(&e.staff)
         .bind(e.author.as_ref().map(|(t, _)| *t))
         .bind(e.author.as_ref().map(|(_, a)| a.as_str()))
         .bind(e.comment_id)
-        .execute(self.conn())
-        .await?;
-        Ok(id)
+        .fetch_one(self.conn())
+        .await?)
     }
 
     /// Blanks what the stored events of `room` about `comment_id` tell readers and authors,
