@@ -560,3 +560,33 @@ async fn ids_paths_and_event_numbers_only_ever_grow() {
     let events_after = last_event(app.get("/api/threads/ids").await);
     assert_eq!(events_after, events_before + 1);
 }
+
+/// The first comment on a page creates its thread (`auto_create_threads`). Many such first
+/// comments at once, beside comments on a thread that exists, are all stored: creating a
+/// thread waits for the writer like every other write (it once read first and then failed
+/// at once with "not answering" when another write committed in between).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_comments_on_new_pages_are_stored_while_others_post() {
+    let config = "[comments]\nauto_create_threads = true\n[limits]\nposts_per_minute = 0\n";
+    let app = spawn_app_with(Config::parse(config).unwrap()).await;
+    app.thread("busy").await;
+    let posts = (0..24).map(|i| {
+        let key = if i % 2 == 0 {
+            format!("new-page-{i}")
+        } else {
+            "busy".to_owned()
+        };
+        let app = &app;
+        async move {
+            let r = app
+                .post_comment(&key, json!({"name": "Ann", "body": format!("Comment {i}")}))
+                .await;
+            (key, r)
+        }
+    });
+    for (key, r) in futures_util::future::join_all(posts).await {
+        assert_eq!(r.status, StatusCode::CREATED, "{key}: {}", r.text);
+    }
+    assert_eq!(app.count_rows("comments").await, 24);
+    assert_eq!(app.count_rows("threads").await, 13);
+}
