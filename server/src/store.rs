@@ -6,6 +6,7 @@
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{Any, AnyConnection, AnyPool, Executor, FromRow};
+use std::sync::LazyLock;
 use std::time::Duration;
 
 mod writer;
@@ -1088,8 +1089,8 @@ impl Tx {
             None => (None, 0),
         };
         let prefix = new.parent.as_ref().map_or("", |(_, path, _)| path.as_str());
-        let single_writer = self.single_writer();
-        let sql = if single_writer {
+        // Built once: they name the column list and the path's width, which are constants.
+        static SQLITE: LazyLock<String> = LazyLock::new(|| {
             // The id AUTOINCREMENT would give (one past the highest ever used), written
             // explicitly so that the path can end with it in the same statement.
             format!(
@@ -1103,7 +1104,8 @@ impl Tx {
                  $7, $8, $9, $10, $11, $12, $13, NULLIF($14, -1.0), $15, $16, $16 FROM next \
                  WHERE true RETURNING {COMMENT_COLUMNS}"
             )
-        } else {
+        });
+        static POSTGRES: LazyLock<String> = LazyLock::new(|| {
             // The path is completed below, once the id is known.
             format!(
                 "INSERT INTO comments (thread_id, parent_id, depth, path, author_name, \
@@ -1112,8 +1114,10 @@ impl Tx {
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
                  NULLIF($14, -1.0), $15, $16, $16) RETURNING {COMMENT_COLUMNS}"
             )
-        };
-        let mut row = sqlx::query_as::<_, CommentRow>(&sql)
+        });
+        let single_writer = self.single_writer();
+        let sql = if single_writer { &SQLITE } else { &POSTGRES };
+        let mut row = sqlx::query_as::<_, CommentRow>(sql.as_str())
             .bind(new.thread_id)
             .bind(parent_id)
             .bind(depth)
@@ -1135,10 +1139,10 @@ impl Tx {
             .bind(new.created_at)
             .fetch_one(self.conn())
             .await?;
-        let path = format!("{prefix}{}", path_segment(row.id));
         if single_writer {
-            debug_assert_eq!(row.path, path);
+            debug_assert_eq!(row.path, format!("{prefix}{}", path_segment(row.id)));
         } else {
+            let path = format!("{prefix}{}", path_segment(row.id));
             sqlx::query("UPDATE comments SET path = $1 WHERE id = $2")
                 .bind(&path)
                 .bind(row.id)
@@ -1280,9 +1284,20 @@ impl Tx {
     /// counter row is locked until commit, so ids follow commit order within a room, also on
     /// PostgreSQL.
     pub async fn append_event(&mut self, e: &NewEventRow<'_>) -> Result<i64, StoreError> {
-        let id = if self.single_writer() {
+        // The statement differs only in how the id is found; both are fixed strings.
+        macro_rules! insert_event {
+            ($id:literal) => {
+                concat!(
+                    "INSERT INTO events (room, id, created_at, reader, staff, author_token, \
+                     author, comment_id) VALUES ($1, ",
+                    $id,
+                    ", $2, $3, $4, $5, $6, $7) RETURNING id"
+                )
+            };
+        }
+        let sql = if self.single_writer() {
             // The SQLite trigger `events_bump_room` moves the room's counter after the INSERT.
-            "COALESCE((SELECT last_id FROM event_rooms WHERE room = $1), 0) + 1"
+            insert_event!("COALESCE((SELECT last_id FROM event_rooms WHERE room = $1), 0) + 1")
         } else {
             // The counter row first: its lock is what orders concurrent transactions.
             sqlx::query(
@@ -1292,21 +1307,18 @@ impl Tx {
             .bind(e.room)
             .execute(self.conn())
             .await?;
-            "(SELECT last_id FROM event_rooms WHERE room = $1)"
+            insert_event!("(SELECT last_id FROM event_rooms WHERE room = $1)")
         };
-        Ok(sqlx::query_scalar(&format!(
-            "INSERT INTO events (room, id, created_at, reader, staff, author_token, author, \
-             comment_id) VALUES ($1, {id}, $2, $3, $4, $5, $6, $7) RETURNING id"
-        ))
-        .bind(e.room)
-        .bind(now_ms())
-        .bind(&e.reader)
-        .bind(&e.staff)
-        .bind(e.author.as_ref().map(|(t, _)| *t))
-        .bind(e.author.as_ref().map(|(_, a)| a.as_str()))
-        .bind(e.comment_id)
-        .fetch_one(self.conn())
-        .await?)
+        Ok(sqlx::query_scalar(sql)
+            .bind(e.room)
+            .bind(now_ms())
+            .bind(&e.reader)
+            .bind(&e.staff)
+            .bind(e.author.as_ref().map(|(t, _)| *t))
+            .bind(e.author.as_ref().map(|(_, a)| a.as_str()))
+            .bind(e.comment_id)
+            .fetch_one(self.conn())
+            .await?)
     }
 
     /// Blanks what the stored events of `room` about `comment_id` tell readers and authors,
