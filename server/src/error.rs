@@ -95,15 +95,18 @@ impl Error {
 
 impl From<StoreError> for Error {
     fn from(e: StoreError) -> Self {
-        match &e {
+        let unavailable = match &e {
+            StoreError::Sqlx(s) => database_unavailable(s),
+            StoreError::Sqlite(s) => crate::store::lite::is_unavailable(s),
+            _ => false,
+        };
+        if unavailable {
             // The database is away or saturated: the client may retry. A transaction cut
             // off this way is rolled back (unless only the answer to its COMMIT was lost).
-            StoreError::Sqlx(s) if database_unavailable(s) => {
-                tracing::warn!(error = %e, "database unavailable");
-                Error::Unavailable("The database is not answering; try again shortly.".into())
-            }
-            _ => Error::Internal(e.to_string()),
+            tracing::warn!(error = %e, "database unavailable");
+            return Error::Unavailable("The database is not answering; try again shortly.".into());
         }
+        Error::Internal(e.to_string())
     }
 }
 
@@ -220,5 +223,22 @@ mod tests {
             assert_eq!(kind_of(coded(code)), "internal", "{code}");
         }
         assert_eq!(kind_of(sqlx::Error::RowNotFound), "internal");
+        // The same from SQLite's write connection (rusqlite).
+        let sqlite = |code: i32| {
+            let failure = rusqlite::ffi::Error::new(code);
+            match Error::from(StoreError::Sqlite(rusqlite::Error::SqliteFailure(
+                failure, None,
+            ))) {
+                Error::Unavailable(_) => "unavailable",
+                Error::Internal(_) => "internal",
+                other => panic!("{other:?}"),
+            }
+        };
+        for code in [5, 517, 773, 6] {
+            assert_eq!(sqlite(code), "unavailable", "{code}");
+        }
+        for code in [2067, 1555, 1, 19] {
+            assert_eq!(sqlite(code), "internal", "{code}");
+        }
     }
 }

@@ -4,11 +4,14 @@
 //! BIGINT times and flags), so one test suite checks both. Schema changes live in
 //! `migrations/{sqlite,postgres}` and are never edited once landed.
 
+use lite::{Arg, Row, args};
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
-use sqlx::{Any, AnyConnection, AnyPool, Executor, FromRow};
+use sqlx::{Any, AnyPool, Executor, FromRow};
+use std::str::FromStr;
 use std::sync::LazyLock;
 use std::time::Duration;
 
+pub(crate) mod lite;
 mod writer;
 
 /// Which database the URL selected.
@@ -25,6 +28,9 @@ pub enum StoreError {
     BadUrl(String),
     #[error("database error: {0}")]
     Sqlx(#[from] sqlx::Error),
+    /// From SQLite's write connection (`store/lite.rs`).
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
@@ -34,6 +40,7 @@ impl StoreError {
     pub fn is_unique_violation(&self) -> bool {
         match self {
             StoreError::Sqlx(sqlx::Error::Database(e)) => e.is_unique_violation(),
+            StoreError::Sqlite(e) => lite::is_unique_violation(e),
             _ => false,
         }
     }
@@ -67,6 +74,8 @@ pub struct Store {
     /// SQLite's single writer with group commit (`store/writer.rs`); PostgreSQL runs
     /// concurrent transactions from the pool and groups commits itself.
     writer: Option<writer::Writer>,
+    /// SQLite's in-thread point reads (`store/lite.rs`).
+    readers: Option<std::sync::Arc<lite::Readers>>,
 }
 
 /// One write transaction. Every change of a use case (its rows, its audit entries, its events
@@ -124,6 +133,9 @@ pub struct CommentRow {
 pub const COMMENT_COLUMNS: &str = "id, thread_id, parent_id, depth, path, author_name, \
      author_email, author_url, title, body_source, body_html, status, moderator, reason, score, \
      ip, created_at, updated_at";
+
+static COMMENT_BY_ID: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {COMMENT_COLUMNS} FROM comments WHERE id = $1"));
 
 const THREAD_COLUMNS: &str =
     "id, key, kind, title, comments_enabled, published_at, created_at, updated_at";
@@ -313,13 +325,19 @@ impl Store {
             pool,
             backend,
             writer: None,
+            readers: None,
         };
         store.migrate().await?;
         if backend == Backend::Sqlite {
             // Its own connection, outside the pool: it lives as long as the writer task, and
-            // the pool's connections stay for readers.
-            let conn = store.pool.acquire().await?.detach();
+            // the pool's connections stay for readers. The file exists by now (the pool
+            // created it and migrated it).
+            let options = sqlx::sqlite::SqliteConnectOptions::from_str(&url)?;
+            let conn = lite::open_writer(options.get_filename())?;
             store.writer = Some(writer::Writer::start(conn));
+            store.readers = Some(std::sync::Arc::new(lite::Readers::new(
+                options.get_filename(),
+            )));
         }
         Ok(store)
     }
@@ -364,22 +382,30 @@ impl Store {
         self.writer.as_ref().map(writer::Writer::counts)
     }
 
+    /// One row of a point lookup, if any: on SQLite in the calling thread (see
+    /// `lite::Readers`), on PostgreSQL from the pool.
+    async fn look_up<'q, T: Row>(
+        &self,
+        sql: &'q str,
+        args: &[Arg<'q>],
+    ) -> Result<Option<T>, StoreError> {
+        match &self.readers {
+            Some(r) => r.with(|conn| lite::fetch_optional(conn, sql, args)),
+            None => Ok(lite::bind_as(sqlx::query_as::<_, T>(sql), args)
+                .fetch_optional(&self.pool)
+                .await?),
+        }
+    }
+
     /// What a thread's public view depends on: when its row last changed and its room's
     /// newest event id; `None` when there is no such thread.
     pub async fn thread_version(&self, key: &str) -> Result<Option<(i64, i64)>, StoreError> {
-        #[derive(FromRow)]
-        struct Version {
-            updated_at: i64,
-            last_id: i64,
-        }
-        Ok(sqlx::query_as::<_, Version>(
+        self.look_up(
             "SELECT t.updated_at, COALESCE(r.last_id, 0) AS last_id FROM threads t \
              LEFT JOIN event_rooms r ON r.room = t.key WHERE t.key = $1",
+            args![key],
         )
-        .bind(key)
-        .fetch_optional(&self.pool)
-        .await?
-        .map(|v| (v.updated_at, v.last_id)))
+        .await
     }
 
     /// The newest event id of a room (0 when none).
@@ -477,12 +503,9 @@ impl Store {
 
     /// A thread by key.
     pub async fn thread(&self, key: &str) -> Result<Option<ThreadRow>, StoreError> {
-        Ok(sqlx::query_as::<_, ThreadRow>(&format!(
-            "SELECT {THREAD_COLUMNS} FROM threads WHERE key = $1"
-        ))
-        .bind(key)
-        .fetch_optional(&self.pool)
-        .await?)
+        static SELECT: LazyLock<String> =
+            LazyLock::new(|| format!("SELECT {THREAD_COLUMNS} FROM threads WHERE key = $1"));
+        self.look_up(SELECT.as_str(), args![key]).await
     }
 
     /// One page of threads with their published comment counts, newest first, and how many
@@ -521,43 +544,39 @@ impl Store {
         // Through SQLite's writer like every other write: a deferred transaction that reads
         // first fails at once (SQLITE_BUSY_SNAPSHOT) if the writer commits in between.
         let mut tx = self.begin().await?;
-        let existing = sqlx::query_as::<_, ThreadRow>(&format!(
-            "SELECT {THREAD_COLUMNS} FROM threads WHERE key = $1"
-        ))
-        .bind(&spec.key)
-        .fetch_optional(tx.conn())
-        .await?;
+        let select = format!("SELECT {THREAD_COLUMNS} FROM threads WHERE key = $1");
+        let existing: Option<ThreadRow> = tx.fetch_optional(&select, args![&spec.key]).await?;
         match existing {
             Some(t) => {
-                sqlx::query(
+                tx.exec(
                     "UPDATE threads SET kind = $1, title = $2, comments_enabled = $3, \
                      published_at = $4, updated_at = $5 WHERE id = $6",
+                    args![
+                        spec.kind.as_deref().unwrap_or(&t.kind),
+                        spec.title.as_deref().unwrap_or(&t.title),
+                        spec.comments_enabled
+                            .map(i64::from)
+                            .unwrap_or(t.comments_enabled),
+                        spec.published_at.or(t.published_at),
+                        now,
+                        t.id,
+                    ],
                 )
-                .bind(spec.kind.clone().unwrap_or(t.kind))
-                .bind(spec.title.clone().unwrap_or(t.title))
-                .bind(
-                    spec.comments_enabled
-                        .map(i64::from)
-                        .unwrap_or(t.comments_enabled),
-                )
-                .bind(spec.published_at.or(t.published_at))
-                .bind(now)
-                .bind(t.id)
-                .execute(tx.conn())
                 .await?;
             }
             None => {
-                sqlx::query(
+                tx.exec(
                     "INSERT INTO threads (key, kind, title, comments_enabled, published_at, \
                      created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $6)",
+                    args![
+                        &spec.key,
+                        spec.kind.as_deref().unwrap_or("page"),
+                        spec.title.as_deref().unwrap_or(&spec.key),
+                        i64::from(spec.comments_enabled.unwrap_or(true)),
+                        spec.published_at.unwrap_or(now),
+                        now,
+                    ],
                 )
-                .bind(&spec.key)
-                .bind(spec.kind.clone().unwrap_or_else(|| "page".into()))
-                .bind(spec.title.clone().unwrap_or_else(|| spec.key.clone()))
-                .bind(i64::from(spec.comments_enabled.unwrap_or(true)))
-                .bind(spec.published_at.unwrap_or(now))
-                .bind(now)
-                .execute(tx.conn())
                 .await?;
             }
         }
@@ -569,12 +588,7 @@ impl Store {
 
     /// One comment by id.
     pub async fn comment(&self, id: i64) -> Result<Option<CommentRow>, StoreError> {
-        Ok(sqlx::query_as::<_, CommentRow>(&format!(
-            "SELECT {COMMENT_COLUMNS} FROM comments WHERE id = $1"
-        ))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?)
+        self.look_up(COMMENT_BY_ID.as_str(), args![id]).await
     }
 
     /// Comments of a thread after `after` in tree order, at most `limit`.
@@ -637,13 +651,10 @@ impl Store {
 
     /// True when a form token's nonce has been spent.
     pub async fn nonce_used(&self, nonce: &str) -> Result<bool, StoreError> {
-        Ok(
-            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM form_nonces WHERE nonce = $1")
-                .bind(nonce)
-                .fetch_one(&self.pool)
-                .await?
-                > 0,
-        )
+        let spent: Option<(i64,)> = self
+            .look_up("SELECT 1 FROM form_nonces WHERE nonce = $1", args![nonce])
+            .await?;
+        Ok(spent.is_some())
     }
 
     /// Forgets spent nonces whose tokens have expired anyway.
@@ -686,12 +697,14 @@ impl Store {
 
     /// Published comments by this email (for "first comment" pre-moderation).
     pub async fn published_by_email(&self, email: &str) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar::<_, i64>(
-            "SELECT COUNT(*) FROM comments WHERE author_email = $1 AND status = 'published'",
-        )
-        .bind(email)
-        .fetch_one(&self.pool)
-        .await?)
+        let (n,): (i64,) = self
+            .look_up(
+                "SELECT COUNT(*) FROM comments WHERE author_email = $1 AND status = 'published'",
+                args![email],
+            )
+            .await?
+            .unwrap_or((0,));
+        Ok(n)
     }
 
     /// Creates a user; a taken name is a unique violation.
@@ -1062,23 +1075,66 @@ impl Tx {
         matches!(self.tx, TxConn::Batch(_))
     }
 
-    /// The connection this transaction's statements run on.
-    fn conn(&mut self) -> &mut AnyConnection {
+    /// Runs one statement in this transaction; the number of rows it changed. On SQLite it
+    /// runs right here, on the writer's connection (no hop to another thread).
+    async fn exec<'q>(&mut self, sql: &'q str, args: &[Arg<'q>]) -> Result<u64, StoreError> {
         match &mut self.tx {
-            TxConn::Pool(tx) => tx,
-            TxConn::Batch(turn) => turn.conn(),
+            TxConn::Pool(tx) => Ok(lite::bind(sqlx::query(sql), args)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected()),
+            TxConn::Batch(turn) => lite::exec(turn.conn(), sql, args),
         }
+    }
+
+    /// Every row of a query (or a write's RETURNING) in this transaction.
+    async fn fetch_all<'q, T: Row>(
+        &mut self,
+        sql: &'q str,
+        args: &[Arg<'q>],
+    ) -> Result<Vec<T>, StoreError> {
+        match &mut self.tx {
+            TxConn::Pool(tx) => Ok(lite::bind_as(sqlx::query_as::<_, T>(sql), args)
+                .fetch_all(&mut **tx)
+                .await?),
+            TxConn::Batch(turn) => lite::fetch_all(turn.conn(), sql, args),
+        }
+    }
+
+    /// The first row of a query (or a write's RETURNING), if any.
+    async fn fetch_optional<'q, T: Row>(
+        &mut self,
+        sql: &'q str,
+        args: &[Arg<'q>],
+    ) -> Result<Option<T>, StoreError> {
+        match &mut self.tx {
+            TxConn::Pool(tx) => Ok(lite::bind_as(sqlx::query_as::<_, T>(sql), args)
+                .fetch_optional(&mut **tx)
+                .await?),
+            TxConn::Batch(turn) => lite::fetch_optional(turn.conn(), sql, args),
+        }
+    }
+
+    /// The one row of a query (or a write's RETURNING); an error when there is none.
+    async fn fetch_one<'q, T: Row>(
+        &mut self,
+        sql: &'q str,
+        args: &[Arg<'q>],
+    ) -> Result<T, StoreError> {
+        self.fetch_optional(sql, args)
+            .await?
+            .ok_or(StoreError::Sqlx(sqlx::Error::RowNotFound))
     }
 
     /// Spends a form token's nonce: a nonce already spent fails with a unique violation.
     /// Called first in a post's transaction, so SQLite takes the write lock at once (no
     /// deferred upgrade from a read).
     pub async fn spend_nonce(&mut self, nonce: &str, expires_at: i64) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO form_nonces (nonce, expires_at) VALUES ($1, $2)")
-            .bind(nonce)
-            .bind(expires_at)
-            .execute(self.conn())
-            .await?;
+        self.exec(
+            "INSERT INTO form_nonces (nonce, expires_at) VALUES ($1, $2)",
+            args![nonce, expires_at],
+        )
+        .await?;
         Ok(())
     }
 
@@ -1117,37 +1173,42 @@ impl Tx {
         });
         let single_writer = self.single_writer();
         let sql = if single_writer { &SQLITE } else { &POSTGRES };
-        let mut row = sqlx::query_as::<_, CommentRow>(sql.as_str())
-            .bind(new.thread_id)
-            .bind(parent_id)
-            .bind(depth)
-            .bind(prefix)
-            .bind(&new.author_name)
-            .bind(&new.author_email)
-            .bind(&new.author_url)
-            .bind(&new.title)
-            .bind(&new.body_source)
-            .bind(&new.body_html)
-            .bind(&new.status)
-            .bind(&new.moderator)
-            .bind(&new.reason)
-            // Never a NULL f64: sqlx 0.8.6's Any driver binds a NULL DOUBLE as a float4 on
-            // PostgreSQL, and the statement it then caches refuses the next real score
-            // ("incorrect binary data format"). Scores are probabilities, so -1 means none.
-            .bind(new.score.unwrap_or(-1.0))
-            .bind(&new.ip)
-            .bind(new.created_at)
-            .fetch_one(self.conn())
+        let mut row: CommentRow = self
+            .fetch_one(
+                sql.as_str(),
+                args![
+                    new.thread_id,
+                    parent_id,
+                    depth,
+                    prefix,
+                    &new.author_name,
+                    &new.author_email,
+                    &new.author_url,
+                    &new.title,
+                    &new.body_source,
+                    &new.body_html,
+                    &new.status,
+                    &new.moderator,
+                    &new.reason,
+                    // Never a NULL f64: sqlx 0.8.6's Any driver binds a NULL DOUBLE as a
+                    // float4 on PostgreSQL, and the statement it then caches refuses the next
+                    // real score ("incorrect binary data format"). Scores are probabilities,
+                    // so -1 means none.
+                    new.score.unwrap_or(-1.0),
+                    &new.ip,
+                    new.created_at,
+                ],
+            )
             .await?;
         if single_writer {
             debug_assert_eq!(row.path, format!("{prefix}{}", path_segment(row.id)));
         } else {
             let path = format!("{prefix}{}", path_segment(row.id));
-            sqlx::query("UPDATE comments SET path = $1 WHERE id = $2")
-                .bind(&path)
-                .bind(row.id)
-                .execute(self.conn())
-                .await?;
+            self.exec(
+                "UPDATE comments SET path = $1 WHERE id = $2",
+                args![&path, row.id],
+            )
+            .await?;
             row.path = path;
         }
         self.count_status(&new.status, 1).await?;
@@ -1165,47 +1226,45 @@ impl Tx {
     ) -> Result<StatusOutcome, StoreError> {
         let now = now_ms();
         // The UPDATE comes first so SQLite takes the write lock at once.
-        let updated = sqlx::query("UPDATE comments SET updated_at = updated_at WHERE id = $1")
-            .bind(id)
-            .execute(self.conn())
-            .await?
-            .rows_affected();
+        let updated = self
+            .exec(
+                "UPDATE comments SET updated_at = updated_at WHERE id = $1",
+                args![id],
+            )
+            .await?;
         if updated == 0 {
             return Ok(StatusOutcome::Missing);
         }
-        let before = sqlx::query_as::<_, CommentRow>(&format!(
-            "SELECT {COMMENT_COLUMNS} FROM comments WHERE id = $1"
-        ))
-        .bind(id)
-        .fetch_one(self.conn())
-        .await?;
+        let before: CommentRow = self.fetch_one(COMMENT_BY_ID.as_str(), args![id]).await?;
         if before.status == status {
             return Ok(StatusOutcome::Unchanged);
         }
-        sqlx::query("UPDATE comments SET status = $1, updated_at = $2 WHERE id = $3")
-            .bind(status)
-            .bind(now)
-            .bind(id)
-            .execute(self.conn())
-            .await?;
+        self.exec(
+            "UPDATE comments SET status = $1, updated_at = $2 WHERE id = $3",
+            args![status, now, id],
+        )
+        .await?;
         self.count_status(&before.status, -1).await?;
         self.count_status(status, 1).await?;
-        sqlx::query(
+        self.exec(
             "INSERT INTO audit_log (at, actor, action, comment_id, thread_id, status_before, \
              status_after) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            args![
+                now,
+                actor,
+                action,
+                id,
+                before.thread_id,
+                &before.status,
+                status
+            ],
         )
-        .bind(now)
-        .bind(actor)
-        .bind(action)
-        .bind(id)
-        .bind(before.thread_id)
-        .bind(&before.status)
-        .bind(status)
-        .execute(self.conn())
         .await?;
-        let thread_key: String = sqlx::query_scalar("SELECT key FROM threads WHERE id = $1")
-            .bind(before.thread_id)
-            .fetch_one(self.conn())
+        let (thread_key,): (String,) = self
+            .fetch_one(
+                "SELECT key FROM threads WHERE id = $1",
+                args![before.thread_id],
+            )
             .await?;
         let mut after = before.clone();
         after.status = status.to_owned();
@@ -1232,13 +1291,11 @@ impl Tx {
             if delta == 0 {
                 continue;
             }
-            sqlx::query(
+            self.exec(
                 "INSERT INTO comment_counts (status, n) VALUES ($1, $2) \
                  ON CONFLICT (status) DO UPDATE SET n = comment_counts.n + $2",
+                args![&status, delta],
             )
-            .bind(&status)
-            .bind(delta)
-            .execute(self.conn())
             .await?;
         }
         Ok(())
@@ -1247,20 +1304,12 @@ impl Tx {
     /// Comments per status, from the running counts kept by every insert and status change
     /// (no scan of the comments), as this transaction sees them.
     pub async fn status_counts(&mut self) -> Result<Vec<(String, i64)>, StoreError> {
-        #[derive(FromRow)]
-        struct Row {
-            status: String,
-            n: i64,
-        }
         self.apply_counts().await?;
-        Ok(sqlx::query_as::<_, Row>(
+        self.fetch_all(
             "SELECT status, n FROM comment_counts WHERE n > 0 ORDER BY status",
+            &[],
         )
-        .fetch_all(self.conn())
-        .await?
-        .into_iter()
-        .map(|r| (r.status, r.n))
-        .collect())
+        .await
     }
 
     /// Takes `room`'s counter row until commit (PostgreSQL; SQLite's writer already holds
@@ -1270,12 +1319,11 @@ impl Tx {
         if self.single_writer() {
             return Ok(());
         }
-        sqlx::query(
+        self.exec(
             "INSERT INTO event_rooms (room, last_id, pruned_through) VALUES ($1, 0, 0) \
              ON CONFLICT (room) DO UPDATE SET last_id = event_rooms.last_id",
+            args![room],
         )
-        .bind(room)
-        .execute(self.conn())
         .await?;
         Ok(())
     }
@@ -1300,25 +1348,29 @@ impl Tx {
             insert_event!("COALESCE((SELECT last_id FROM event_rooms WHERE room = $1), 0) + 1")
         } else {
             // The counter row first: its lock is what orders concurrent transactions.
-            sqlx::query(
+            self.exec(
                 "INSERT INTO event_rooms (room, last_id, pruned_through) VALUES ($1, 1, 0) \
                  ON CONFLICT (room) DO UPDATE SET last_id = event_rooms.last_id + 1",
+                args![e.room],
             )
-            .bind(e.room)
-            .execute(self.conn())
             .await?;
             insert_event!("(SELECT last_id FROM event_rooms WHERE room = $1)")
         };
-        Ok(sqlx::query_scalar(sql)
-            .bind(e.room)
-            .bind(now_ms())
-            .bind(&e.reader)
-            .bind(&e.staff)
-            .bind(e.author.as_ref().map(|(t, _)| *t))
-            .bind(e.author.as_ref().map(|(_, a)| a.as_str()))
-            .bind(e.comment_id)
-            .fetch_one(self.conn())
-            .await?)
+        let (id,): (i64,) = self
+            .fetch_one(
+                sql,
+                args![
+                    e.room,
+                    now_ms(),
+                    &e.reader,
+                    e.staff.as_str(),
+                    e.author.as_ref().map(|(t, _)| *t),
+                    e.author.as_ref().map(|(_, a)| a.as_str()),
+                    e.comment_id,
+                ],
+            )
+            .await?;
+        Ok(id)
     }
 
     /// Blanks what the stored events of `room` about `comment_id` tell readers and authors,
@@ -1328,13 +1380,11 @@ impl Tx {
         room: &str,
         comment_id: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        self.exec(
             "UPDATE events SET reader = NULL, author_token = NULL, author = NULL \
              WHERE room = $1 AND comment_id = $2",
+            args![room, comment_id],
         )
-        .bind(room)
-        .bind(comment_id)
-        .execute(self.conn())
         .await?;
         Ok(())
     }
@@ -1361,28 +1411,20 @@ impl Tx {
         body: &str,
         now: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        self.exec(
             "INSERT INTO webhook_outbox (url, event, comment_id, body, created_at, \
              next_attempt_at) VALUES ($1, $2, $3, $4, $5, $5)",
+            args![url, event, comment_id, body, now],
         )
-        .bind(url)
-        .bind(event)
-        .bind(comment_id)
-        .bind(body)
-        .bind(now)
-        .execute(self.conn())
         .await?;
         Ok(())
     }
 
     /// The thread with this id, as this transaction sees it.
     pub async fn thread_by_id(&mut self, id: i64) -> Result<Option<ThreadRow>, StoreError> {
-        Ok(sqlx::query_as::<_, ThreadRow>(&format!(
-            "SELECT {THREAD_COLUMNS} FROM threads WHERE id = $1"
-        ))
-        .bind(id)
-        .fetch_optional(self.conn())
-        .await?)
+        static SELECT: LazyLock<String> =
+            LazyLock::new(|| format!("SELECT {THREAD_COLUMNS} FROM threads WHERE id = $1"));
+        self.fetch_optional(SELECT.as_str(), args![id]).await
     }
 }
 
@@ -1570,54 +1612,49 @@ impl Tx {
         list_unsubscribe: Option<&str>,
         now: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        self.exec(
             "INSERT INTO mail_outbox (recipient, subject, body, list_unsubscribe, created_at, \
              next_attempt_at) VALUES ($1, $2, $3, $4, $5, $5)",
+            args![recipient, subject, body, list_unsubscribe, now],
         )
-        .bind(recipient)
-        .bind(subject)
-        .bind(body)
-        .bind(list_unsubscribe)
-        .bind(now)
-        .execute(self.conn())
         .await?;
         Ok(())
     }
 
     /// Marks comment `id` as wanting its replies mailed to its author.
     pub async fn want_reply_mail(&mut self, id: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE comments SET notify_replies = 1 WHERE id = $1")
-            .bind(id)
-            .execute(self.conn())
-            .await?;
+        self.exec(
+            "UPDATE comments SET notify_replies = 1 WHERE id = $1",
+            args![id],
+        )
+        .await?;
         Ok(())
     }
 
     /// Records that `email` (lower case) asks for reply mail. Returns true when it must be
     /// asked to confirm: a new address, or one that had unsubscribed from everything.
     pub async fn ask_for_reply_mail(&mut self, email: &str, now: i64) -> Result<bool, StoreError> {
-        let row: Option<(Option<i64>, Option<i64>)> = sqlx::query_as(
-            "SELECT confirmed_at, unsubscribed_at FROM subscribers WHERE email = $1",
-        )
-        .bind(email)
-        .fetch_optional(self.conn())
-        .await?;
+        let row: Option<(Option<i64>, Option<i64>)> = self
+            .fetch_optional(
+                "SELECT confirmed_at, unsubscribed_at FROM subscribers WHERE email = $1",
+                args![email],
+            )
+            .await?;
         match row {
             None => {
-                sqlx::query("INSERT INTO subscribers (email, created_at) VALUES ($1, $2)")
-                    .bind(email)
-                    .bind(now)
-                    .execute(self.conn())
-                    .await?;
+                self.exec(
+                    "INSERT INTO subscribers (email, created_at) VALUES ($1, $2)",
+                    args![email, now],
+                )
+                .await?;
                 Ok(true)
             }
             Some((_, Some(_))) => {
-                sqlx::query(
+                self.exec(
                     "UPDATE subscribers SET confirmed_at = NULL, unsubscribed_at = NULL \
                      WHERE email = $1",
+                    args![email],
                 )
-                .bind(email)
-                .execute(self.conn())
                 .await?;
                 Ok(true)
             }
@@ -1631,17 +1668,16 @@ impl Tx {
         &mut self,
         parent_id: i64,
     ) -> Result<Option<ReplyTarget>, StoreError> {
-        Ok(sqlx::query_as::<_, ReplyTarget>(
+        self.fetch_optional(
             "SELECT c.author_email AS email, c.author_name FROM comments c \
              JOIN subscribers s ON s.email = LOWER(c.author_email) \
              WHERE c.id = $1 AND c.notify_replies = 1 AND c.status = 'published' \
                AND s.confirmed_at IS NOT NULL AND s.unsubscribed_at IS NULL \
                AND NOT EXISTS (SELECT 1 FROM thread_unsubscribes u \
                                WHERE u.email = s.email AND u.thread_id = c.thread_id)",
+            args![parent_id],
         )
-        .bind(parent_id)
-        .fetch_optional(self.conn())
-        .await?)
+        .await
     }
 }
 
@@ -1795,12 +1831,12 @@ impl Store {
 impl Tx {
     /// Staff accounts with an address: (user id, name, email).
     pub async fn staff_addresses(&mut self) -> Result<Vec<(i64, String, String)>, StoreError> {
-        Ok(sqlx::query_as::<_, (i64, String, String)>(
+        self.fetch_all(
             "SELECT id, username, email FROM users \
              WHERE is_staff <> 0 AND email IS NOT NULL AND email <> '' ORDER BY id",
+            &[],
         )
-        .fetch_all(self.conn())
-        .await?)
+        .await
     }
 }
 
@@ -1814,10 +1850,7 @@ impl Tx {
         if !matches!(self.tx, TxConn::Pool(_)) {
             return Ok(());
         }
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(channel)
-            .bind(payload)
-            .execute(self.conn())
+        self.exec("SELECT pg_notify($1, $2)", args![channel, payload])
             .await?;
         Ok(())
     }
@@ -1828,9 +1861,7 @@ impl Tx {
         if !matches!(self.tx, TxConn::Pool(_)) {
             return Ok(());
         }
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(key)
-            .execute(self.conn())
+        self.exec("SELECT pg_advisory_xact_lock($1)", args![key])
             .await?;
         Ok(())
     }

@@ -19,8 +19,14 @@
 //!
 //! Requests queue in a channel instead of sleeping in the busy handler; readers use the
 //! pool's other connections and never wait for the writer (WAL).
+//!
+//! The connection is rusqlite's, not sqlx's (see `store/lite.rs`): a request's statements,
+//! and the savepoints around them, run in the thread that holds the turn, so the batch's
+//! serial path has no thread hop per statement. Only BEGIN and COMMIT, which may wait (for
+//! the lock, or for the fsync), run on tokio's blocking threads, once per batch.
 
-use sqlx::{AnyConnection, Executor};
+use super::StoreError;
+use rusqlite::Connection;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{mpsc, oneshot};
@@ -30,11 +36,11 @@ use tokio::sync::{mpsc, oneshot};
 const MAX_BATCH: usize = 256;
 
 /// What a request's [`Turn::commit`] learns: `Ok` once the batch is durable.
-type Outcome = Result<(), Arc<sqlx::Error>>;
+type Outcome = Result<(), Arc<rusqlite::Error>>;
 
 /// The connection, on its way back to the writer.
 struct Returned {
-    conn: AnyConnection,
+    conn: Connection,
     /// `Some` when the request's statements are to be kept (and it waits for the batch's
     /// COMMIT); `None` when they are to be rolled back.
     keep: Option<oneshot::Sender<Outcome>>,
@@ -57,13 +63,13 @@ pub(super) struct Counts {
 
 /// One request's turn with the write connection, in the open batch.
 pub(super) struct Turn {
-    conn: Option<AnyConnection>,
+    conn: Option<Connection>,
     back: Option<oneshot::Sender<Returned>>,
 }
 
 impl Writer {
     /// Starts the writer task on `conn`, a connection of its own (not the pool's).
-    pub(super) fn start(conn: AnyConnection) -> Writer {
+    pub(super) fn start(conn: Connection) -> Writer {
         let (queue, waiting) = mpsc::unbounded_channel();
         let counts = Arc::new(Counts::default());
         tokio::spawn(run(conn, waiting, counts.clone()));
@@ -79,30 +85,30 @@ impl Writer {
     }
 
     /// Waits for this request's turn with the write connection.
-    pub(super) async fn turn(&self) -> Result<Turn, sqlx::Error> {
+    pub(super) async fn turn(&self) -> Result<Turn, StoreError> {
         let (tx, rx) = oneshot::channel();
         self.queue.send(tx).map_err(|_| sqlx::Error::PoolClosed)?;
-        rx.await.map_err(|_| sqlx::Error::PoolClosed)
+        Ok(rx.await.map_err(|_| sqlx::Error::PoolClosed)?)
     }
 }
 
 impl Turn {
     /// The write connection, for this request's statements.
-    pub(super) fn conn(&mut self) -> &mut AnyConnection {
+    pub(super) fn conn(&mut self) -> &Connection {
         self.conn
-            .as_mut()
+            .as_ref()
             .expect("a turn holds the connection until it ends")
     }
 
     /// Keeps this request's statements and waits until the batch they joined is committed.
-    pub(super) async fn commit(mut self) -> Result<(), sqlx::Error> {
+    pub(super) async fn commit(mut self) -> Result<(), StoreError> {
         let (done, outcome) = oneshot::channel();
         self.give_back(Some(done));
         match outcome.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(shared_error(&e)),
             // The writer is gone (the store was closed): nothing is known to be durable.
-            Err(_) => Err(sqlx::Error::PoolClosed),
+            Err(_) => Err(sqlx::Error::PoolClosed.into()),
         }
     }
 
@@ -122,25 +128,47 @@ impl Drop for Turn {
     }
 }
 
-/// `sqlx::Error` is not `Clone`; every request of a failed batch gets its own copy of what
-/// matters for the caller's error mapping (the database error's code, or the message).
-fn shared_error(e: &sqlx::Error) -> sqlx::Error {
-    match e {
-        sqlx::Error::PoolClosed => sqlx::Error::PoolClosed,
-        sqlx::Error::PoolTimedOut => sqlx::Error::PoolTimedOut,
-        other => sqlx::Error::Protocol(format!("the batch's commit failed: {other}")),
+/// The error is shared by every request of a failed batch; each gets its own copy of what
+/// matters for the caller's error mapping (SQLite's code: busy means "try again").
+fn shared_error(e: &rusqlite::Error) -> StoreError {
+    match e.sqlite_error() {
+        Some(f) => StoreError::Sqlite(rusqlite::Error::SqliteFailure(
+            *f,
+            Some(format!("the batch's commit failed: {e}")),
+        )),
+        None => StoreError::Sqlx(sqlx::Error::Protocol(format!(
+            "the batch's commit failed: {e}"
+        ))),
     }
 }
 
+/// Runs `sql` on a blocking thread (it may wait for the lock or an fsync) and gives the
+/// connection back with the outcome; `None` if the runtime is shutting down.
+async fn blocking(
+    conn: Connection,
+    sql: &'static str,
+) -> Option<(Connection, rusqlite::Result<()>)> {
+    tokio::task::spawn_blocking(move || {
+        let r = conn.execute_batch(sql);
+        (conn, r)
+    })
+    .await
+    .ok()
+}
+
 async fn run(
-    mut conn: AnyConnection,
+    mut conn: Connection,
     mut waiting: mpsc::UnboundedReceiver<oneshot::Sender<Turn>>,
     counts: Arc<Counts>,
 ) {
     while let Some(first) = waiting.recv().await {
         // IMMEDIATE takes the write lock now, so no statement of the batch can fail later
         // for want of it (a deferred transaction's upgrade from read to write can).
-        if let Err(e) = conn.execute("BEGIN IMMEDIATE").await {
+        let Some((back, began)) = blocking(conn, "BEGIN IMMEDIATE").await else {
+            return;
+        };
+        conn = back;
+        if let Err(e) = began {
             tracing::error!("write batch could not begin: {e}");
             // The request learns of it when its turn is dropped unanswered.
             drop(first);
@@ -172,10 +200,15 @@ async fn run(
             // commit, nobody to answer; the next request begins anew.
             continue;
         }
-        let outcome = conn.execute("COMMIT").await.map(|_| ()).map_err(Arc::new);
+        let Some((back, committed)) = blocking(conn, "COMMIT").await else {
+            tracing::error!("write connection lost at commit");
+            return;
+        };
+        conn = back;
+        let outcome = committed.map_err(Arc::new);
         if outcome.is_err() {
             // Leave no transaction open for the next batch.
-            let _ = conn.execute("ROLLBACK").await;
+            let _ = conn.execute_batch("ROLLBACK");
         } else {
             counts.commits.fetch_add(1, Ordering::Relaxed);
             counts.kept.fetch_add(batch.len() as u64, Ordering::Relaxed);
@@ -192,17 +225,16 @@ async fn run(
 /// (so far empty) transaction is rolled back and begun again. Every later one runs inside a
 /// savepoint, rolled back if it fails. A kept savepoint is not released: COMMIT ends them
 /// all, and `ROLLBACK TO` names the newest one of that name, which is the current request's.
-/// Each statement is a round trip to sqlx's SQLite thread, so the first request of a quiet
-/// moment (a lone poster) pays for no savepoint at all.
+/// The first request of a quiet moment (a lone poster) so pays for no savepoint at all.
 ///
 /// Returns the connection, the request's answer channel when its statements are kept, and
 /// whether the transaction is still open.
 async fn one_turn(
-    mut conn: AnyConnection,
+    conn: Connection,
     request: oneshot::Sender<Turn>,
     first: bool,
-) -> Result<(AnyConnection, Option<oneshot::Sender<Outcome>>, bool), &'static str> {
-    if !first && let Err(e) = conn.execute("SAVEPOINT request").await {
+) -> Result<(Connection, Option<oneshot::Sender<Outcome>>, bool), &'static str> {
+    if !first && let Err(e) = conn.execute_batch("SAVEPOINT request") {
         tracing::error!("write savepoint failed: {e}");
         return Ok((conn, None, true));
     }
@@ -214,22 +246,26 @@ async fn one_turn(
     // A request that stopped waiting gets its turn dropped right here: the connection
     // comes straight back through `Drop`.
     let _ = request.send(turn);
-    let Returned { mut conn, keep } = returned.await.map_err(|_| "turn never returned")?;
+    let Returned { conn, keep } = returned.await.map_err(|_| "turn never returned")?;
     if keep.is_some() {
         return Ok((conn, keep, true));
     }
     if !first {
-        if let Err(e) = conn.execute("ROLLBACK TO request").await {
+        if let Err(e) = conn.execute_batch("ROLLBACK TO request") {
             // The transaction may be gone with it (SQLite rolls back everything on some
             // errors): the COMMIT then fails and the whole batch hears of it.
             tracing::error!("write savepoint could not be rolled back: {e}");
         }
         return Ok((conn, None, true));
     }
-    // Nothing else is in the transaction yet: start it afresh.
-    let _ = conn.execute("ROLLBACK").await;
-    match conn.execute("BEGIN IMMEDIATE").await {
-        Ok(_) => Ok((conn, None, true)),
+    // Nothing else is in the transaction yet: start it afresh (ROLLBACK fails harmlessly
+    // when SQLite has already rolled back).
+    let _ = conn.execute_batch("ROLLBACK");
+    let (conn, began) = blocking(conn, "BEGIN IMMEDIATE")
+        .await
+        .ok_or("runtime shutting down")?;
+    match began {
+        Ok(()) => Ok((conn, None, true)),
         Err(e) => {
             tracing::error!("write batch could not begin again: {e}");
             Ok((conn, None, false))
