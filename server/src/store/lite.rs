@@ -248,14 +248,19 @@ pub(super) fn fetch_optional<T: LiteRow>(
     Ok(fetch_all(conn, sql, args)?.into_iter().next())
 }
 
+/// How long a connection waits for a lock another one holds before it gives up (busy).
+pub(super) const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Opens SQLite's write connection, set as the pool's connections are (WAL, FULL, foreign
-/// keys), with room in its statement cache for every statement a transaction runs.
+/// keys), with room in its statement cache for every statement a transaction runs. No busy
+/// timeout: the writer's BEGIN tries first and waits only when it must (`writer::begin`),
+/// and within its transaction nothing else can hold the lock.
 pub(super) fn open_writer(path: &std::path::Path) -> Result<rusqlite::Connection, StoreError> {
     let conn = rusqlite::Connection::open(path)?;
     conn.execute_batch(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-         PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
     )?;
+    conn.busy_timeout(std::time::Duration::ZERO)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
@@ -318,7 +323,8 @@ impl Readers {
             None => {
                 let c = rusqlite::Connection::open(&self.path)?;
                 // Reads only; a write here would bypass the writer.
-                c.execute_batch("PRAGMA query_only = ON; PRAGMA busy_timeout = 5000;")?;
+                c.execute_batch("PRAGMA query_only = ON;")?;
+                c.busy_timeout(BUSY_TIMEOUT)?;
                 c.set_prepared_statement_cache_capacity(32);
                 c
             }
