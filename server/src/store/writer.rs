@@ -1,35 +1,38 @@
 //! SQLite's one writer, with group commit.
 //!
 //! SQLite allows one writing transaction at a time, and with `synchronous = FULL` each
-//! COMMIT is an fsync: on this machine's disk about 2,000 a second, the ceiling of any
+//! COMMIT is an fsync: on this machine's disk a few thousand a second, the ceiling of any
 //! design that commits each comment on its own. Before this module, concurrent posters each
 //! opened their own transaction and waited for the lock in SQLite's busy handler (sleep and
 //! retry), so the tail latency under a burst was measured in seconds.
 //!
-//! Here one task owns the write connection. A request asks it for a turn ([`Writer::turn`])
-//! and gets the connection inside a SAVEPOINT of the batch's transaction (the first of a
-//! batch needs none, see `one_turn`), runs its statements as before (the use cases do not
-//! change), and hands the connection back with [`Turn::commit`], then waits. The writer then gives
-//! the connection to the next request already waiting, and when none is waiting (or the
-//! batch is full) COMMITs once and answers every request of the batch with the outcome. A
-//! request that fails (or is dropped, e.g. its client hung up) hands the connection back
-//! unfinished and the writer rolls back to its savepoint: only that request's statements
-//! are undone, the rest of the batch commits. Nobody is answered before the COMMIT returns,
-//! so nothing is acknowledged (or published) before it is durable.
+//! Here one connection does every write, behind an async lock that requests queue on in
+//! order ([`Writer::turn`]), never in the busy handler. The first request of a batch begins
+//! its transaction (BEGIN IMMEDIATE); each later one runs inside a SAVEPOINT of it. A request
+//! runs its statements as before (the use cases do not change), then [`Turn::commit`] joins
+//! it to the batch: when nobody else is waiting for the lock (or the batch is full), that
+//! request COMMITs the batch, one fsync, and every request of it is answered with the
+//! outcome; otherwise it hands the lock on and waits for the COMMIT of whoever comes last. A
+//! request that fails (or is dropped, e.g. its client hung up) rolls back to its savepoint:
+//! only its statements are undone, the rest of the batch commits. Nobody is answered before
+//! the COMMIT returns, so nothing is acknowledged (or published) before it is durable.
+//! Readers use other connections and never wait for the writer (WAL).
 //!
-//! Requests queue in a channel instead of sleeping in the busy handler; readers use the
-//! pool's other connections and never wait for the writer (WAL).
+//! Why a lock and not a task that owns the connection (the first design): handing the
+//! connection to each request and back was two task wake-ups per request on the batch's
+//! serial path, and under load each waited behind the runtime's other tasks. Now a request
+//! that finds the lock free runs at once, and a contended hand-off is one wake-up.
 //!
-//! The connection is rusqlite's, not sqlx's (see `store/lite.rs`): a request's statements,
-//! and the savepoints around them, run in the thread that holds the turn, so the batch's
-//! serial path has no thread hop per statement. Only BEGIN and COMMIT, which may wait (for
-//! the lock, or for the fsync), run on tokio's blocking threads, once per batch.
+//! The connection is rusqlite's, not sqlx's (see `store/lite.rs`): statements run in the
+//! thread that holds the lock, so there is no thread hop per statement either. A COMMIT
+//! (the fsync) and a BEGIN that must wait for another connection's lock run in
+//! `block_in_place`, so the runtime's other tasks move on meanwhile.
 
 use super::StoreError;
 use rusqlite::Connection;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use tokio::sync::{mpsc, oneshot};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use tokio::sync::{Mutex, Notify, OwnedMutexGuard, oneshot};
 
 /// At most this many requests commit together: a bound on how long the first of a batch
 /// waits for the others (each runs for well under a millisecond).
@@ -38,20 +41,46 @@ const MAX_BATCH: usize = 256;
 /// What a request's [`Turn::commit`] learns: `Ok` once the batch is durable.
 type Outcome = Result<(), Arc<rusqlite::Error>>;
 
-/// The connection, on its way back to the writer.
-struct Returned {
-    conn: Connection,
-    /// `Some` when the request's statements are to be kept (and it waits for the batch's
-    /// COMMIT); `None` when they are to be rolled back.
-    keep: Option<oneshot::Sender<Outcome>>,
+/// The write connection and its open batch, behind the lock.
+struct Batch {
+    /// `None` only while a blocking statement has it on another thread (current-thread
+    /// runtimes, i.e. tests).
+    conn: Option<Connection>,
+    /// A transaction is open.
+    open: bool,
+    /// The requests whose statements are in the open transaction, waiting for its COMMIT.
+    kept: Vec<oneshot::Sender<Outcome>>,
 }
 
-/// The handle requests queue on. Cheap to clone; the writer task ends when the last clone
-/// is dropped (and closes its connection).
-#[derive(Clone, Debug)]
+struct Shared {
+    batch: Arc<Mutex<Batch>>,
+    /// Requests waiting for the lock: while there are any, a finished request leaves the
+    /// COMMIT to them, so that they join its batch.
+    waiting: AtomicUsize,
+    /// Wakes the committer: a request left the lock with statements kept but uncommitted,
+    /// and whoever it counted on to commit may be gone (dropped while waiting).
+    nudge: Arc<Notify>,
+    counts: Counts,
+}
+
+impl Drop for Shared {
+    /// Lets the committer see that the writer is gone.
+    fn drop(&mut self) {
+        self.nudge.notify_one();
+    }
+}
+
+/// The handle requests queue on. Cheap to clone; the connection closes with the last clone
+/// (and the committer task with it).
+#[derive(Clone)]
 pub(super) struct Writer {
-    queue: mpsc::UnboundedSender<oneshot::Sender<Turn>>,
-    counts: Arc<Counts>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer").finish_non_exhaustive()
+    }
 }
 
 /// How many batches were committed and how many requests' statements they kept.
@@ -63,68 +92,189 @@ pub(super) struct Counts {
 
 /// One request's turn with the write connection, in the open batch.
 pub(super) struct Turn {
-    conn: Option<Connection>,
-    back: Option<oneshot::Sender<Returned>>,
+    batch: Option<OwnedMutexGuard<Batch>>,
+    shared: Arc<Shared>,
+    /// Runs in a savepoint (false: first of its batch, straight in the transaction).
+    savepoint: bool,
 }
 
 impl Writer {
-    /// Starts the writer task on `conn`, a connection of its own (not the pool's).
+    /// Starts the writer on `conn`, a connection of its own (not the pool's).
     pub(super) fn start(conn: Connection) -> Writer {
-        let (queue, waiting) = mpsc::unbounded_channel();
-        let counts = Arc::new(Counts::default());
-        tokio::spawn(run(conn, waiting, counts.clone()));
-        Writer { queue, counts }
+        let nudge = Arc::new(Notify::new());
+        let shared = Arc::new(Shared {
+            batch: Arc::new(Mutex::new(Batch {
+                conn: Some(conn),
+                open: false,
+                kept: Vec::new(),
+            })),
+            waiting: AtomicUsize::new(0),
+            nudge: nudge.clone(),
+            counts: Counts::default(),
+        });
+        tokio::spawn(committer(Arc::downgrade(&shared), nudge));
+        Writer { shared }
     }
 
     /// (batches committed, requests kept) so far.
     pub(super) fn counts(&self) -> (u64, u64) {
         (
-            self.counts.commits.load(Ordering::Relaxed),
-            self.counts.kept.load(Ordering::Relaxed),
+            self.shared.counts.commits.load(Ordering::Relaxed),
+            self.shared.counts.kept.load(Ordering::Relaxed),
         )
+    }
+
+    /// Requests waiting for the lock now (for tests).
+    #[cfg(test)]
+    pub(super) fn waiting(&self) -> usize {
+        self.shared.waiting.load(Ordering::SeqCst)
     }
 
     /// Waits for this request's turn with the write connection.
     pub(super) async fn turn(&self) -> Result<Turn, StoreError> {
-        let (tx, rx) = oneshot::channel();
-        self.queue.send(tx).map_err(|_| sqlx::Error::PoolClosed)?;
-        Ok(rx.await.map_err(|_| sqlx::Error::PoolClosed)?)
+        let mut batch = {
+            let mut waiting = Waiting::count(&self.shared);
+            let batch = self.shared.batch.clone().lock_owned().await;
+            waiting.served = true;
+            batch
+        };
+        let savepoint = batch.open;
+        if savepoint {
+            conn(&batch).execute_batch("SAVEPOINT request")?;
+        } else {
+            begin(&mut batch).await?;
+            batch.open = true;
+        }
+        Ok(Turn {
+            batch: Some(batch),
+            shared: self.shared.clone(),
+            savepoint,
+        })
     }
+}
+
+/// Counts a request among those waiting for the lock, until it has it or gives up.
+struct Waiting<'a> {
+    shared: &'a Shared,
+    served: bool,
+}
+
+impl<'a> Waiting<'a> {
+    fn count(shared: &'a Shared) -> Self {
+        shared.waiting.fetch_add(1, Ordering::SeqCst);
+        Waiting {
+            shared,
+            served: false,
+        }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.shared.waiting.fetch_sub(1, Ordering::SeqCst);
+        if !self.served {
+            // Dropped while waiting: those who left the COMMIT to it must not wait forever.
+            self.shared.nudge.notify_one();
+        }
+    }
+}
+
+fn conn(batch: &Batch) -> &Connection {
+    batch
+        .conn
+        .as_ref()
+        .expect("the connection is back after each blocking statement")
 }
 
 impl Turn {
     /// The write connection, for this request's statements.
     pub(super) fn conn(&mut self) -> &Connection {
-        self.conn
-            .as_ref()
-            .expect("a turn holds the connection until it ends")
+        conn(
+            self.batch
+                .as_ref()
+                .expect("a turn holds the lock until it ends"),
+        )
     }
 
     /// Keeps this request's statements and waits until the batch they joined is committed.
     pub(super) async fn commit(mut self) -> Result<(), StoreError> {
+        let mut batch = self
+            .batch
+            .take()
+            .expect("a turn holds the lock until it ends");
         let (done, outcome) = oneshot::channel();
-        self.give_back(Some(done));
+        batch.kept.push(done);
+        if batch.kept.len() >= MAX_BATCH || self.shared.waiting.load(Ordering::SeqCst) == 0 {
+            commit_batch(&mut batch, &self.shared.counts).await;
+        } else {
+            // The next request commits (or the committer, should it be dropped).
+            self.shared.nudge.notify_one();
+        }
+        drop(batch);
         match outcome.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(shared_error(&e)),
-            // The writer is gone (the store was closed): nothing is known to be durable.
+            // The writer is gone (the store was dropped): nothing is known to be durable.
             Err(_) => Err(sqlx::Error::PoolClosed.into()),
-        }
-    }
-
-    fn give_back(&mut self, keep: Option<oneshot::Sender<Outcome>>) {
-        if let (Some(conn), Some(back)) = (self.conn.take(), self.back.take()) {
-            // The writer waits for exactly this message; it is only gone if the runtime is.
-            let _ = back.send(Returned { conn, keep });
         }
     }
 }
 
 impl Drop for Turn {
     /// A turn that ends without [`Turn::commit`] (an error, or the request was dropped)
-    /// has its statements rolled back by the writer.
+    /// has its statements rolled back.
     fn drop(&mut self) {
-        self.give_back(None);
+        let Some(mut batch) = self.batch.take() else {
+            return;
+        };
+        if self.savepoint {
+            if let Err(e) = conn(&batch).execute_batch("ROLLBACK TO request") {
+                // The transaction may be gone with it (SQLite rolls back everything on
+                // some errors): the COMMIT then fails and the whole batch hears of it.
+                tracing::error!("write savepoint could not be rolled back: {e}");
+            }
+        } else {
+            // First of its batch: nothing else is in the transaction (ROLLBACK fails
+            // harmlessly when SQLite has already rolled back).
+            let _ = conn(&batch).execute_batch("ROLLBACK");
+            batch.open = false;
+        }
+        if !batch.kept.is_empty() {
+            self.shared.nudge.notify_one();
+        }
+    }
+}
+
+/// Commits the open batch, once nobody queued is left to join it: woken whenever a request
+/// leaves the lock with kept statements uncommitted. Usually the next request has committed
+/// them by the time this gets the lock; it matters when that request was dropped instead.
+/// Ends when the writer is dropped (which wakes it).
+async fn committer(shared: std::sync::Weak<Shared>, nudge: Arc<Notify>) {
+    loop {
+        nudge.notified().await;
+        let Some(s) = shared.upgrade() else { return };
+        let mut batch = s.batch.clone().lock_owned().await;
+        if !batch.kept.is_empty() && s.waiting.load(Ordering::SeqCst) == 0 {
+            commit_batch(&mut batch, &s.counts).await;
+        }
+    }
+}
+
+/// COMMITs the open batch and answers every request of it.
+async fn commit_batch(batch: &mut Batch, counts: &Counts) {
+    let outcome = blocking(batch, "COMMIT").await.map_err(Arc::new);
+    if outcome.is_err() {
+        // Leave no transaction open for the next batch.
+        let _ = conn(batch).execute_batch("ROLLBACK");
+    } else {
+        counts.commits.fetch_add(1, Ordering::Relaxed);
+        counts
+            .kept
+            .fetch_add(batch.kept.len() as u64, Ordering::Relaxed);
+    }
+    batch.open = false;
+    for done in batch.kept.drain(..) {
+        let _ = done.send(outcome.clone());
     }
 }
 
@@ -143,159 +293,41 @@ fn shared_error(e: &rusqlite::Error) -> StoreError {
 }
 
 /// Runs `sql`, which may block (an fsync, or waiting for the lock), without stalling the
-/// runtime, and gives the connection back with the outcome; `None` if the runtime is
-/// shutting down.
+/// runtime.
 ///
 /// On a multi-threaded runtime (`moderato serve`) it runs right here: `block_in_place`
 /// hands this worker's other tasks to another thread meanwhile. Measured at 16 posters, a
 /// hop to a blocking thread instead cost more than the fsync: its answer wakes the writer
-/// through the runtime's global queue, which busy workers look at only now and then.
-async fn blocking(
-    conn: Connection,
-    sql: &'static str,
-) -> Option<(Connection, rusqlite::Result<()>)> {
+/// through the runtime's global queue, which busy workers look at only now and then. On a
+/// current-thread runtime (tests) the connection goes to a blocking thread and back.
+async fn blocking(batch: &mut Batch, sql: &'static str) -> rusqlite::Result<()> {
     use tokio::runtime::{Handle, RuntimeFlavor};
     if Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
-        let r = tokio::task::block_in_place(|| conn.execute_batch(sql));
-        return Some((conn, r));
+        return tokio::task::block_in_place(|| conn(batch).execute_batch(sql));
     }
-    tokio::task::spawn_blocking(move || {
-        let r = conn.execute_batch(sql);
-        (conn, r)
+    let c = batch.conn.take().expect("the connection is here");
+    let (c, r) = tokio::task::spawn_blocking(move || {
+        let r = c.execute_batch(sql);
+        (c, r)
     })
     .await
-    .ok()
+    .expect("a blocking statement does not panic");
+    batch.conn = Some(c);
+    r
 }
 
 /// BEGIN IMMEDIATE, which waits only while a connection outside the writer (the pool's
 /// occasional writes: sessions, outbox claims) holds the lock: tried at once, and only when
-/// SQLite says busy, tried again with the busy timeout on a blocking thread.
-async fn begin(conn: Connection) -> Option<(Connection, rusqlite::Result<()>)> {
-    match conn.execute_batch("BEGIN IMMEDIATE") {
+/// SQLite says busy, tried again with the busy timeout.
+async fn begin(batch: &mut Batch) -> rusqlite::Result<()> {
+    match conn(batch).execute_batch("BEGIN IMMEDIATE") {
         Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => {
-            if let Err(e) = conn.busy_timeout(super::lite::BUSY_TIMEOUT) {
-                return Some((conn, Err(e)));
-            }
-            let (conn, began) = blocking(conn, "BEGIN IMMEDIATE").await?;
-            let reset = conn.busy_timeout(std::time::Duration::ZERO);
-            Some((conn, began.and(reset)))
+            conn(batch).busy_timeout(super::lite::BUSY_TIMEOUT)?;
+            let began = blocking(batch, "BEGIN IMMEDIATE").await;
+            let reset = conn(batch).busy_timeout(std::time::Duration::ZERO);
+            began.and(reset)
         }
-        other => Some((conn, other)),
-    }
-}
-
-async fn run(
-    mut conn: Connection,
-    mut waiting: mpsc::UnboundedReceiver<oneshot::Sender<Turn>>,
-    counts: Arc<Counts>,
-) {
-    while let Some(first) = waiting.recv().await {
-        // IMMEDIATE takes the write lock now, so no statement of the batch can fail later
-        // for want of it (a deferred transaction's upgrade from read to write can).
-        let Some((back, began)) = begin(conn).await else {
-            return;
-        };
-        conn = back;
-        if let Err(e) = began {
-            tracing::error!("write batch could not begin: {e}");
-            // The request learns of it when its turn is dropped unanswered.
-            drop(first);
-            continue;
-        }
-        let mut batch: Vec<oneshot::Sender<Outcome>> = Vec::new();
-        let mut next = Some(first);
-        let mut open = true;
-        while let Some(request) = next.take() {
-            conn = match one_turn(conn, request, batch.is_empty()).await {
-                Ok((conn, keep, still_open)) => {
-                    batch.extend(keep);
-                    open = still_open;
-                    conn
-                }
-                Err(lost) => {
-                    // The connection did not come back (only if the runtime is shutting
-                    // down); nobody of this batch can be answered with success.
-                    tracing::error!("write connection lost mid-batch: {lost}");
-                    return;
-                }
-            };
-            if open && batch.len() < MAX_BATCH {
-                next = waiting.try_recv().ok();
-            }
-        }
-        if !open {
-            // Only after a lone failing request whose retry of BEGIN failed: nothing to
-            // commit, nobody to answer; the next request begins anew.
-            continue;
-        }
-        let Some((back, committed)) = blocking(conn, "COMMIT").await else {
-            tracing::error!("write connection lost at commit");
-            return;
-        };
-        conn = back;
-        let outcome = committed.map_err(Arc::new);
-        if outcome.is_err() {
-            // Leave no transaction open for the next batch.
-            let _ = conn.execute_batch("ROLLBACK");
-        } else {
-            counts.commits.fetch_add(1, Ordering::Relaxed);
-            counts.kept.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        }
-        for done in batch {
-            let _ = done.send(outcome.clone());
-        }
-    }
-}
-
-/// Gives the connection to one request and takes it back.
-///
-/// The first request of a batch runs straight in the transaction: if it fails, the whole
-/// (so far empty) transaction is rolled back and begun again. Every later one runs inside a
-/// savepoint, rolled back if it fails. A kept savepoint is not released: COMMIT ends them
-/// all, and `ROLLBACK TO` names the newest one of that name, which is the current request's.
-/// The first request of a quiet moment (a lone poster) so pays for no savepoint at all.
-///
-/// Returns the connection, the request's answer channel when its statements are kept, and
-/// whether the transaction is still open.
-async fn one_turn(
-    conn: Connection,
-    request: oneshot::Sender<Turn>,
-    first: bool,
-) -> Result<(Connection, Option<oneshot::Sender<Outcome>>, bool), &'static str> {
-    if !first && let Err(e) = conn.execute_batch("SAVEPOINT request") {
-        tracing::error!("write savepoint failed: {e}");
-        return Ok((conn, None, true));
-    }
-    let (back, returned) = oneshot::channel();
-    let turn = Turn {
-        conn: Some(conn),
-        back: Some(back),
-    };
-    // A request that stopped waiting gets its turn dropped right here: the connection
-    // comes straight back through `Drop`.
-    let _ = request.send(turn);
-    let Returned { conn, keep } = returned.await.map_err(|_| "turn never returned")?;
-    if keep.is_some() {
-        return Ok((conn, keep, true));
-    }
-    if !first {
-        if let Err(e) = conn.execute_batch("ROLLBACK TO request") {
-            // The transaction may be gone with it (SQLite rolls back everything on some
-            // errors): the COMMIT then fails and the whole batch hears of it.
-            tracing::error!("write savepoint could not be rolled back: {e}");
-        }
-        return Ok((conn, None, true));
-    }
-    // Nothing else is in the transaction yet: start it afresh (ROLLBACK fails harmlessly
-    // when SQLite has already rolled back).
-    let _ = conn.execute_batch("ROLLBACK");
-    let (conn, began) = begin(conn).await.ok_or("runtime shutting down")?;
-    match began {
-        Ok(()) => Ok((conn, None, true)),
-        Err(e) => {
-            tracing::error!("write batch could not begin again: {e}");
-            Ok((conn, None, false))
-        }
+        other => other,
     }
 }
 
@@ -407,6 +439,43 @@ mod tests {
             nonces(&store).await,
             vec!["fourth".to_owned(), "third".to_owned()]
         );
+    }
+
+    /// A request leaves the COMMIT to the one queued behind it, which is then dropped
+    /// (its client hung up) instead of committing: the first is still committed and
+    /// answered, and the dropped one's statements are not.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_whose_last_request_is_dropped_still_commits() {
+        let (_dir, store) = store().await;
+        let store = Arc::new(store);
+        let mut first = store.begin().await.unwrap();
+        first.spend_nonce("first", 1).await.unwrap();
+        let queued = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut tx = store.begin().await.unwrap();
+                tx.spend_nonce("dropped", 1).await.unwrap();
+                // Holds its turn until aborted, never committing.
+                std::future::pending::<()>().await;
+            })
+        };
+        // The second is queued before the first commits, so the first leaves it the COMMIT.
+        while store.writer.as_ref().unwrap().waiting() == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        let committed = tokio::spawn(async move { first.commit().await });
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(
+            !committed.is_finished(),
+            "answered before its batch was committed"
+        );
+        queued.abort();
+        tokio::time::timeout(std::time::Duration::from_secs(5), committed)
+            .await
+            .expect("the first request is answered once the second is gone")
+            .unwrap()
+            .unwrap();
+        assert_eq!(nonces(&store).await, vec!["first".to_owned()]);
     }
 
     /// Readers are not blocked by an open batch (WAL): a read on the pool answers while a
