@@ -137,6 +137,9 @@ pub const COMMENT_COLUMNS: &str = "id, thread_id, parent_id, depth, path, author
 static COMMENT_BY_ID: LazyLock<String> =
     LazyLock::new(|| format!("SELECT {COMMENT_COLUMNS} FROM comments WHERE id = $1"));
 
+static THREAD_BY_KEY: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {THREAD_COLUMNS} FROM threads WHERE key = $1"));
+
 const THREAD_COLUMNS: &str =
     "id, key, kind, title, comments_enabled, published_at, created_at, updated_at";
 
@@ -503,9 +506,7 @@ impl Store {
 
     /// A thread by key.
     pub async fn thread(&self, key: &str) -> Result<Option<ThreadRow>, StoreError> {
-        static SELECT: LazyLock<String> =
-            LazyLock::new(|| format!("SELECT {THREAD_COLUMNS} FROM threads WHERE key = $1"));
-        self.look_up(SELECT.as_str(), args![key]).await
+        self.look_up(THREAD_BY_KEY.as_str(), args![key]).await
     }
 
     /// One page of threads with their published comment counts, newest first, and how many
@@ -544,8 +545,9 @@ impl Store {
         // Through SQLite's writer like every other write: a deferred transaction that reads
         // first fails at once (SQLITE_BUSY_SNAPSHOT) if the writer commits in between.
         let mut tx = self.begin().await?;
-        let select = format!("SELECT {THREAD_COLUMNS} FROM threads WHERE key = $1");
-        let existing: Option<ThreadRow> = tx.fetch_optional(&select, args![&spec.key]).await?;
+        let existing: Option<ThreadRow> = tx
+            .fetch_optional(THREAD_BY_KEY.as_str(), args![&spec.key])
+            .await?;
         match existing {
             Some(t) => {
                 tx.exec(

@@ -76,34 +76,35 @@ macro_rules! args {
 }
 pub(crate) use args;
 
+/// Binds `args`, in order, to a sqlx query (`Query` or `QueryAs`, which share no trait).
+macro_rules! bind_each {
+    ($q:ident, $args:ident) => {{
+        let mut q = $q;
+        for a in $args {
+            q = match *a {
+                Arg::Int(v) => q.bind(v),
+                Arg::Real(v) => q.bind(v),
+                Arg::Text(v) => q.bind(v),
+            };
+        }
+        q
+    }};
+}
+
 /// Binds `args` to a sqlx query.
 pub(super) fn bind<'q>(
-    mut q: Query<'q, Any, AnyArguments<'q>>,
+    q: Query<'q, Any, AnyArguments<'q>>,
     args: &[Arg<'q>],
 ) -> Query<'q, Any, AnyArguments<'q>> {
-    for a in args {
-        q = match *a {
-            Arg::Int(v) => q.bind(v),
-            Arg::Real(v) => q.bind(v),
-            Arg::Text(v) => q.bind(v),
-        };
-    }
-    q
+    bind_each!(q, args)
 }
 
 /// Binds `args` to a sqlx query that maps its rows to `T`.
 pub(super) fn bind_as<'q, T>(
-    mut q: QueryAs<'q, Any, T, AnyArguments<'q>>,
+    q: QueryAs<'q, Any, T, AnyArguments<'q>>,
     args: &[Arg<'q>],
 ) -> QueryAs<'q, Any, T, AnyArguments<'q>> {
-    for a in args {
-        q = match *a {
-            Arg::Int(v) => q.bind(v),
-            Arg::Real(v) => q.bind(v),
-            Arg::Text(v) => q.bind(v),
-        };
-    }
-    q
+    bind_each!(q, args)
 }
 
 /// A row type both drivers can read: sqlx's `FromRow`, and [`LiteRow`] for rusqlite.

@@ -42,6 +42,7 @@ const MAX_BATCH: usize = 256;
 type Outcome = Result<(), Arc<rusqlite::Error>>;
 
 /// The write connection and its open batch, behind the lock.
+#[derive(Debug)]
 struct Batch {
     /// `None` only while a blocking statement has it on another thread (current-thread
     /// runtimes, i.e. tests).
@@ -52,6 +53,7 @@ struct Batch {
     kept: Vec<oneshot::Sender<Outcome>>,
 }
 
+#[derive(Debug)]
 struct Shared {
     batch: Arc<Mutex<Batch>>,
     /// Requests waiting for the lock: while there are any, a finished request leaves the
@@ -72,15 +74,9 @@ impl Drop for Shared {
 
 /// The handle requests queue on. Cheap to clone; the connection closes with the last clone
 /// (and the committer task with it).
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub(super) struct Writer {
     shared: Arc<Shared>,
-}
-
-impl std::fmt::Debug for Writer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Writer").finish_non_exhaustive()
-    }
 }
 
 /// How many batches were committed and how many requests' statements they kept.
@@ -138,6 +134,7 @@ impl Writer {
             waiting.served = true;
             batch
         };
+        forget_lost_transaction(&mut batch);
         let savepoint = batch.open;
         if savepoint {
             conn(&batch).execute_batch("SAVEPOINT request")?;
@@ -239,6 +236,7 @@ impl Drop for Turn {
             let _ = conn(&batch).execute_batch("ROLLBACK");
             batch.open = false;
         }
+        forget_lost_transaction(&mut batch);
         if !batch.kept.is_empty() {
             self.shared.nudge.notify_one();
         }
@@ -260,8 +258,34 @@ async fn committer(shared: std::sync::Weak<Shared>, nudge: Arc<Notify>) {
     }
 }
 
+/// When SQLite has rolled the whole open transaction back by itself (it does on some errors:
+/// a full disk, an I/O error), the kept requests' statements are gone: they are answered
+/// with an error now, before anything could begin a new transaction in their place (a
+/// SAVEPOINT outside a transaction starts one) and commit it as though it were theirs.
+fn forget_lost_transaction(batch: &mut Batch) {
+    if !batch.open || !conn(batch).is_autocommit() {
+        return;
+    }
+    tracing::error!(
+        requests = batch.kept.len(),
+        "SQLite rolled back the write batch; its requests are answered with an error"
+    );
+    let lost = Arc::new(rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
+        Some("SQLite rolled back the batch's transaction".into()),
+    ));
+    batch.open = false;
+    for done in batch.kept.drain(..) {
+        let _ = done.send(Err(lost.clone()));
+    }
+}
+
 /// COMMITs the open batch and answers every request of it.
 async fn commit_batch(batch: &mut Batch, counts: &Counts) {
+    forget_lost_transaction(batch);
+    if !batch.open {
+        return;
+    }
     let outcome = blocking(batch, "COMMIT").await.map_err(Arc::new);
     if outcome.is_err() {
         // Leave no transaction open for the next batch.
@@ -476,6 +500,68 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(nonces(&store).await, vec!["first".to_owned()]);
+    }
+
+    /// SQLite rolls the whole batch back by itself (as on a full disk or an I/O error,
+    /// simulated here by a ROLLBACK on the connection) while a later request waits: the
+    /// requests whose statements were in it are answered with an error, not told they are
+    /// stored, and the later request still commits its own.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_rolled_back_by_sqlite_is_not_acknowledged() {
+        let (_dir, store) = store().await;
+        let store = Arc::new(store);
+        let writer = store.writer.clone().unwrap();
+        let spend = |turn: &mut super::Turn, nonce: &str| {
+            turn.conn()
+                .execute(
+                    "INSERT INTO form_nonces (nonce, expires_at) VALUES (?1, 1)",
+                    [nonce],
+                )
+                .unwrap();
+        };
+        let mut first = writer.turn().await.unwrap();
+        spend(&mut first, "first");
+        let (drop_it, dropped) = tokio::sync::oneshot::channel::<()>();
+        let (rolled_back, has_rolled_back) = tokio::sync::oneshot::channel::<()>();
+        let failing = {
+            let writer = writer.clone();
+            tokio::spawn(async move {
+                let mut turn = writer.turn().await.unwrap();
+                turn.conn().execute_batch("ROLLBACK").unwrap();
+                rolled_back.send(()).unwrap();
+                let _ = dropped.await;
+                drop(turn);
+            })
+        };
+        while writer.waiting() == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        // Leaves the COMMIT to the queued request, which loses the transaction.
+        let first_answer = tokio::spawn(async move { first.commit().await });
+        has_rolled_back.await.unwrap();
+        let later = {
+            let writer = writer.clone();
+            tokio::spawn(async move {
+                let mut turn = writer.turn().await.unwrap();
+                spend(&mut turn, "later");
+                turn.commit().await
+            })
+        };
+        while writer.waiting() == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        drop_it.send(()).unwrap();
+        failing.await.unwrap();
+        let first_answer = tokio::time::timeout(std::time::Duration::from_secs(5), first_answer)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            first_answer.is_err(),
+            "a request whose statements SQLite rolled back was told they are stored"
+        );
+        later.await.unwrap().unwrap();
+        assert_eq!(nonces(&store).await, vec!["later".to_owned()]);
     }
 
     /// Readers are not blocked by an open batch (WAL): a read on the pool answers while a
