@@ -104,9 +104,11 @@ async fn run(opts: Opts) -> Res<()> {
             let server = Moderato::start(binary, dir.path(), &url, true)?;
             server.wait_healthy().await?;
             for &n in &opts.posters {
+                let usage = Usage::start(server.pid);
                 let r = post_load(Target::Moderato(server.addr), n, secs).await;
+                let usage = usage.and_then(Usage::end);
                 let stored = stored_ids(&url, "SELECT id FROM comments").await?;
-                table.push(Row::new(name, "SQLite", n, &r, &stored));
+                table.push(Row::new(name, "SQLite", n, &r, &stored).with_usage(usage));
             }
         }
         // Moderato on PostgreSQL: a durable cluster of its own.
@@ -116,9 +118,11 @@ async fn run(opts: Opts) -> Res<()> {
                     let server = Moderato::start(binary, dir.path(), &pg.url, true)?;
                     server.wait_healthy().await?;
                     for &n in &opts.posters {
+                        let usage = Usage::start(server.pid);
                         let r = post_load(Target::Moderato(server.addr), n, secs).await;
+                        let usage = usage.and_then(Usage::end);
                         let stored = stored_ids(&pg.url, "SELECT id FROM comments").await?;
-                        table.push(Row::new(name, "PostgreSQL", n, &r, &stored));
+                        table.push(Row::new(name, "PostgreSQL", n, &r, &stored).with_usage(usage));
                     }
                 }
                 Err(e) => println!("PostgreSQL left out: {e}"),
@@ -176,6 +180,69 @@ async fn fsync_ceiling(dir: &Path) -> Res<f64> {
 }
 
 // ---------------------------------------------------------------------------------------
+// Where the CPU went
+
+/// CPU time of the server process and of the whole machine over one row, from /proc: what
+/// tells a serial bottleneck (idle cores) from a machine that is simply full.
+#[derive(Clone, Copy)]
+struct Usage {
+    pid: u32,
+    server: Duration,
+    /// (idle, all) jiffies of the whole machine.
+    machine: (u64, u64),
+}
+
+/// What one row used: the server's CPU time, and the share of the machine left idle.
+#[derive(Clone, Copy)]
+struct Used {
+    server: Duration,
+    idle: f64,
+}
+
+impl Usage {
+    fn start(pid: u32) -> Option<Usage> {
+        Some(Usage {
+            pid,
+            server: process_cpu(pid)?,
+            machine: machine_jiffies()?,
+        })
+    }
+
+    fn end(self) -> Option<Used> {
+        let now = Usage::start(self.pid)?;
+        let idle = (now.machine.0 - self.machine.0) as f64;
+        let all = (now.machine.1 - self.machine.1).max(1) as f64;
+        Some(Used {
+            server: now.server.saturating_sub(self.server),
+            idle: idle / all,
+        })
+    }
+}
+
+/// User + system time of a process and all its threads, live and ended. /proc counts it
+/// in USER_HZ ticks, which Linux fixes at 100 per second for user space.
+fn process_cpu(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name (which may hold spaces) start at field 3.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// (idle + iowait, all) jiffies of every core together.
+fn machine_jiffies() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpu: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    Some((cpu.get(3)? + cpu.get(4)?, cpu.iter().sum()))
+}
+
+// ---------------------------------------------------------------------------------------
 // Servers
 
 fn free_addr() -> Res<SocketAddr> {
@@ -195,6 +262,7 @@ impl Drop for Proc {
 struct Moderato {
     addr: SocketAddr,
     _proc: Proc,
+    pid: u32,
 }
 
 impl Moderato {
@@ -223,6 +291,7 @@ impl Moderato {
             .spawn()?;
         Ok(Moderato {
             addr,
+            pid: child.id(),
             _proc: Proc(child),
         })
     }
@@ -719,9 +788,21 @@ struct Row {
     acked: usize,
     lost: usize,
     errors: usize,
+    used: Option<Used>,
 }
 
 impl Row {
+    fn with_usage(mut self, used: Option<Used>) -> Row {
+        self.used = used;
+        self
+    }
+
+    /// The server's CPU time per stored comment (token GET and POST together).
+    fn cpu_per_comment(&self) -> Option<Duration> {
+        let u = self.used?;
+        (self.acked > 0).then(|| u.server / self.acked as u32)
+    }
+
     fn new(
         server: &'static str,
         database: &'static str,
@@ -748,6 +829,7 @@ impl Row {
             acked: r.acked.len(),
             lost: r.acked.iter().filter(|id| !stored.contains(id)).count(),
             errors: r.errors,
+            used: None,
         }
     }
 }
@@ -759,7 +841,7 @@ fn print_posting(table: &[Row], ceiling: f64, secs: Duration) {
         secs.as_secs()
     );
     println!(
-        "{:<12} {:<11} {:>7} {:>11} {:>10} {:>9} {:>9} {:>7} {:>5} {:>7}",
+        "{:<12} {:<11} {:>7} {:>11} {:>10} {:>9} {:>9} {:>7} {:>5} {:>7} {:>11} {:>5}",
         "server",
         "database",
         "posters",
@@ -769,11 +851,20 @@ fn print_posting(table: &[Row], ceiling: f64, secs: Duration) {
         "POST p99",
         "acked",
         "lost",
-        "errors"
+        "errors",
+        "CPU/comment",
+        "idle"
     );
     for r in table {
+        let (cpu, idle) = match (r.cpu_per_comment(), r.used) {
+            (Some(c), Some(u)) => (
+                format!("{:.0}us", c.as_secs_f64() * 1e6),
+                format!("{:.0}%", u.idle * 100.0),
+            ),
+            _ => ("-".into(), "-".into()),
+        };
         println!(
-            "{:<12} {:<11} {:>7} {:>11.0} {:>8.1}ms {:>7.1}ms {:>7.1}ms {:>7} {:>5} {:>7}",
+            "{:<12} {:<11} {:>7} {:>11.0} {:>8.1}ms {:>7.1}ms {:>7.1}ms {:>7} {:>5} {:>7} {:>11} {:>5}",
             r.server,
             r.database,
             r.posters,
@@ -783,9 +874,15 @@ fn print_posting(table: &[Row], ceiling: f64, secs: Duration) {
             r.post_p99,
             r.acked,
             r.lost,
-            r.errors
+            r.errors,
+            cpu,
+            idle
         );
     }
+    println!(
+        "CPU/comment: the Moderato server's own CPU time per stored comment (token GET + POST); \
+         idle: the share of all cores idle during the row"
+    );
     let find = |server: &str, database: &str, n: usize| {
         table
             .iter()
@@ -821,6 +918,16 @@ fn print_posting(table: &[Row], ceiling: f64, secs: Duration) {
             }
         }
         println!("{line}");
+    }
+    if let Some(cpu) = find("Moderato", "SQLite", 16).and_then(Row::cpu_per_comment) {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        println!(
+            "16 posters: the server spent {:.0} us of CPU per comment; with all {cores} cores \
+             to itself (no load clients) it could post at most {:.0}/s = {:.2}x the fsync ceiling",
+            cpu.as_secs_f64() * 1e6,
+            cores as f64 / cpu.as_secs_f64(),
+            cores as f64 / cpu.as_secs_f64() / ceiling
+        );
     }
     let lost: usize = table.iter().map(|r| r.lost).sum();
     println!("lost (acknowledged but not stored), all rows: {lost}");
