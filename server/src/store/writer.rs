@@ -195,6 +195,12 @@ impl Turn {
 
     /// Keeps this request's statements and waits until the batch they joined is committed.
     pub(super) async fn commit(mut self) -> Result<(), StoreError> {
+        if self.savepoint {
+            // Its statements join the batch's transaction, and SQLite lets go of the pages
+            // it kept to undo them: savepoints never nest, so the sub-journal holds one
+            // request's pages at most (and stays in memory, see `lite::open_writer`).
+            self.conn().execute_batch("RELEASE request")?;
+        }
         let mut batch = self
             .batch
             .take()
