@@ -8,15 +8,16 @@
 //!
 //! Here one connection does every write, behind an async lock that requests queue on in
 //! order ([`Writer::turn`]), never in the busy handler. The first request of a batch begins
-//! its transaction (BEGIN IMMEDIATE); each later one runs inside a SAVEPOINT of it. A request
-//! runs its statements as before (the use cases do not change), then [`Turn::commit`] joins
-//! it to the batch: when nobody else is waiting for the lock (or the batch is full), that
-//! request COMMITs the batch, one fsync, and every request of it is answered with the
-//! outcome; otherwise it hands the lock on and waits for the COMMIT of whoever comes last. A
-//! request that fails (or is dropped, e.g. its client hung up) rolls back to its savepoint:
-//! only its statements are undone, the rest of the batch commits. Nobody is answered before
-//! the COMMIT returns, so nothing is acknowledged (or published) before it is durable.
-//! Readers use other connections and never wait for the writer (WAL).
+//! its transaction (BEGIN IMMEDIATE); each later one runs inside a SAVEPOINT of it, released
+//! once the request is kept. A request runs its statements as before (the use cases do not
+//! change), then [`Turn::commit`] joins it to the batch: when nobody else is waiting for
+//! the lock (or the batch is full), that request COMMITs the batch, one fsync, and every
+//! request of it is answered with the outcome; otherwise it hands the lock on and waits
+//! for the COMMIT of whoever comes last. A request that fails (or is dropped, e.g. its
+//! client hung up) rolls back to its savepoint: only its statements are undone, the rest
+//! of the batch commits. Nobody is answered before the COMMIT returns, so nothing is
+//! acknowledged (or published) before it is durable. Readers use other connections and
+//! never wait for the writer (WAL).
 //!
 //! Why a lock and not a task that owns the connection (the first design): handing the
 //! connection to each request and back was two task wake-ups per request on the batch's
