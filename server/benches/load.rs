@@ -104,9 +104,7 @@ async fn run(opts: Opts) -> Res<()> {
             let server = Moderato::start(binary, dir.path(), &url, true)?;
             server.wait_healthy().await?;
             for &n in &opts.posters {
-                let usage = Usage::start(server.pid);
-                let r = post_load(Target::Moderato(server.addr), n, secs).await;
-                let usage = usage.and_then(Usage::end);
+                let (r, usage) = server.post_load(n, secs).await;
                 let stored = stored_ids(&url, "SELECT id FROM comments").await?;
                 table.push(Row::new(name, "SQLite", n, &r, &stored).with_usage(usage));
             }
@@ -118,9 +116,7 @@ async fn run(opts: Opts) -> Res<()> {
                     let server = Moderato::start(binary, dir.path(), &pg.url, true)?;
                     server.wait_healthy().await?;
                     for &n in &opts.posters {
-                        let usage = Usage::start(server.pid);
-                        let r = post_load(Target::Moderato(server.addr), n, secs).await;
-                        let usage = usage.and_then(Usage::end);
+                        let (r, usage) = server.post_load(n, secs).await;
                         let stored = stored_ids(&pg.url, "SELECT id FROM comments").await?;
                         table.push(Row::new(name, "PostgreSQL", n, &r, &stored).with_usage(usage));
                     }
@@ -298,6 +294,13 @@ impl Moderato {
 
     async fn wait_healthy(&self) -> Res<()> {
         wait_for(self.addr, "/health").await
+    }
+
+    /// [`post_load`] on this server, with the CPU it used.
+    async fn post_load(&self, posters: usize, secs: Duration) -> (PostRun, Option<Used>) {
+        let usage = Usage::start(self.pid);
+        let r = post_load(Target::Moderato(self.addr), posters, secs).await;
+        (r, usage.and_then(Usage::end))
     }
 }
 
