@@ -88,7 +88,7 @@ impl Instances {
         // One after the other: the first one started takes the background jobs' lock.
         let mut servers = Vec::new();
         for i in 0..n {
-            let s = ServerProcess::start(
+            let mut s = ServerProcess::start(
                 free_port(&mut rng),
                 &database,
                 &config_path,
@@ -146,6 +146,15 @@ impl Instances {
         .await
         .unwrap();
         assert_eq!(a.status, 200, "{}", a.body);
+    }
+
+    /// The lines the servers logged that mention `what` (for failure messages).
+    fn logged(&self, what: &str) -> String {
+        self.logs()
+            .lines()
+            .filter(|l| l.contains(what))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// What the servers logged (for failure messages).
@@ -854,10 +863,12 @@ async fn a_listener_that_loses_its_connection_catches_up_without_a_gap() {
         use sqlx::Connection;
         sqlx::PgConnection::connect(&admin).await.unwrap()
     };
+    let before = listening(&db, 2).await;
     assert_eq!(
-        listening(&db, 2).await.len(),
+        before.len(),
         2,
-        "both listening before the outage"
+        "both listening before the outage: {before:?}; what the listeners logged:\n{}",
+        inst.logged("listener")
     );
     sqlx::query(&allow(false))
         .execute(&mut admin)
@@ -892,9 +903,10 @@ async fn a_listener_that_loses_its_connection_catches_up_without_a_gap() {
         "cluster listener: {cut} listening connections cut during 53 comments (the last 3 \
          while no new connection was allowed), {back} listening again afterwards"
     ));
-    assert_eq!(cut, 12, "both listeners cut six times");
+    let logged = inst.logged("listener");
+    assert_eq!(cut, 12, "both listeners cut six times; logged:\n{logged}");
     assert_eq!(expected.len(), 53);
-    assert_eq!(back, 2);
+    assert_eq!(back, 2, "logged:\n{logged}");
     for (i, l) in logs.iter().enumerate() {
         assert!(
             l.lock().unwrap().problems.is_empty(),

@@ -76,6 +76,8 @@ const PING_CHANNEL: &str = "moderato_ping";
 const PING_EVERY: Duration = Duration::from_secs(15);
 /// A listener that heard nothing, not even its own pings, for this long reconnects.
 const SILENCE_LIMIT: Duration = Duration::from_secs(45);
+/// How long one attempt to connect the listener and LISTEN may take.
+const CONNECT_LIMIT: Duration = Duration::from_secs(5);
 
 /// The per-client limits, which every instance on one PostgreSQL counts together.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -404,12 +406,15 @@ impl Engine {
                 loop {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(2));
-                    match listen(&url, &instance).await {
-                        Ok(l) => {
+                    // Bounded: one attempt that hangs (a connect or a LISTEN that gets no
+                    // answer) must not keep this instance deaf; the next attempt starts over.
+                    match tokio::time::timeout(CONNECT_LIMIT, listen(&url, &instance)).await {
+                        Ok(Ok(l)) => {
                             listener = l;
                             break;
                         }
-                        Err(e) => tracing::warn!(error = %e, "live listener cannot reconnect"),
+                        Ok(Err(e)) => tracing::warn!(error = %e, "live listener cannot reconnect"),
+                        Err(_) => tracing::warn!("live listener: reconnecting timed out"),
                     }
                 }
                 tracing::info!("live listener reconnected; catching up");
@@ -581,6 +586,10 @@ async fn listen(url: &str, instance: &str) -> std::result::Result<PgListener, sq
         .query_pairs_mut()
         .append_pair("application_name", &format!("moderato listener {instance}"));
     let mut l = PgListener::connect(named.as_str()).await?;
+    // A lost connection ends `try_recv` at once with `Ok(None)`: the caller makes a new
+    // listener (bounded by a timeout) and catches up. sqlx's own eager reconnect would wait
+    // inside `try_recv` for its pool, with no limit of ours on it.
+    l.eager_reconnect(false);
     l.listen_all([
         EVENTS_CHANNEL,
         SPAM_CHANNEL,

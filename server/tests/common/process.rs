@@ -297,9 +297,17 @@ impl ServerProcess {
         self.wait_healthy().await
     }
 
-    pub async fn wait_healthy(&self) -> Duration {
+    pub async fn wait_healthy(&mut self) -> Duration {
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(60) {
+            // An answer from a server that is not ours (ours could not bind the port) must
+            // not count.
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "moderato serve exited ({status}); its log:\n{}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
+            }
             if let Ok(a) = http(self.addr(), "GET", "/health", None, Duration::from_secs(2)).await
                 && a.status == 200
             {
@@ -325,7 +333,14 @@ impl Drop for ServerProcess {
 /// stay free for the restart: an ephemeral port could meanwhile be handed to another
 /// socket, even to a poster's own connection attempt (a TCP self-connect), and the restart
 /// would find it taken.
+///
+/// A port is handed out once per test process: tests running side by side (seeded from the
+/// same millisecond, or just unlucky) would otherwise both find one port free before either
+/// server binds it, and the loser's `wait_healthy` would be answered by the other test's
+/// server, on another database.
 pub fn free_port(rng: &mut Lcg) -> u16 {
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap();
     let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
         .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
@@ -333,7 +348,8 @@ pub fn free_port(rng: &mut Lcg) -> u16 {
     let low = 10_000.min(ephemeral_low / 2);
     for _ in 0..200 {
         let port = low + rng.below(u64::from(ephemeral_low - low)) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if !handed_out.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed_out.push(port);
             return port;
         }
     }
