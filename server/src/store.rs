@@ -1164,18 +1164,26 @@ impl Tx {
             )
         });
         static POSTGRES: LazyLock<String> = LazyLock::new(|| {
-            // The path is completed below, once the id is known.
+            // The id is drawn from the identity column's sequence first, so that the path
+            // can end with it in the same statement (one round trip, not an INSERT and an
+            // UPDATE). `lpad` would cut an id longer than the width; `format!` would not.
             format!(
-                "INSERT INTO comments (thread_id, parent_id, depth, path, author_name, \
+                "WITH next (id) AS (SELECT nextval(pg_get_serial_sequence('comments', 'id'))) \
+                 INSERT INTO comments (id, thread_id, parent_id, depth, path, author_name, \
                  author_email, author_url, title, body_source, body_html, status, moderator, \
                  reason, score, ip, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
-                 NULLIF($14, -1.0), $15, $16, $16) RETURNING {COMMENT_COLUMNS}"
+                 SELECT next.id, $1, $2, $3, \
+                 $4 || lpad(next.id::text, greatest({PATH_SEGMENT}, length(next.id::text)), '0'), \
+                 $5, $6, $7, $8, $9, $10, $11, $12, $13, NULLIF($14, -1.0), $15, $16, $16 \
+                 FROM next RETURNING {COMMENT_COLUMNS}"
             )
         });
-        let single_writer = self.single_writer();
-        let sql = if single_writer { &SQLITE } else { &POSTGRES };
-        let mut row: CommentRow = self
+        let sql = if self.single_writer() {
+            &SQLITE
+        } else {
+            &POSTGRES
+        };
+        let row: CommentRow = self
             .fetch_one(
                 sql.as_str(),
                 args![
@@ -1202,17 +1210,7 @@ impl Tx {
                 ],
             )
             .await?;
-        if single_writer {
-            debug_assert_eq!(row.path, format!("{prefix}{}", path_segment(row.id)));
-        } else {
-            let path = format!("{prefix}{}", path_segment(row.id));
-            self.exec(
-                "UPDATE comments SET path = $1 WHERE id = $2",
-                args![&path, row.id],
-            )
-            .await?;
-            row.path = path;
-        }
+        debug_assert_eq!(row.path, format!("{prefix}{}", path_segment(row.id)));
         self.count_status(&new.status, 1).await?;
         Ok(row)
     }
@@ -1349,14 +1347,14 @@ impl Tx {
             // The SQLite trigger `events_bump_room` moves the room's counter after the INSERT.
             insert_event!("COALESCE((SELECT last_id FROM event_rooms WHERE room = $1), 0) + 1")
         } else {
-            // The counter row first: its lock is what orders concurrent transactions.
-            self.exec(
-                "INSERT INTO event_rooms (room, last_id, pruned_through) VALUES ($1, 1, 0) \
-                 ON CONFLICT (room) DO UPDATE SET last_id = event_rooms.last_id + 1",
-                args![e.room],
+            // The counter row is bumped first, in the same statement: its lock is what
+            // orders concurrent transactions, and the event takes the id it returns.
+            concat!(
+                "WITH bumped (id) AS (INSERT INTO event_rooms (room, last_id, pruned_through) \
+                 VALUES ($1, 1, 0) ON CONFLICT (room) DO UPDATE \
+                 SET last_id = event_rooms.last_id + 1 RETURNING last_id) ",
+                insert_event!("(SELECT id FROM bumped)")
             )
-            .await?;
-            insert_event!("(SELECT last_id FROM event_rooms WHERE room = $1)")
         };
         let (id,): (i64,) = self
             .fetch_one(

@@ -7,7 +7,7 @@
 //! post asks for a stats event, and one worker writes it in a transaction of its own. A
 //! request that arrives while another is still waiting is covered by that one: the worker
 //! reads the counts only after it has taken the request, so after the asking post's commit.
-//! Under load that is about one stats event per batch instead of one per post. Staff
+//! Under load that is at most one stats event per `STATS_GAP` instead of one per post. Staff
 //! actions keep their stats event in their own transaction (they are few, and staff expect
 //! the counts with the change).
 
@@ -17,7 +17,12 @@ use crate::events;
 use crate::live::MODERATION_ROOM;
 use crate::store::Store;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::mpsc;
+
+/// The shortest time between two stats events written for posts: what staff wait at most
+/// for the counts to follow a post that commits right after one.
+const STATS_GAP: Duration = Duration::from_millis(100);
 
 /// The handle posts ask through. The worker stops when this is dropped (with the engine).
 pub(crate) struct StatsAfterPosts {
@@ -34,6 +39,11 @@ impl StatsAfterPosts {
                     // Staff see the counts with the next post or action; nothing else waits.
                     tracing::warn!("the stats event after posts was not written: {e}");
                 }
+                // At most one stats event per gap: under a burst, posts that commit
+                // meanwhile are counted by the next one, instead of a stats transaction
+                // running back to back with the posts (on PostgreSQL each one is a commit
+                // and a lock on the moderation room's counter row).
+                tokio::time::sleep(STATS_GAP).await;
             }
         });
         StatsAfterPosts { wanted }
