@@ -368,6 +368,23 @@ impl Store {
 
     /// Starts a write transaction. On SQLite this waits for a turn with the one writer
     /// (queued, never in the busy handler) and joins its current batch.
+    /// One write statement on its own; the rows it changed. On SQLite it goes through the
+    /// writer like every other write (queued, committed with the batch), so it never sleeps
+    /// in SQLite's busy handler beside the posts, nor makes the writer's BEGIN wait; on
+    /// PostgreSQL it runs on the pool, in a transaction of its own.
+    pub(crate) async fn write_one(&self, sql: &str, args: &[Arg<'_>]) -> Result<u64, StoreError> {
+        if self.writer.is_none() {
+            return Ok(lite::bind(sqlx::query(sql), args)
+                .execute(&self.pool)
+                .await?
+                .rows_affected());
+        }
+        let mut tx = self.begin().await?;
+        let changed = tx.exec(sql, args).await?;
+        tx.commit().await?;
+        Ok(changed)
+    }
+
     pub async fn begin(&self) -> Result<Tx, StoreError> {
         let tx = match &self.writer {
             Some(w) => TxConn::Batch(w.turn().await?),
@@ -804,14 +821,11 @@ impl Store {
         data: &str,
         expires_at: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        self.write_one(
             "INSERT INTO sessions (id, data, expires_at) VALUES ($1, $2, $3) \
              ON CONFLICT (id) DO UPDATE SET data = excluded.data, expires_at = excluded.expires_at",
+            args![id, data, expires_at],
         )
-        .bind(id)
-        .bind(data)
-        .bind(expires_at)
-        .execute(&self.pool)
         .await?;
         Ok(())
     }
@@ -823,15 +837,11 @@ impl Store {
         data: &str,
         expires_at: i64,
     ) -> Result<bool, StoreError> {
-        Ok(sqlx::query(
+        Ok(self.write_one(
             "INSERT INTO sessions (id, data, expires_at) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING",
+            args![id, data, expires_at],
         )
-        .bind(id)
-        .bind(data)
-        .bind(expires_at)
-        .execute(&self.pool)
         .await?
-        .rows_affected()
             == 1)
     }
 
@@ -873,9 +883,7 @@ impl Store {
 
     /// Deletes a session record.
     pub async fn session_delete(&self, id: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM sessions WHERE id = $1")
-            .bind(id)
-            .execute(&self.pool)
+        self.write_one("DELETE FROM sessions WHERE id = $1", args![id])
             .await?;
         Ok(())
     }
@@ -887,15 +895,16 @@ impl Store {
         moderator: &str,
         reason: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        self.write_one(
             "INSERT INTO audit_log (at, actor, action, thread_id, status_after, detail) \
              VALUES ($1, $2, 'reject', $3, 'rejected', $4)",
+            args![
+                now_ms(),
+                &format!("moderator:{moderator}"),
+                thread_id,
+                reason
+            ],
         )
-        .bind(now_ms())
-        .bind(format!("moderator:{moderator}"))
-        .bind(thread_id)
-        .bind(reason)
-        .execute(&self.pool)
         .await?;
         Ok(())
     }
@@ -1456,26 +1465,22 @@ impl Store {
     /// Claims a due delivery until `until`, so no other sender (another instance) makes it
     /// meanwhile; false when someone else claimed or finished it first.
     pub async fn claim_webhook(&self, id: i64, now: i64, until: i64) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE webhook_outbox SET next_attempt_at = $1 WHERE id = $2 \
+        let done = self
+            .write_one(
+                "UPDATE webhook_outbox SET next_attempt_at = $1 WHERE id = $2 \
              AND delivered_at IS NULL AND dropped IS NULL AND next_attempt_at <= $3",
-        )
-        .bind(until)
-        .bind(id)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+                args![until, id, now],
+            )
+            .await?;
+        Ok(done == 1)
     }
 
     /// Records that the receiver took a delivery (answered 2xx).
     pub async fn webhook_delivered(&self, id: i64, now: i64) -> Result<(), StoreError> {
-        sqlx::query(
+        self.write_one(
             "UPDATE webhook_outbox SET delivered_at = $1, attempts = attempts + 1 WHERE id = $2",
+            args![now, id],
         )
-        .bind(now)
-        .bind(id)
-        .execute(&self.pool)
         .await?;
         Ok(())
     }
@@ -1487,14 +1492,11 @@ impl Store {
         error: &str,
         retry_at: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        self.write_one(
             "UPDATE webhook_outbox SET attempts = attempts + 1, last_error = $1, \
              next_attempt_at = $2 WHERE id = $3",
+            args![error, retry_at, id],
         )
-        .bind(error)
-        .bind(retry_at)
-        .bind(id)
-        .execute(&self.pool)
         .await?;
         Ok(())
     }
@@ -1506,13 +1508,10 @@ impl Store {
         reason: &str,
         tried: bool,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        self.write_one(
             "UPDATE webhook_outbox SET dropped = $1, attempts = attempts + $2 WHERE id = $3",
+            args![reason, i64::from(tried), id],
         )
-        .bind(reason)
-        .bind(i64::from(tried))
-        .bind(id)
-        .execute(&self.pool)
         .await?;
         Ok(())
     }
@@ -1530,30 +1529,24 @@ impl Store {
         origin: &str,
     ) -> Result<bool, StoreError> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO threads (key, kind, title, comments_enabled, published_at, \
-             created_at, updated_at) VALUES ($1, 'page', $2, 1, $3, $3, $3) \
-             ON CONFLICT (key) DO NOTHING",
-        )
-        .bind(key)
-        .bind(title)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        // Through the writer on SQLite: no wait in SQLite's busy handler beside posts.
+        let mut tx = self.begin().await?;
+        let inserted = tx
+            .exec(
+                "INSERT INTO threads (key, kind, title, comments_enabled, published_at, \
+                 created_at, updated_at) VALUES ($1, 'page', $2, 1, $3, $3, $3) \
+                 ON CONFLICT (key) DO NOTHING",
+                args![key, title, now],
+            )
+            .await?;
         if inserted == 0 {
             return Ok(false);
         }
-        sqlx::query(
+        tx.exec(
             "INSERT INTO embed_threads (thread_id, url, origin, created_at) \
              SELECT id, $2, $3, $4 FROM threads WHERE key = $1",
+            args![key, url, origin, now],
         )
-        .bind(key)
-        .bind(url)
-        .bind(origin)
-        .bind(now)
-        .execute(&mut *tx)
         .await?;
         tx.commit().await?;
         Ok(true)
@@ -1699,49 +1692,44 @@ impl Store {
     /// Claims a due mail until `until`, so no other sender (another instance) takes it
     /// meanwhile; false when someone else claimed or finished it first.
     pub async fn claim_mail(&self, id: i64, now: i64, until: i64) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE mail_outbox SET next_attempt_at = $1 \
+        let done = self
+            .write_one(
+                "UPDATE mail_outbox SET next_attempt_at = $1 \
              WHERE id = $2 AND sent_at IS NULL AND dropped IS NULL AND next_attempt_at <= $3",
-        )
-        .bind(until)
-        .bind(id)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+                args![until, id, now],
+            )
+            .await?;
+        Ok(done == 1)
     }
 
     /// Records that a mail was handed to the mail server.
     pub async fn mail_sent(&self, id: i64, now: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE mail_outbox SET sent_at = $1, attempts = attempts + 1 WHERE id = $2")
-            .bind(now)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        self.write_one(
+            "UPDATE mail_outbox SET sent_at = $1, attempts = attempts + 1 WHERE id = $2",
+            args![now, id],
+        )
+        .await?;
         Ok(())
     }
 
     /// Records a failed try; the mail is tried again at `retry_at`.
     pub async fn mail_failed(&self, id: i64, error: &str, retry_at: i64) -> Result<(), StoreError> {
-        sqlx::query(
+        self.write_one(
             "UPDATE mail_outbox SET attempts = attempts + 1, last_error = $1, \
              next_attempt_at = $2 WHERE id = $3",
+            args![error, retry_at, id],
         )
-        .bind(error)
-        .bind(retry_at)
-        .bind(id)
-        .execute(&self.pool)
         .await?;
         Ok(())
     }
 
     /// Gives a mail up, saying why.
     pub async fn mail_dropped(&self, id: i64, reason: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE mail_outbox SET dropped = $1 WHERE id = $2")
-            .bind(reason)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        self.write_one(
+            "UPDATE mail_outbox SET dropped = $1 WHERE id = $2",
+            args![reason, id],
+        )
+        .await?;
         Ok(())
     }
 
@@ -1768,26 +1756,23 @@ impl Store {
     /// Confirms `email`'s reply mail (the link in its confirmation mail was used); false
     /// when the address never asked.
     pub async fn confirm_subscriber(&self, email: &str, now: i64) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE subscribers SET confirmed_at = COALESCE(confirmed_at, $1) \
+        let done = self
+            .write_one(
+                "UPDATE subscribers SET confirmed_at = COALESCE(confirmed_at, $1) \
              WHERE email = $2 AND unsubscribed_at IS NULL",
-        )
-        .bind(now)
-        .bind(email)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+                args![now, email],
+            )
+            .await?;
+        Ok(done == 1)
     }
 
     /// Stops all reply mail to `email`.
     pub async fn unsubscribe_all(&self, email: &str, now: i64) -> Result<(), StoreError> {
-        sqlx::query(
+        self.write_one(
             "UPDATE subscribers SET unsubscribed_at = COALESCE(unsubscribed_at, $1) \
              WHERE email = $2",
+            args![now, email],
         )
-        .bind(now)
-        .bind(email)
-        .execute(&self.pool)
         .await?;
         Ok(())
     }
@@ -1799,14 +1784,11 @@ impl Store {
         thread_id: i64,
         now: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        self.write_one(
             "INSERT INTO thread_unsubscribes (email, thread_id, at) VALUES ($1, $2, $3) \
              ON CONFLICT (email, thread_id) DO NOTHING",
+            args![email, thread_id, now],
         )
-        .bind(email)
-        .bind(thread_id)
-        .bind(now)
-        .execute(&self.pool)
         .await?;
         Ok(())
     }
@@ -1819,12 +1801,13 @@ impl Store {
         name: &str,
         email: Option<&str>,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE users SET email = $1 WHERE username = $2")
-            .bind(email)
-            .bind(name)
-            .execute(&self.pool)
+        let done = self
+            .write_one(
+                "UPDATE users SET email = $1 WHERE username = $2",
+                args![email, name],
+            )
             .await?;
-        Ok(done.rows_affected() == 1)
+        Ok(done == 1)
     }
 }
 

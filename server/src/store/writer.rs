@@ -381,6 +381,33 @@ mod tests {
             .unwrap()
     }
 
+    /// A write of one statement outside any use case's transaction (a session, a rejection
+    /// in the audit log, an outbox claim) goes through the writer too: while a request
+    /// holds the writer it waits its turn (never in SQLite's busy handler, which would
+    /// sleep and retry, and fail after the busy timeout), then commits with a batch.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_single_statement_write_waits_for_the_writer_and_commits_through_it() {
+        let (_dir, store) = store().await;
+        let store = Arc::new(store);
+        let (_, kept_before) = store.write_counts().unwrap();
+        let mut held = store.begin().await.unwrap();
+        held.spend_nonce("held", 1).await.unwrap();
+        let waiting = {
+            let store = store.clone();
+            tokio::spawn(async move { store.session_create("s1", "{}", i64::MAX).await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert!(!waiting.is_finished(), "it waits while the writer is held");
+        held.commit().await.unwrap();
+        assert!(waiting.await.unwrap().unwrap(), "the session was created");
+        assert_eq!(
+            store.session_load("s1", 0).await.unwrap().as_deref(),
+            Some("{}")
+        );
+        let (_, kept) = store.write_counts().unwrap();
+        assert_eq!(kept, kept_before + 2, "both went through the writer");
+    }
+
     /// Many concurrent writers: every acknowledged write is there, in fewer commits than
     /// writes (the point of the writer), and a failing request in a batch loses only its
     /// own statements.
