@@ -86,6 +86,9 @@ pub struct Tx {
     /// transaction commits: on PostgreSQL their rows are the hottest of all (every post
     /// touches one), so their locks are taken as late as possible.
     counts: Vec<(String, i64)>,
+    /// `NOTIFY`s queued on PostgreSQL (channel, payload), sent with the counts in the last
+    /// statement before COMMIT: one round trip for both.
+    notices: Vec<(String, String)>,
 }
 
 enum TxConn {
@@ -393,6 +396,7 @@ impl Store {
         Ok(Tx {
             tx,
             counts: Vec::new(),
+            notices: Vec::new(),
         })
     }
 
@@ -1069,7 +1073,7 @@ impl Tx {
     /// Makes every change of this transaction durable and visible; on SQLite, returns once
     /// the batch it joined is committed.
     pub async fn commit(mut self) -> Result<(), StoreError> {
-        self.apply_counts().await?;
+        self.finish().await?;
         match self.tx {
             TxConn::Pool(tx) => tx.commit().await?,
             TxConn::Batch(turn) => turn.commit().await?,
@@ -1151,6 +1155,20 @@ impl Tx {
 
     /// Stores a comment with its materialised path and counts it; returns the stored row.
     pub async fn insert_comment(&mut self, new: &NewCommentRow) -> Result<CommentRow, StoreError> {
+        self.insert_comment_spending(new, None).await
+    }
+
+    /// [`Tx::insert_comment`], spending a form token's nonce (`nonce`, `expires_at`) first
+    /// ([`Tx::spend_nonce`]: a nonce spent before is a unique violation). On PostgreSQL both
+    /// are one statement, one round trip; on SQLite two, in-thread.
+    pub async fn insert_comment_spending(
+        &mut self,
+        new: &NewCommentRow,
+        nonce: Option<(&str, i64)>,
+    ) -> Result<CommentRow, StoreError> {
+        if let (Some((n, expires_at)), true) = (nonce, self.single_writer()) {
+            self.spend_nonce(n, expires_at).await?;
+        }
         let (parent_id, depth) = match &new.parent {
             Some((id, _, depth)) => (Some(*id), depth + 1),
             None => (None, 0),
@@ -1172,53 +1190,67 @@ impl Tx {
                  WHERE true RETURNING {COMMENT_COLUMNS}"
             )
         });
-        static POSTGRES: LazyLock<String> = LazyLock::new(|| {
-            // The id is drawn from the identity column's sequence first, so that the path
-            // can end with it in the same statement (one round trip, not an INSERT and an
-            // UPDATE). `lpad` would cut an id longer than the width; `format!` would not.
+        // The id is drawn from the identity column's sequence first, so that the path can
+        // end with it in the same statement (one round trip, not an INSERT and an UPDATE).
+        // `lpad` would cut an id longer than the width; `format!` would not. Spending the
+        // nonce is a CTE of the same statement: its unique violation fails the statement.
+        fn postgres(spent: &str, from: &str) -> String {
             format!(
-                "WITH next (id) AS (SELECT nextval(pg_get_serial_sequence('comments', 'id'))) \
+                "WITH {spent}next (id) AS \
+                 (SELECT nextval(pg_get_serial_sequence('comments', 'id'))) \
                  INSERT INTO comments (id, thread_id, parent_id, depth, path, author_name, \
                  author_email, author_url, title, body_source, body_html, status, moderator, \
                  reason, score, ip, created_at, updated_at) \
                  SELECT next.id, $1, $2, $3, \
                  $4 || lpad(next.id::text, greatest({PATH_SEGMENT}, length(next.id::text)), '0'), \
                  $5, $6, $7, $8, $9, $10, $11, $12, $13, NULLIF($14, -1.0), $15, $16, $16 \
-                 FROM next RETURNING {COMMENT_COLUMNS}"
+                 FROM {from} RETURNING {COMMENT_COLUMNS}"
+            )
+        }
+        static POSTGRES: LazyLock<String> = LazyLock::new(|| postgres("", "next"));
+        static POSTGRES_SPENDING: LazyLock<String> = LazyLock::new(|| {
+            postgres(
+                "spent AS (INSERT INTO form_nonces (nonce, expires_at) VALUES ($17, $18) \
+                 RETURNING 1), ",
+                "next, spent",
             )
         });
-        let sql = if self.single_writer() {
-            &SQLITE
-        } else {
-            &POSTGRES
+        let spending = nonce.filter(|_| !self.single_writer());
+        let sql = match (self.single_writer(), spending) {
+            (true, _) => &SQLITE,
+            (false, None) => &POSTGRES,
+            (false, Some(_)) => &POSTGRES_SPENDING,
         };
-        let row: CommentRow = self
-            .fetch_one(
-                sql.as_str(),
-                args![
-                    new.thread_id,
-                    parent_id,
-                    depth,
-                    prefix,
-                    &new.author_name,
-                    &new.author_email,
-                    &new.author_url,
-                    &new.title,
-                    &new.body_source,
-                    &new.body_html,
-                    &new.status,
-                    &new.moderator,
-                    &new.reason,
-                    // Never a NULL f64: sqlx 0.8.6's Any driver binds a NULL DOUBLE as a
-                    // float4 on PostgreSQL, and the statement it then caches refuses the next
-                    // real score ("incorrect binary data format"). Scores are probabilities,
-                    // so -1 means none.
-                    new.score.unwrap_or(-1.0),
-                    &new.ip,
-                    new.created_at,
-                ],
-            )
-            .await?;
+        let values = args![
+            new.thread_id,
+            parent_id,
+            depth,
+            prefix,
+            &new.author_name,
+            &new.author_email,
+            &new.author_url,
+            &new.title,
+            &new.body_source,
+            &new.body_html,
+            &new.status,
+            &new.moderator,
+            &new.reason,
+            // Never a NULL f64: sqlx 0.8.6's Any driver binds a NULL DOUBLE as a
+            // float4 on PostgreSQL, and the statement it then caches refuses the next
+            // real score ("incorrect binary data format"). Scores are probabilities,
+            // so -1 means none.
+            new.score.unwrap_or(-1.0),
+            &new.ip,
+            new.created_at,
+        ];
+        let row: CommentRow = match spending {
+            None => self.fetch_one(sql.as_str(), values).await?,
+            Some((n, expires_at)) => {
+                let mut all = values.to_vec();
+                all.extend([Arg::from(n), Arg::from(expires_at)]);
+                self.fetch_one(sql.as_str(), &all).await?
+            }
+        };
         debug_assert_eq!(row.path, format!("{prefix}{}", path_segment(row.id)));
         self.count_status(&new.status, 1).await?;
         Ok(row)
@@ -1292,6 +1324,44 @@ impl Tx {
             Some((_, n)) => *n += delta,
             None => self.counts.push((status.to_owned(), delta)),
         }
+        Ok(())
+    }
+
+    /// What waits for the end of the transaction: the counts, and on PostgreSQL the queued
+    /// `NOTIFY`s. With notices, all of it is one statement: a CTE per count, then
+    /// `SELECT pg_notify(..)` for each notice.
+    async fn finish(&mut self) -> Result<(), StoreError> {
+        if self.notices.is_empty() {
+            return self.apply_counts().await;
+        }
+        let counts: Vec<(String, i64)> = std::mem::take(&mut self.counts)
+            .into_iter()
+            .filter(|(_, delta)| *delta != 0)
+            .collect();
+        let notices = std::mem::take(&mut self.notices);
+        let mut values: Vec<Arg> = Vec::with_capacity(2 * (counts.len() + notices.len()));
+        let mut ctes = Vec::with_capacity(counts.len());
+        for (i, (status, delta)) in counts.iter().enumerate() {
+            let (s, n) = (values.len() + 1, values.len() + 2);
+            ctes.push(format!(
+                "c{i} AS (INSERT INTO comment_counts (status, n) VALUES (${s}, ${n}) \
+                 ON CONFLICT (status) DO UPDATE SET n = comment_counts.n + ${n})"
+            ));
+            values.extend([Arg::from(status), Arg::from(*delta)]);
+        }
+        let mut calls = Vec::with_capacity(notices.len());
+        for (channel, payload) in &notices {
+            let (c, p) = (values.len() + 1, values.len() + 2);
+            calls.push(format!("pg_notify(${c}, ${p})"));
+            values.extend([Arg::from(channel), Arg::from(payload)]);
+        }
+        let with = if ctes.is_empty() {
+            String::new()
+        } else {
+            format!("WITH {} ", ctes.join(", "))
+        };
+        let sql = format!("{with}SELECT {}", calls.join(", "));
+        self.exec(&sql, &values).await?;
         Ok(())
     }
 
@@ -1833,8 +1903,8 @@ impl Tx {
         if !matches!(self.tx, TxConn::Pool(_)) {
             return Ok(());
         }
-        self.exec("SELECT pg_notify($1, $2)", args![channel, payload])
-            .await?;
+        // Sent with the last statement before COMMIT (`Tx::finish`), one round trip fewer.
+        self.notices.push((channel.to_owned(), payload.to_owned()));
         Ok(())
     }
 

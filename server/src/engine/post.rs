@@ -191,12 +191,15 @@ impl Engine {
     ) -> std::result::Result<CommentRow, StoreOrReused> {
         let thread_key = thread.key.as_str();
         let mut tx = self.store.begin().await.map_err(StoreOrReused::other)?;
-        match tx.spend_nonce(&token.nonce, token.expires_at).await {
-            Ok(()) => {}
+        // Spending the token's nonce and storing the comment: one statement on PostgreSQL.
+        let stored = match tx
+            .insert_comment_spending(row, Some((&token.nonce, token.expires_at)))
+            .await
+        {
+            Ok(stored) => stored,
             Err(e) if e.is_unique_violation() => return Err(StoreOrReused::Reused),
             Err(e) => return Err(StoreOrReused::other(e)),
-        }
-        let stored = tx.insert_comment(row).await.map_err(StoreOrReused::other)?;
+        };
         let mut letters = pipeline.letters(&stored, thread);
         letters.extend(
             self.staff_letters(&mut tx, &stored, thread)
