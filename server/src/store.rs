@@ -756,16 +756,13 @@ impl Store {
         password_hash: &str,
         is_staff: bool,
     ) -> Result<bool, StoreError> {
-        Ok(
-            sqlx::query("UPDATE users SET password_hash = $1, is_staff = $2 WHERE username = $3")
-                .bind(password_hash)
-                .bind(i64::from(is_staff))
-                .bind(username)
-                .execute(&self.pool)
-                .await?
-                .rows_affected()
-                > 0,
-        )
+        Ok(self
+            .write_one(
+                "UPDATE users SET password_hash = $1, is_staff = $2 WHERE username = $3",
+                args![password_hash, i64::from(is_staff), username],
+            )
+            .await?
+            > 0)
     }
 
     /// A user by name.
@@ -795,14 +792,10 @@ impl Store {
         key_hash: &str,
         user_id: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        self.write_one(
             "INSERT INTO api_keys (name, key_hash, user_id, created_at) VALUES ($1, $2, $3, $4)",
+            args![name, key_hash, user_id, now_ms()],
         )
-        .bind(name)
-        .bind(key_hash)
-        .bind(user_id)
-        .bind(now_ms())
-        .execute(&self.pool)
         .await?;
         Ok(())
     }
@@ -875,14 +868,11 @@ impl Store {
         user_id: i64,
         label: Option<&str>,
     ) -> Result<u64, StoreError> {
-        Ok(
-            sqlx::query("DELETE FROM api_keys WHERE user_id = $1 AND ($2 IS NULL OR name = $2)")
-                .bind(user_id)
-                .bind(label)
-                .execute(&self.pool)
-                .await?
-                .rows_affected(),
+        self.write_one(
+            "DELETE FROM api_keys WHERE user_id = $1 AND ($2 IS NULL OR name = $2)",
+            args![user_id, label],
         )
+        .await
     }
 
     /// Deletes a session record.
@@ -950,29 +940,29 @@ impl Store {
 
     /// Stores a newly trained spam model.
     pub async fn insert_spam_model(&self, m: &NewSpamModelRow<'_>) -> Result<(), StoreError> {
-        sqlx::query(
+        self.write_one(
             "INSERT INTO spam_models (trained_at, source, model, metrics, spam_count, ham_count, \
              updated_at) VALUES ($1, $2, $3, $4, $5, $6, $1)",
+            args![
+                m.trained_at,
+                m.source,
+                &m.model,
+                &m.metrics,
+                m.spam_count,
+                m.ham_count
+            ],
         )
-        .bind(m.trained_at)
-        .bind(m.source)
-        .bind(&m.model)
-        .bind(&m.metrics)
-        .bind(m.spam_count)
-        .bind(m.ham_count)
-        .execute(&self.pool)
         .await?;
         Ok(())
     }
 
     /// Replaces a stored model's weights after incremental learning.
     pub async fn update_spam_model(&self, id: i64, model: &str, at: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE spam_models SET model = $1, updated_at = $2 WHERE id = $3")
-            .bind(model)
-            .bind(at)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        self.write_one(
+            "UPDATE spam_models SET model = $1, updated_at = $2 WHERE id = $3",
+            args![model, at, id],
+        )
+        .await?;
         Ok(())
     }
 
