@@ -467,12 +467,6 @@ pub fn CommentForm() -> impl IntoView {
             {error("parent_id")}
             {error("form")}
             {error("__all__")}
-            <Show when=move || !draft.preview.get().is_empty()>
-                <section class="comment-preview" aria-live="polite">
-                    <h4>"Preview"</h4>
-                    <div class="preview-content" inner_html=move || draft.preview.get()></div>
-                </section>
-            </Show>
             <div class="actions">
                 <button type="submit" class="post" disabled=move || draft.busy.get()>
                     {move || if draft.busy.get() { "Posting…" } else { "Post comment" }}
@@ -490,6 +484,14 @@ pub fn CommentForm() -> impl IntoView {
                     </a>
                 </Show>
             </div>
+            // Below the button: a preview that appears or grows while the reader types never
+            // moves the button from under their pointer.
+            <Show when=move || !draft.preview.get().is_empty()>
+                <section class="comment-preview" aria-live="polite">
+                    <h4>"Preview"</h4>
+                    <div class="preview-content" inner_html=move || draft.preview.get()></div>
+                </section>
+            </Show>
         </form>
     }
     .into_any()

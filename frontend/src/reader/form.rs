@@ -234,7 +234,9 @@ impl Form {
                 let _ = s.set_attribute("aria-live", "polite");
                 let _ = s.append_child(&h);
                 let _ = s.append_child(&content);
-                let _ = actions.before_with_node_1(&s);
+                // Below the button, as the full app has it: a preview that appears while
+                // the reader types never moves the button from under their pointer.
+                let _ = actions.after_with_node_1(&s);
                 s
             }
         };
