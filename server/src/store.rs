@@ -369,8 +369,6 @@ impl Store {
         self.pool.close().await;
     }
 
-    /// Starts a write transaction. On SQLite this waits for a turn with the one writer
-    /// (queued, never in the busy handler) and joins its current batch.
     /// One write statement on its own; the rows it changed. On SQLite it goes through the
     /// writer like every other write (queued, committed with the batch), so it never sleeps
     /// in SQLite's busy handler beside the posts, nor makes the writer's BEGIN wait; on
@@ -388,6 +386,8 @@ impl Store {
         Ok(changed)
     }
 
+    /// Starts a write transaction. On SQLite this waits for a turn with the one writer
+    /// (queued, never in the busy handler) and joins its current batch.
     pub async fn begin(&self) -> Result<Tx, StoreError> {
         let tx = match &self.writer {
             Some(w) => TxConn::Batch(w.turn().await?),
