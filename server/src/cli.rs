@@ -360,11 +360,16 @@ pub fn embed_snippet(
 }
 
 async fn serve(common: &Common, args: ServeArgs) -> Result<()> {
+    // Logs go to stderr, as the README says (fmt's default is stdout), and in colour only
+    // on a terminal, so a log file holds plain lines.
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,sqlx=warn".into()),
         )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let engine = Arc::new(open_engine(common).await?);
     if args.demo && engine.seed_demo().await? {
