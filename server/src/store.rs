@@ -1333,10 +1333,7 @@ impl Tx {
         let mut ctes = Vec::with_capacity(counts.len());
         for (i, (status, delta)) in counts.iter().enumerate() {
             let (s, n) = (values.len() + 1, values.len() + 2);
-            ctes.push(format!(
-                "c{i} AS (INSERT INTO comment_counts (status, n) VALUES (${s}, ${n}) \
-                 ON CONFLICT (status) DO UPDATE SET n = comment_counts.n + ${n})"
-            ));
+            ctes.push(format!("c{i} AS ({})", count_upsert(s, n)));
             values.extend([Arg::from(status), Arg::from(*delta)]);
         }
         let mut calls = Vec::with_capacity(notices.len());
@@ -1360,12 +1357,8 @@ impl Tx {
             if delta == 0 {
                 continue;
             }
-            self.exec(
-                "INSERT INTO comment_counts (status, n) VALUES ($1, $2) \
-                 ON CONFLICT (status) DO UPDATE SET n = comment_counts.n + $2",
-                args![&status, delta],
-            )
-            .await?;
+            static SQL: LazyLock<String> = LazyLock::new(|| count_upsert(1, 2));
+            self.exec(SQL.as_str(), args![&status, delta]).await?;
         }
         Ok(())
     }
@@ -1457,6 +1450,14 @@ impl Tx {
         .await?;
         Ok(())
     }
+}
+
+/// Adds `$delta` to the running count of status `$status` (placeholder numbers given).
+fn count_upsert(status: usize, delta: usize) -> String {
+    format!(
+        "INSERT INTO comment_counts (status, n) VALUES (${status}, ${delta}) \
+         ON CONFLICT (status) DO UPDATE SET n = comment_counts.n + ${delta}"
+    )
 }
 
 /// A webhook delivery in the outbox, as the worker reads it.
