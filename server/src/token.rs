@@ -61,8 +61,15 @@ impl FormSigner {
     }
 
     /// A new token for `thread`, valid until `expires_at` (Unix ms).
+    ///
+    /// The nonce starts with the expiry in fixed-width hex, so nonces sort by the time they
+    /// were issued: a spent one is recorded at the right-hand end of the nonces' index, next
+    /// to the others spent in the same moment, rather than on a random page of it. Measured
+    /// at 16 posters on SQLite, a batch of posts' random index pages were a quarter of the
+    /// pages its COMMIT wrote and fsynced. The random part alone makes it unguessable.
     pub fn issue(&self, thread: &str, expires_at: i64) -> String {
-        let payload = format!("{thread}\n{}\n{expires_at}", random_token(16));
+        let nonce = format!("{:012x}{}", expires_at.max(0), random_token(16));
+        let payload = format!("{thread}\n{nonce}\n{expires_at}");
         let mut mac = self.mac();
         mac.update(payload.as_bytes());
         let sig = mac.finalize().into_bytes();
@@ -117,6 +124,20 @@ mod tests {
         let a = s.verify(&s.issue("k", 10), "k", 0).unwrap();
         let b = s.verify(&s.issue("k", 10), "k", 0).unwrap();
         assert_ne!(a.nonce, b.nonce);
+    }
+
+    /// Later tokens have nonces that sort after earlier ones (as text, which is how both
+    /// databases index them), so spending them appends to the index.
+    #[test]
+    fn nonces_sort_in_the_order_tokens_expire() {
+        let s = FormSigner::new(b"secret");
+        let nonces: Vec<String> = [9, 10, 255, 256, 1_764_000_000_000, 1_764_000_000_001]
+            .iter()
+            .map(|&at| s.verify(&s.issue("k", at), "k", 0).unwrap().nonce)
+            .collect();
+        let mut sorted = nonces.clone();
+        sorted.sort();
+        assert_eq!(nonces, sorted);
     }
 
     #[test]
