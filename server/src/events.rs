@@ -231,12 +231,16 @@ impl EventSource for DbEventSource {
             .events_since(room, since, limit.min(100_000))
             .await
             .map_err(other)?;
+        // A client keeps the last id it gets as its cursor: only durable ones.
+        self.store.durable().await.map_err(other)?;
         rows.into_iter()
             .map(|r| from_row(room, r).map_err(other))
             .collect()
     }
 
     async fn last_id(&self, room: &str) -> Result<i64, ReplayError> {
-        self.store.last_event_id(room).await.map_err(other)
+        let last = self.store.last_event_id(room).await.map_err(other)?;
+        self.store.durable().await.map_err(other)?;
+        Ok(last)
     }
 }

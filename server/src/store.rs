@@ -339,8 +339,8 @@ impl Store {
             // the pool's connections stay for readers. The file exists by now (the pool
             // created it and migrated it).
             let options = sqlx::sqlite::SqliteConnectOptions::from_str(&url)?;
-            let conn = lite::open_writer(options.get_filename())?;
-            store.writer = Some(writer::Writer::start(conn));
+            let (conn, wal) = lite::open_writer(options.get_filename())?;
+            store.writer = Some(writer::Writer::start(conn, wal));
             store.readers = Some(std::sync::Arc::new(lite::Readers::new(
                 options.get_filename(),
             )));
@@ -458,6 +458,16 @@ impl Store {
         .await?
         .map(|r| (r.last_id, r.pruned_through))
         .unwrap_or((0, 0)))
+    }
+
+    /// Returns once every write committed before the call is durable (SQLite's writer
+    /// answers writes after its fsync, but other connections see them a moment before;
+    /// on PostgreSQL a commit is visible only once durable).
+    pub async fn durable(&self) -> Result<(), StoreError> {
+        match &self.writer {
+            Some(w) => w.durable().await,
+            None => Ok(()),
+        }
     }
 
     /// Events of a room after `since`, oldest first, at most `limit`.

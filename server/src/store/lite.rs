@@ -261,15 +261,28 @@ pub(super) const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_s
 /// in memory. By default SQLite spilled them to a temporary file past 64 KiB, which a post
 /// outgrew: a profile at 16 posters had a fifth of the server's CPU in `pwrite`, and more in
 /// creating and deleting that file, once per batch.
-pub(super) fn open_writer(path: &std::path::Path) -> Result<rusqlite::Connection, StoreError> {
+///
+/// With a WAL (any database in a file), the writer's COMMIT does not fsync
+/// (`synchronous = NORMAL`): the writer's syncer does, before anyone is answered, once the
+/// lock is free for the next batch (`store/writer.rs`). Returns the WAL's path then.
+pub(super) fn open_writer(
+    path: &std::path::Path,
+) -> Result<(rusqlite::Connection, Option<std::path::PathBuf>), StoreError> {
     let conn = rusqlite::Connection::open(path)?;
-    conn.execute_batch(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
-         PRAGMA temp_store = MEMORY;",
-    )?;
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    let wal = mode.eq_ignore_ascii_case("wal").then(|| {
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        std::path::PathBuf::from(wal)
+    });
+    let synchronous = if wal.is_some() { "NORMAL" } else { "FULL" };
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON; \
+         PRAGMA temp_store = MEMORY;"
+    ))?;
     conn.busy_timeout(std::time::Duration::ZERO)?;
     conn.set_prepared_statement_cache_capacity(64);
-    Ok(conn)
+    Ok((conn, wal))
 }
 
 /// True when SQLite refused a write for a unique (or primary) key.

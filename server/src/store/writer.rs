@@ -26,13 +26,34 @@
 //!
 //! The connection is rusqlite's, not sqlx's (see `store/lite.rs`): statements run in the
 //! thread that holds the lock, so there is no thread hop per statement either. A COMMIT
-//! (the fsync) and a BEGIN that must wait for another connection's lock run in
-//! `block_in_place`, so the runtime's other tasks move on meanwhile.
+//! and a BEGIN that must wait for another connection's lock run in `block_in_place`, so
+//! the runtime's other tasks move on meanwhile.
+//!
+//! The fsync happens after the lock is released ([`Syncer`]). The write connection runs
+//! with `synchronous = NORMAL`: its COMMIT writes the batch's pages to the WAL and makes
+//! them visible, without an fsync. The batch's requests are then handed to a thread of
+//! its own, which fsyncs the WAL file (one fsync for every batch committed since its last
+//! one) and only then answers them. Meanwhile the next batch already runs its statements.
+//! Measured at 16 posters before this, a batch held the lock for about 1.1 ms, of which
+//! 0.7 ms was its COMMIT, mostly waiting for the disk; nothing else could write meanwhile.
+//!
+//! What is acknowledged is as durable as with `synchronous = FULL`: nobody is answered
+//! before an fsync of the WAL that began after their COMMIT returned. A later batch never
+//! becomes durable without an earlier one: the WAL is one file, written in order, and
+//! SQLite's recovery keeps a prefix of it. Checkpoints still fsync the WAL before they
+//! copy it into the database (that is what NORMAL means in WAL mode). What changes is
+//! that for the time of one fsync a committed batch is visible to other connections
+//! before it is durable: a power cut in that moment loses it, though a reader may have
+//! seen it. Its poster was never answered, and its events were not published (they
+//! are published after the answer), so no live client has it. A killed process loses
+//! nothing: the pages are in the operating system's cache.
 
 use super::StoreError;
 use rusqlite::Connection;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc;
 use tokio::sync::{Mutex, Notify, OwnedMutexGuard, oneshot};
 
 /// At most this many requests commit together: a bound on how long the first of a batch
@@ -52,6 +73,9 @@ struct Batch {
     open: bool,
     /// The requests whose statements are in the open transaction, waiting for its COMMIT.
     kept: Vec<oneshot::Sender<Outcome>>,
+    /// Where a committed batch's requests wait for the fsync that makes it durable; `None`
+    /// when the database has no WAL (in memory), where COMMIT answers them itself.
+    syncer: Option<mpsc::Sender<Vec<oneshot::Sender<Outcome>>>>,
 }
 
 #[derive(Debug)]
@@ -63,7 +87,9 @@ struct Shared {
     /// Wakes the committer: a request left the lock with statements kept but uncommitted,
     /// and whoever it counted on to commit may be gone (dropped while waiting).
     nudge: Arc<Notify>,
-    counts: Counts,
+    counts: Arc<Counts>,
+    /// The syncer's queue, for [`Writer::durable`] (the batch has its own handle).
+    syncer: Option<mpsc::Sender<Vec<oneshot::Sender<Outcome>>>>,
 }
 
 impl Drop for Shared {
@@ -85,6 +111,8 @@ pub(super) struct Writer {
 pub(super) struct Counts {
     pub(super) commits: AtomicU64,
     pub(super) kept: AtomicU64,
+    /// fsyncs of the WAL by the syncer (one per batch or fewer).
+    pub(super) syncs: AtomicU64,
 }
 
 /// One request's turn with the write connection, in the open batch.
@@ -96,18 +124,34 @@ pub(super) struct Turn {
 }
 
 impl Writer {
-    /// Starts the writer on `conn`, a connection of its own (not the pool's).
-    pub(super) fn start(conn: Connection) -> Writer {
+    /// Starts the writer on `conn`, a connection of its own (not the pool's), opened by
+    /// `lite::open_writer`: with `wal`, the path of the database's WAL file, its COMMITs
+    /// do not fsync, and a [`Syncer`] does before anyone is answered.
+    pub(super) fn start(conn: Connection, wal: Option<PathBuf>) -> Writer {
+        Writer::start_gated(conn, wal, Arc::default())
+    }
+
+    /// [`Writer::start`], with the syncer taking `gate` before each fsync (tests hold it
+    /// to see that nobody is answered before the fsync).
+    fn start_gated(
+        conn: Connection,
+        wal: Option<PathBuf>,
+        gate: Arc<std::sync::Mutex<()>>,
+    ) -> Writer {
         let nudge = Arc::new(Notify::new());
+        let counts = Arc::new(Counts::default());
+        let syncer = wal.map(|path| Syncer::start(path, counts.clone(), gate));
         let shared = Arc::new(Shared {
             batch: Arc::new(Mutex::new(Batch {
                 conn: Some(conn),
                 open: false,
                 kept: Vec::new(),
+                syncer: syncer.clone(),
             })),
             waiting: AtomicUsize::new(0),
             nudge: nudge.clone(),
-            counts: Counts::default(),
+            counts,
+            syncer,
         });
         tokio::spawn(committer(Arc::downgrade(&shared), nudge));
         Writer { shared }
@@ -119,6 +163,32 @@ impl Writer {
             self.shared.counts.commits.load(Ordering::Relaxed),
             self.shared.counts.kept.load(Ordering::Relaxed),
         )
+    }
+
+    /// Returns once everything committed before the call is durable: at once without a
+    /// syncer, else after the syncer's next fsync. A reader that hands out what it read as
+    /// a promise (the live replay: event ids a client keeps as its cursor) calls this
+    /// between reading and answering, so it never promises a batch that a power cut in
+    /// the moment of its fsync would take back.
+    pub(super) async fn durable(&self) -> Result<(), StoreError> {
+        let Some(syncer) = &self.shared.syncer else {
+            return Ok(());
+        };
+        let (done, synced) = oneshot::channel();
+        if syncer.send(vec![done]).is_err() {
+            return Err(shared_error(&sync_error("the WAL's syncer is gone")));
+        }
+        match synced.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(shared_error(&e)),
+            Err(_) => Err(shared_error(&sync_error("the WAL's syncer is gone"))),
+        }
+    }
+
+    /// fsyncs of the WAL so far (for tests).
+    #[cfg(test)]
+    pub(super) fn syncs(&self) -> u64 {
+        self.shared.counts.syncs.load(Ordering::SeqCst)
     }
 
     /// Requests waiting for the lock now (for tests).
@@ -287,13 +357,15 @@ fn forget_lost_transaction(batch: &mut Batch) {
     }
 }
 
-/// COMMITs the open batch and answers every request of it.
+/// COMMITs the open batch; its requests are answered once it is durable (by the syncer,
+/// or here when there is none), or at once with the error of a failed COMMIT.
 async fn commit_batch(batch: &mut Batch, counts: &Counts) {
     forget_lost_transaction(batch);
     if !batch.open {
         return;
     }
     let outcome = blocking(batch, "COMMIT").await.map_err(Arc::new);
+    batch.open = false;
     if outcome.is_err() {
         // Leave no transaction open for the next batch.
         let _ = conn(batch).execute_batch("ROLLBACK");
@@ -302,10 +374,105 @@ async fn commit_batch(batch: &mut Batch, counts: &Counts) {
         counts
             .kept
             .fetch_add(batch.kept.len() as u64, Ordering::Relaxed);
+        if let Some(syncer) = &batch.syncer {
+            let kept = std::mem::take(&mut batch.kept);
+            if let Err(mpsc::SendError(kept)) = syncer.send(kept) {
+                // The syncer's thread is gone (it never ends while the writer lives, so
+                // only a panic there): nothing is known to be durable.
+                answer(kept, &Err(Arc::new(sync_error("the WAL's syncer is gone"))));
+            }
+            return;
+        }
     }
-    batch.open = false;
-    for done in batch.kept.drain(..) {
+    answer(std::mem::take(&mut batch.kept), &outcome);
+}
+
+fn answer(requests: Vec<oneshot::Sender<Outcome>>, outcome: &Outcome) {
+    for done in requests {
+        // A request that stopped waiting (its client hung up) has nobody to tell.
         let _ = done.send(outcome.clone());
+    }
+}
+
+/// An fsync that failed, as SQLite would report it from a COMMIT.
+fn sync_error(message: &str) -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR_FSYNC),
+        Some(message.to_owned()),
+    )
+}
+
+/// Makes committed batches durable: a thread that fsyncs the WAL file and then answers
+/// the requests of every batch committed before that fsync began. While one fsync runs,
+/// the batches committed meanwhile queue up, and the next fsync covers them all.
+struct Syncer {
+    wal: PathBuf,
+    /// The WAL file, opened on first use (SQLite creates it). fsync flushes a file's pages
+    /// whichever descriptor wrote them.
+    file: Option<std::fs::File>,
+    counts: Arc<Counts>,
+    gate: Arc<std::sync::Mutex<()>>,
+}
+
+impl Syncer {
+    /// Its thread ends when the writer (the channel's sender) is gone, after answering
+    /// everything sent before.
+    fn start(
+        wal: PathBuf,
+        counts: Arc<Counts>,
+        gate: Arc<std::sync::Mutex<()>>,
+    ) -> mpsc::Sender<Vec<oneshot::Sender<Outcome>>> {
+        let (tx, rx) = mpsc::channel::<Vec<oneshot::Sender<Outcome>>>();
+        let mut syncer = Syncer {
+            wal,
+            file: None,
+            counts,
+            gate,
+        };
+        std::thread::Builder::new()
+            .name("moderato-wal-sync".into())
+            .spawn(move || {
+                while let Ok(mut waiting) = rx.recv() {
+                    while let Ok(more) = rx.try_recv() {
+                        waiting.extend(more);
+                    }
+                    let outcome = syncer.sync().map_err(Arc::new);
+                    answer(waiting, &outcome);
+                }
+            })
+            .expect("the operating system starts a thread");
+        tx
+    }
+
+    fn sync(&mut self) -> rusqlite::Result<()> {
+        let gate = self.gate.clone();
+        let _gate = gate
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let synced = self.open().and_then(std::fs::File::sync_all);
+        self.counts.syncs.fetch_add(1, Ordering::SeqCst);
+        synced.map_err(|e| {
+            tracing::error!("fsync of the WAL failed: {e}");
+            // Open it afresh next time.
+            self.file = None;
+            sync_error(&format!("fsync of the WAL failed: {e}"))
+        })
+    }
+
+    /// The WAL file, opened again should SQLite have put another file in its place (it
+    /// does not while the writer's connection is open, which this relies on no more than
+    /// it must).
+    fn open(&mut self) -> std::io::Result<&std::fs::File> {
+        use std::os::unix::fs::MetadataExt;
+        let current = std::fs::metadata(&self.wal)?.ino();
+        let stale = match &self.file {
+            Some(f) => f.metadata()?.ino() != current,
+            None => true,
+        };
+        if stale {
+            self.file = Some(std::fs::File::open(&self.wal)?);
+        }
+        Ok(self.file.as_ref().expect("just opened"))
     }
 }
 
@@ -406,6 +573,58 @@ mod tests {
         );
         let (_, kept) = store.write_counts().unwrap();
         assert_eq!(kept, kept_before + 2, "both went through the writer");
+    }
+
+    /// A write is answered only after an fsync of the WAL that holds it, and the fsync
+    /// runs after the write lock is let go. With the syncer held before its fsync: the
+    /// write's COMMIT is done (another connection reads it) and the next request gets the
+    /// lock at once, but the write itself is not answered, nor does `Store::durable`
+    /// return; both do once the fsync has run.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[allow(clippy::await_holding_lock)] // the syncer's gate, held across awaits on purpose
+    async fn a_write_is_answered_after_its_fsync_and_the_lock_is_free_before() {
+        let (dir, mut store) = store().await;
+        let gate = Arc::new(std::sync::Mutex::new(()));
+        let (conn, wal) = crate::store::lite::open_writer(&dir.path().join("w.db")).unwrap();
+        assert!(wal.is_some(), "a database in a file has a WAL");
+        store.writer = Some(super::Writer::start_gated(conn, wal, gate.clone()));
+        let store = Arc::new(store);
+        let syncs_before = store.writer.as_ref().unwrap().syncs();
+
+        let held = gate.lock().unwrap();
+        let write = {
+            let store = store.clone();
+            tokio::spawn(async move { store.session_create("s1", "{}", i64::MAX).await })
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while store.session_load("s1", 0).await.unwrap().is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the write was committed"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let next = tokio::time::timeout(std::time::Duration::from_secs(5), store.begin())
+            .await
+            .expect("the lock is free while the write waits for its fsync")
+            .unwrap();
+        drop(next);
+        // What the live replay waits for before it hands out event ids.
+        let durable = {
+            let store = store.clone();
+            tokio::spawn(async move { store.durable().await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert!(!write.is_finished(), "not answered before the fsync");
+        assert!(
+            !durable.is_finished(),
+            "nothing is durable before the fsync"
+        );
+
+        drop(held);
+        assert!(write.await.unwrap().unwrap(), "answered once synced");
+        durable.await.unwrap().unwrap();
+        assert!(store.writer.as_ref().unwrap().syncs() > syncs_before);
     }
 
     /// Many concurrent writers: every acknowledged write is there, in fewer commits than
