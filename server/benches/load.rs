@@ -6,8 +6,8 @@
 //! token, then POST a comment with text of its own. At 1, 16 and 64 concurrent posters it
 //! prints comments/s, the POST's p50 and p99, and checks that every acknowledged comment is
 //! stored (lost = 0), on:
-//! - Moderato on SQLite (WAL, synchronous=FULL: every acknowledged comment survives a power
-//!   cut), and on PostgreSQL (a durable cluster of its own, fsync on, from scripts/pg.sh);
+//! - Moderato on SQLite (WAL, an fsync before every answer: every acknowledged comment
+//!   survives a power cut), and on PostgreSQL (a durable cluster of its own, fsync on, from scripts/pg.sh);
 //! - the baseline, in the same run on the same machine: Django 5.2 with
 //!   django-contrib-comments under gunicorn on SQLite with the same durability (its site is
 //!   in `benches/django/`, installed with pip into `target/bench-venv`), through the same
