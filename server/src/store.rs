@@ -13,6 +13,7 @@ use std::time::Duration;
 
 pub(crate) mod lite;
 mod writer;
+pub(crate) use writer::AfterDurable;
 
 /// Which database the URL selected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1072,11 +1073,26 @@ impl Store {
 impl Tx {
     /// Makes every change of this transaction durable and visible; on SQLite, returns once
     /// the batch it joined is committed.
-    pub async fn commit(mut self) -> Result<(), StoreError> {
+    pub async fn commit(self) -> Result<(), StoreError> {
+        self.commit_then(None).await
+    }
+
+    /// [`Tx::commit`], then `after` (publishing the transaction's live events). On SQLite
+    /// it runs as soon as the batch is durable, in the order the batch's transactions
+    /// drew their ids, before anyone is answered, and even if this request is dropped
+    /// meanwhile (its client hung up): events reach the hub in id order, and none is left
+    /// unpublished. On PostgreSQL it runs here after COMMIT; there the cluster's listener
+    /// orders events and reads back any this process commits but does not publish.
+    pub async fn commit_then(mut self, after: Option<AfterDurable>) -> Result<(), StoreError> {
         self.finish().await?;
         match self.tx {
-            TxConn::Pool(tx) => tx.commit().await?,
-            TxConn::Batch(turn) => turn.commit().await?,
+            TxConn::Pool(tx) => {
+                tx.commit().await?;
+                if let Some(after) = after {
+                    after();
+                }
+            }
+            TxConn::Batch(turn) => turn.commit(after).await?,
         }
         Ok(())
     }

@@ -703,12 +703,13 @@ impl Engine {
     /// of a change before it is durable, and every committed change is announced.
     async fn commit_and_publish(&self, mut tx: Tx, pending: Vec<PendingEvent>) -> Result<()> {
         let published = events::write(&mut tx, pending).await?;
-        tx.commit().await?;
+        let fanout = self.fanout.clone();
+        tx.commit_then(Some(Box::new(move || fanout.publish(published))))
+            .await?;
         // Any change may have queued webhook deliveries; the worker's look is one query.
         if let Some(w) = &self.webhooks {
             w.committed();
         }
-        self.fanout.publish(published);
         Ok(())
     }
 

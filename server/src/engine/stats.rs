@@ -56,13 +56,14 @@ impl StatsAfterPosts {
     }
 }
 
-async fn write_stats(store: &Store, fanout: &Fanout) -> Result<()> {
+async fn write_stats(store: &Store, fanout: &Arc<Fanout>) -> Result<()> {
     let mut tx = store.begin().await?;
     // Numbered in commit order, and counted after every stats event numbered before it.
     tx.lock_room(MODERATION_ROOM).await?;
     let stats = events::stats(&tx.status_counts().await?);
     let published = events::write(&mut tx, vec![stats]).await?;
-    tx.commit().await?;
-    fanout.publish(published);
+    let fanout = fanout.clone();
+    tx.commit_then(Some(Box::new(move || fanout.publish(published))))
+        .await?;
     Ok(())
 }

@@ -63,6 +63,24 @@ const MAX_BATCH: usize = 256;
 /// What a request's [`Turn::commit`] learns: `Ok` once the batch is durable.
 type Outcome = Result<(), Arc<rusqlite::Error>>;
 
+/// What a request has run once its batch is durable, before it is answered (publishing its
+/// live events).
+pub(crate) type AfterDurable = Box<dyn FnOnce() + Send>;
+
+/// A request of a batch, waiting for its outcome.
+struct Kept {
+    done: oneshot::Sender<Outcome>,
+    after: Option<AfterDurable>,
+}
+
+impl std::fmt::Debug for Kept {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kept")
+            .field("after", &self.after.is_some())
+            .finish()
+    }
+}
+
 /// The write connection and its open batch, behind the lock.
 #[derive(Debug)]
 struct Batch {
@@ -72,10 +90,10 @@ struct Batch {
     /// A transaction is open.
     open: bool,
     /// The requests whose statements are in the open transaction, waiting for its COMMIT.
-    kept: Vec<oneshot::Sender<Outcome>>,
+    kept: Vec<Kept>,
     /// Where a committed batch's requests wait for the fsync that makes it durable; `None`
     /// when the database has no WAL (in memory), where COMMIT answers them itself.
-    syncer: Option<mpsc::Sender<Vec<oneshot::Sender<Outcome>>>>,
+    syncer: Option<mpsc::Sender<Vec<Kept>>>,
 }
 
 #[derive(Debug)]
@@ -89,7 +107,7 @@ struct Shared {
     nudge: Arc<Notify>,
     counts: Arc<Counts>,
     /// The syncer's queue, for [`Writer::durable`] (the batch has its own handle).
-    syncer: Option<mpsc::Sender<Vec<oneshot::Sender<Outcome>>>>,
+    syncer: Option<mpsc::Sender<Vec<Kept>>>,
 }
 
 impl Drop for Shared {
@@ -175,7 +193,7 @@ impl Writer {
             return Ok(());
         };
         let (done, synced) = oneshot::channel();
-        if syncer.send(vec![done]).is_err() {
+        if syncer.send(vec![Kept { done, after: None }]).is_err() {
             return Err(shared_error(&sync_error("the WAL's syncer is gone")));
         }
         match synced.await {
@@ -264,8 +282,11 @@ impl Turn {
         )
     }
 
-    /// Keeps this request's statements and waits until the batch they joined is committed.
-    pub(super) async fn commit(mut self) -> Result<(), StoreError> {
+    /// Keeps this request's statements and waits until the batch they joined is durable.
+    /// `after` runs then, before the request is answered: on the syncer's thread, in the
+    /// order the batch's requests had the lock, which is the order of the ids they
+    /// drew; and even when the request itself is dropped meanwhile (its client hung up).
+    pub(super) async fn commit(mut self, after: Option<AfterDurable>) -> Result<(), StoreError> {
         if self.savepoint {
             // Its statements join the batch's transaction, and SQLite lets go of the pages
             // it kept to undo them: savepoints never nest, so the sub-journal holds one
@@ -277,7 +298,7 @@ impl Turn {
             .take()
             .expect("a turn holds the lock until it ends");
         let (done, outcome) = oneshot::channel();
-        batch.kept.push(done);
+        batch.kept.push(Kept { done, after });
         if batch.kept.len() >= MAX_BATCH || self.shared.waiting.load(Ordering::SeqCst) == 0 {
             commit_batch(&mut batch, &self.shared.counts).await;
         } else {
@@ -352,9 +373,7 @@ fn forget_lost_transaction(batch: &mut Batch) {
         Some("SQLite rolled back the batch's transaction".into()),
     ));
     batch.open = false;
-    for done in batch.kept.drain(..) {
-        let _ = done.send(Err(lost.clone()));
-    }
+    answer(std::mem::take(&mut batch.kept), &Err(lost));
 }
 
 /// COMMITs the open batch; its requests are answered once it is durable (by the syncer,
@@ -387,8 +406,14 @@ async fn commit_batch(batch: &mut Batch, counts: &Counts) {
     answer(std::mem::take(&mut batch.kept), &outcome);
 }
 
-fn answer(requests: Vec<oneshot::Sender<Outcome>>, outcome: &Outcome) {
-    for done in requests {
+/// Answers a batch's requests in order; when it is durable, each one's `after` runs first.
+fn answer(requests: Vec<Kept>, outcome: &Outcome) {
+    for Kept { done, after } in requests {
+        if let (Ok(()), Some(after)) = (outcome, after)
+            && std::panic::catch_unwind(std::panic::AssertUnwindSafe(after)).is_err()
+        {
+            tracing::error!("a request's work after its commit panicked");
+        }
         // A request that stopped waiting (its client hung up) has nobody to tell.
         let _ = done.send(outcome.clone());
     }
@@ -421,8 +446,8 @@ impl Syncer {
         wal: PathBuf,
         counts: Arc<Counts>,
         gate: Arc<std::sync::Mutex<()>>,
-    ) -> mpsc::Sender<Vec<oneshot::Sender<Outcome>>> {
-        let (tx, rx) = mpsc::channel::<Vec<oneshot::Sender<Outcome>>>();
+    ) -> mpsc::Sender<Vec<Kept>> {
+        let (tx, rx) = mpsc::channel::<Vec<Kept>>();
         let mut syncer = Syncer {
             wal,
             file: None,
@@ -627,6 +652,97 @@ mod tests {
         assert!(store.writer.as_ref().unwrap().syncs() > syncs_before);
     }
 
+    /// Appends one event to room `r` and commits, recording its id in `seen` once durable
+    /// (what a use case does to publish its events).
+    async fn append_then_record(
+        store: &crate::store::Store,
+        seen: &Arc<std::sync::Mutex<Vec<i64>>>,
+    ) -> i64 {
+        let mut tx = store.begin().await.unwrap();
+        let id = tx
+            .append_event(&crate::store::NewEventRow {
+                room: "r",
+                comment_id: None,
+                reader: None,
+                staff: "{}".into(),
+                author: None,
+            })
+            .await
+            .unwrap();
+        let seen = seen.clone();
+        tx.commit_then(Some(Box::new(move || seen.lock().unwrap().push(id))))
+            .await
+            .unwrap();
+        id
+    }
+
+    /// What runs after a commit (publishing live events) runs for every request of a
+    /// batch in the order they drew their ids, however the runtime schedules the requests'
+    /// tasks afterwards: the live hub gets a room's events in id order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn work_after_commit_runs_in_id_order() {
+        let (_dir, store) = store().await;
+        let store = Arc::new(store);
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let tasks: Vec<_> = (0..300)
+            .map(|_| {
+                let (store, seen) = (store.clone(), seen.clone());
+                tokio::spawn(async move { append_then_record(&store, &seen).await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen, (1..=300).collect::<Vec<i64>>());
+        let (commits, _) = store.write_counts().unwrap();
+        assert!(
+            commits < 300,
+            "batches of several requests: {commits} commits"
+        );
+    }
+
+    /// A request dropped after its COMMIT (its client hung up while it waited for the
+    /// fsync) still has its work after commit run once the batch is durable: its events
+    /// are published, not left in the table for the next replay only.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[allow(clippy::await_holding_lock)] // the syncer's gate, held across awaits on purpose
+    async fn work_after_commit_runs_when_the_request_is_dropped() {
+        let (dir, mut store) = store().await;
+        let gate = Arc::new(std::sync::Mutex::new(()));
+        let (conn, wal) = crate::store::lite::open_writer(&dir.path().join("w.db")).unwrap();
+        store.writer = Some(super::Writer::start_gated(conn, wal, gate.clone()));
+        let store = Arc::new(store);
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+
+        let held = gate.lock().unwrap();
+        let request = {
+            let (store, seen) = (store.clone(), seen.clone());
+            tokio::spawn(async move { append_then_record(&store, &seen).await })
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while store.last_event_id("r").await.unwrap() == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the event was committed"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        request.abort();
+        assert!(request.await.unwrap_err().is_cancelled());
+        assert!(seen.lock().unwrap().is_empty(), "nothing before the fsync");
+
+        drop(held);
+        while seen.lock().unwrap().is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "published once durable"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(*seen.lock().unwrap(), vec![1]);
+    }
+
     /// Many concurrent writers: every acknowledged write is there, in fewer commits than
     /// writes (the point of the writer), and a failing request in a batch loses only its
     /// own statements.
@@ -790,14 +906,14 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(1)).await;
         }
         // Leaves the COMMIT to the queued request, which loses the transaction.
-        let first_answer = tokio::spawn(async move { first.commit().await });
+        let first_answer = tokio::spawn(async move { first.commit(None).await });
         has_rolled_back.await.unwrap();
         let later = {
             let writer = writer.clone();
             tokio::spawn(async move {
                 let mut turn = writer.turn().await.unwrap();
                 spend(&mut turn, "later");
-                turn.commit().await
+                turn.commit(None).await
             })
         };
         while writer.waiting() == 0 {
