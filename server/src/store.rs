@@ -729,16 +729,17 @@ impl Store {
             .rows_affected())
     }
 
-    /// Published comments by this email (for "first comment" pre-moderation).
-    pub async fn published_by_email(&self, email: &str) -> Result<i64, StoreError> {
-        let (n,): (i64,) = self
+    /// Whether this email has a published comment (for "first comment" pre-moderation).
+    /// The first one found is enough: counting them all read every comment of a regular
+    /// commenter on each of their posts.
+    pub async fn has_published_by_email(&self, email: &str) -> Result<bool, StoreError> {
+        let found: Option<(i64,)> = self
             .look_up(
-                "SELECT COUNT(*) FROM comments WHERE author_email = $1 AND status = 'published'",
+                "SELECT id FROM comments WHERE author_email = $1 AND status = 'published' LIMIT 1",
                 args![email],
             )
-            .await?
-            .unwrap_or((0,));
-        Ok(n)
+            .await?;
+        Ok(found.is_some())
     }
 
     /// Creates a user; a taken name is a unique violation.

@@ -111,7 +111,7 @@ impl Moderator for PreModeration {
                 // Known by email only: a name is anyone's to type, so without an email every
                 // comment is a first one (and the answer never tells whether a name is known).
                 match &c.comment.email {
-                    Some(email) => c.store.published_by_email(email).await? == 0,
+                    Some(email) => !c.store.has_published_by_email(email).await?,
                     None => true,
                 }
             }
