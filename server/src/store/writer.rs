@@ -600,6 +600,17 @@ mod tests {
         assert_eq!(kept, kept_before + 2, "both went through the writer");
     }
 
+    /// A store whose writer's syncer takes `gate` before each fsync: a test that holds it
+    /// sees what happens before a batch is durable.
+    async fn gated_store() -> (tempfile::TempDir, Arc<Store>, Arc<std::sync::Mutex<()>>) {
+        let (dir, mut store) = store().await;
+        let gate = Arc::new(std::sync::Mutex::new(()));
+        let (conn, wal) = crate::store::lite::open_writer(&dir.path().join("w.db")).unwrap();
+        assert!(wal.is_some(), "a database in a file has a WAL");
+        store.writer = Some(super::Writer::start_gated(conn, wal, gate.clone()));
+        (dir, Arc::new(store), gate)
+    }
+
     /// A write is answered only after an fsync of the WAL that holds it, and the fsync
     /// runs after the write lock is let go. With the syncer held before its fsync: the
     /// write's COMMIT is done (another connection reads it) and the next request gets the
@@ -608,12 +619,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     #[allow(clippy::await_holding_lock)] // the syncer's gate, held across awaits on purpose
     async fn a_write_is_answered_after_its_fsync_and_the_lock_is_free_before() {
-        let (dir, mut store) = store().await;
-        let gate = Arc::new(std::sync::Mutex::new(()));
-        let (conn, wal) = crate::store::lite::open_writer(&dir.path().join("w.db")).unwrap();
-        assert!(wal.is_some(), "a database in a file has a WAL");
-        store.writer = Some(super::Writer::start_gated(conn, wal, gate.clone()));
-        let store = Arc::new(store);
+        let (_dir, store, gate) = gated_store().await;
         let syncs_before = store.writer.as_ref().unwrap().syncs();
 
         let held = gate.lock().unwrap();
@@ -708,11 +714,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     #[allow(clippy::await_holding_lock)] // the syncer's gate, held across awaits on purpose
     async fn work_after_commit_runs_when_the_request_is_dropped() {
-        let (dir, mut store) = store().await;
-        let gate = Arc::new(std::sync::Mutex::new(()));
-        let (conn, wal) = crate::store::lite::open_writer(&dir.path().join("w.db")).unwrap();
-        store.writer = Some(super::Writer::start_gated(conn, wal, gate.clone()));
-        let store = Arc::new(store);
+        let (_dir, store, gate) = gated_store().await;
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
 
         let held = gate.lock().unwrap();
