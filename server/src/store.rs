@@ -509,8 +509,13 @@ impl Store {
         Ok(n)
     }
 
-    /// True when the database answers.
+    /// True when the database answers, and on SQLite the writer still writes (it stops
+    /// for good after a failed fsync: `/health` then fails, so that a supervisor restarts
+    /// the server).
     pub async fn ping(&self) -> bool {
+        if self.writer.as_ref().is_some_and(writer::Writer::is_broken) {
+            return false;
+        }
         sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
     }
 

@@ -44,9 +44,11 @@
 //! copy it into the database (that is what NORMAL means in WAL mode). What changes is
 //! that for the time of one fsync a committed batch is visible to other connections
 //! before it is durable: a power cut in that moment loses it, though a reader may have
-//! seen it. Its poster was never answered, and its events were not published (they
-//! are published after the answer), so no live client has it. A killed process loses
-//! nothing: the pages are in the operating system's cache.
+//! seen it. Its poster was never answered, and its events were not published (the syncer
+//! publishes them after the fsync, see [`Turn::commit`]), and the live replay waits for
+//! the next fsync ([`Writer::durable`]), so no live client has it. A killed process loses
+//! nothing: the pages are in the operating system's cache. After a failed fsync the writer
+//! refuses every write until restart (see [`Broken`]).
 
 use super::StoreError;
 use rusqlite::Connection;
@@ -108,7 +110,16 @@ struct Shared {
     counts: Arc<Counts>,
     /// The syncer's queue, for [`Writer::durable`] (the batch has its own handle).
     syncer: Option<mpsc::Sender<Vec<Kept>>>,
+    /// Set by the first fsync of the WAL that fails; from then on the writer refuses.
+    broken: Broken,
 }
+
+/// Why the writer stopped: an fsync of the WAL failed. After that the operating system may
+/// have dropped the batch's pages, and SQLite's recovery keeps the WAL only up to the first
+/// frame it finds broken, so a later batch that syncs fine could still be lost with it.
+/// Nothing is acknowledged after such a failure: every write is refused until the server
+/// restarts (as PostgreSQL stops after a failed fsync).
+type Broken = Arc<std::sync::OnceLock<String>>;
 
 impl Drop for Shared {
     /// Lets the committer see that the writer is gone.
@@ -158,7 +169,8 @@ impl Writer {
     ) -> Writer {
         let nudge = Arc::new(Notify::new());
         let counts = Arc::new(Counts::default());
-        let syncer = wal.map(|path| Syncer::start(path, counts.clone(), gate));
+        let broken = Broken::default();
+        let syncer = wal.map(|path| Syncer::start(path, counts.clone(), broken.clone(), gate));
         let shared = Arc::new(Shared {
             batch: Arc::new(Mutex::new(Batch {
                 conn: Some(conn),
@@ -170,6 +182,7 @@ impl Writer {
             nudge: nudge.clone(),
             counts,
             syncer,
+            broken,
         });
         tokio::spawn(committer(Arc::downgrade(&shared), nudge));
         Writer { shared }
@@ -203,6 +216,11 @@ impl Writer {
         }
     }
 
+    /// An fsync of the WAL failed: every write is refused until restart.
+    pub(super) fn is_broken(&self) -> bool {
+        self.shared.broken.get().is_some()
+    }
+
     /// fsyncs of the WAL so far (for tests).
     #[cfg(test)]
     pub(super) fn syncs(&self) -> u64 {
@@ -217,6 +235,9 @@ impl Writer {
 
     /// Waits for this request's turn with the write connection.
     pub(super) async fn turn(&self) -> Result<Turn, StoreError> {
+        if let Some(why) = self.shared.broken.get() {
+            return Err(shared_error(&sync_error(why)));
+        }
         let mut batch = {
             let mut waiting = Waiting::count(&self.shared);
             let batch = self.shared.batch.clone().lock_owned().await;
@@ -436,6 +457,7 @@ struct Syncer {
     /// whichever descriptor wrote them.
     file: Option<std::fs::File>,
     counts: Arc<Counts>,
+    broken: Broken,
     gate: Arc<std::sync::Mutex<()>>,
 }
 
@@ -445,6 +467,7 @@ impl Syncer {
     fn start(
         wal: PathBuf,
         counts: Arc<Counts>,
+        broken: Broken,
         gate: Arc<std::sync::Mutex<()>>,
     ) -> mpsc::Sender<Vec<Kept>> {
         let (tx, rx) = mpsc::channel::<Vec<Kept>>();
@@ -452,6 +475,7 @@ impl Syncer {
             wal,
             file: None,
             counts,
+            broken,
             gate,
         };
         std::thread::Builder::new()
@@ -474,13 +498,16 @@ impl Syncer {
         let _gate = gate
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(why) = self.broken.get() {
+            return Err(sync_error(why));
+        }
         let synced = self.open().and_then(std::fs::File::sync_all);
         self.counts.syncs.fetch_add(1, Ordering::SeqCst);
         synced.map_err(|e| {
-            tracing::error!("fsync of the WAL failed: {e}");
-            // Open it afresh next time.
-            self.file = None;
-            sync_error(&format!("fsync of the WAL failed: {e}"))
+            let why = format!("an fsync of the WAL failed ({e}); writes are refused until restart");
+            tracing::error!("{why}");
+            let _ = self.broken.set(why.clone());
+            sync_error(&why)
         })
     }
 
@@ -609,6 +636,44 @@ mod tests {
         assert!(wal.is_some(), "a database in a file has a WAL");
         store.writer = Some(super::Writer::start_gated(conn, wal, gate.clone()));
         (dir, Arc::new(store), gate)
+    }
+
+    /// After an fsync of the WAL fails, nothing more is acknowledged, not even a write whose
+    /// own fsync would succeed (the failed batch's pages may be gone, and recovery stops
+    /// at them): the write whose fsync failed gets an error, and so does every later one,
+    /// with 503, and the health check fails, until the server restarts.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn after_a_failed_fsync_every_write_is_refused() {
+        let (dir, mut store) = store().await;
+        let (conn, wal) = crate::store::lite::open_writer(&dir.path().join("w.db")).unwrap();
+        // The syncer is pointed at a path that is not there yet: its first fsync fails.
+        let missing = dir.path().join("not-there-yet");
+        store.writer = Some(super::Writer::start_gated(
+            conn,
+            Some(missing.clone()),
+            Arc::default(),
+        ));
+        assert!(store.ping().await, "healthy before");
+        let first = store.session_create("s1", "{}", i64::MAX).await;
+        assert!(first.is_err(), "not acknowledged: its fsync failed");
+        // Now the path leads to the real WAL, where an fsync succeeds.
+        std::os::unix::fs::symlink(wal.unwrap(), &missing).unwrap();
+        let second = store.session_create("s2", "{}", i64::MAX).await;
+        let refused = crate::error::Error::from(second.expect_err("refused after the failure"));
+        assert!(
+            matches!(refused, crate::error::Error::Unavailable(_)),
+            "{refused:?}"
+        );
+        assert!(
+            store.durable().await.is_err(),
+            "nothing is promised durable"
+        );
+        assert!(!store.ping().await, "the health check fails");
+        assert_eq!(
+            store.session_load("s2", 0).await.unwrap(),
+            None,
+            "not written"
+        );
     }
 
     /// A write is answered only after an fsync of the WAL that holds it, and the fsync
