@@ -209,11 +209,7 @@ impl Writer {
         if syncer.send(vec![Kept { done, after: None }]).is_err() {
             return Err(shared_error(&sync_error("the WAL's syncer is gone")));
         }
-        match synced.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(shared_error(&e)),
-            Err(_) => Err(shared_error(&sync_error("the WAL's syncer is gone"))),
-        }
+        outcome_of(synced).await
     }
 
     /// An fsync of the WAL failed: every write is refused until restart.
@@ -327,12 +323,17 @@ impl Turn {
             self.shared.nudge.notify_one();
         }
         drop(batch);
-        match outcome.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(shared_error(&e)),
-            // The writer is gone (the store was dropped): nothing is known to be durable.
-            Err(_) => Err(sqlx::Error::PoolClosed.into()),
-        }
+        outcome_of(outcome).await
+    }
+}
+
+/// What a request waiting in a batch (or for the syncer) learns.
+async fn outcome_of(outcome: oneshot::Receiver<Outcome>) -> Result<(), StoreError> {
+    match outcome.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(shared_error(&e)),
+        // The writer is gone (the store was dropped): nothing is known to be durable.
+        Err(_) => Err(sqlx::Error::PoolClosed.into()),
     }
 }
 
@@ -511,17 +512,10 @@ impl Syncer {
         })
     }
 
-    /// The WAL file, opened again should SQLite have put another file in its place (it
-    /// does not while the writer's connection is open, which this relies on no more than
-    /// it must).
+    /// The WAL file, opened once: SQLite keeps the same file while the writer's
+    /// connection is open (it deletes it only when the last connection closes).
     fn open(&mut self) -> std::io::Result<&std::fs::File> {
-        use std::os::unix::fs::MetadataExt;
-        let current = std::fs::metadata(&self.wal)?.ino();
-        let stale = match &self.file {
-            Some(f) => f.metadata()?.ino() != current,
-            None => true,
-        };
-        if stale {
+        if self.file.is_none() {
             self.file = Some(std::fs::File::open(&self.wal)?);
         }
         Ok(self.file.as_ref().expect("just opened"))
