@@ -286,10 +286,10 @@ async fn a_token_is_accepted_once() {
 }
 
 /// Many posts with one token at once: exactly one is stored, and the others see what a
-/// reuse sees. On PostgreSQL they pass the early check for a spent token together, and the
-/// statement that spends the nonce and stores the comment lets only one through (with that
-/// unique violation taken for an internal error, this fails); on SQLite the early check,
-/// in-thread, already sees the first one's commit.
+/// reuse sees. Nothing looks the token up before the comment's INSERT spends it: that
+/// statement lets only one through (with its unique violation taken for an internal error,
+/// this fails), on PostgreSQL among concurrent transactions, on SQLite among the writer's
+/// batch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_posted_many_times_at_once_is_accepted_once() {
     let app = spawn_app().await;
