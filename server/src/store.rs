@@ -492,19 +492,20 @@ impl Store {
     /// Forgets events older than `older_than` (Unix ms), remembering per room how far it
     /// pruned so that older cursors get "reset" instead of a silent gap.
     pub async fn prune_events(&self, older_than: i64) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
+        // Through the writer on SQLite, like every write (no wait in the busy handler).
+        let mut tx = self.begin().await?;
+        tx.exec(
             "UPDATE event_rooms SET pruned_through = COALESCE((SELECT MAX(e.id) FROM events e \
              WHERE e.room = event_rooms.room AND e.created_at < $1), pruned_through)",
+            args![older_than],
         )
-        .bind(older_than)
-        .execute(&mut *tx)
         .await?;
-        let n = sqlx::query("DELETE FROM events WHERE created_at < $1")
-            .bind(older_than)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        let n = tx
+            .exec(
+                "DELETE FROM events WHERE created_at < $1",
+                args![older_than],
+            )
+            .await?;
         tx.commit().await?;
         Ok(n)
     }
@@ -531,12 +532,10 @@ impl Store {
 
     /// Stores a setting unless one exists; returns the value that is stored afterwards.
     pub async fn setting_or_insert(&self, key: &str, value: &str) -> Result<String, StoreError> {
-        sqlx::query(
+        self.write_one(
             "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+            args![key, value],
         )
-        .bind(key)
-        .bind(value)
-        .execute(&self.pool)
         .await?;
         Ok(self.setting(key).await?.unwrap_or_else(|| value.to_owned()))
     }
@@ -698,40 +697,29 @@ impl Store {
 
     /// Forgets spent nonces whose tokens have expired anyway.
     pub async fn purge_nonces(&self, now: i64) -> Result<u64, StoreError> {
-        Ok(sqlx::query("DELETE FROM form_nonces WHERE expires_at < $1")
-            .bind(now)
-            .execute(&self.pool)
-            .await?
-            .rows_affected())
+        self.write_one("DELETE FROM form_nonces WHERE expires_at < $1", args![now])
+            .await
     }
 
     /// Deletes sessions that have expired.
     pub async fn purge_sessions(&self, now: i64) -> Result<u64, StoreError> {
-        Ok(sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
-            .bind(now)
-            .execute(&self.pool)
-            .await?
-            .rows_affected())
+        self.write_one("DELETE FROM sessions WHERE expires_at <= $1", args![now])
+            .await
     }
 
     /// Forgets the IP addresses of comments made before `before`.
     pub async fn forget_ips(&self, before: i64) -> Result<u64, StoreError> {
-        Ok(
-            sqlx::query("UPDATE comments SET ip = NULL WHERE ip IS NOT NULL AND created_at < $1")
-                .bind(before)
-                .execute(&self.pool)
-                .await?
-                .rows_affected(),
+        self.write_one(
+            "UPDATE comments SET ip = NULL WHERE ip IS NOT NULL AND created_at < $1",
+            args![before],
         )
+        .await
     }
 
     /// Deletes audit log entries made before `before`.
     pub async fn purge_audit(&self, before: i64) -> Result<u64, StoreError> {
-        Ok(sqlx::query("DELETE FROM audit_log WHERE at < $1")
-            .bind(before)
-            .execute(&self.pool)
-            .await?
-            .rows_affected())
+        self.write_one("DELETE FROM audit_log WHERE at < $1", args![before])
+            .await
     }
 
     /// Whether this email has a published comment (for "first comment" pre-moderation).

@@ -621,6 +621,65 @@ mod tests {
         assert_eq!(kept, kept_before + 2, "both went through the writer");
     }
 
+    /// The housekeeping writes (purges, forgetting IPs, pruning events, a first setting)
+    /// queue on the writer too: under posting load they never sleep in SQLite's busy
+    /// handler while the writer holds the lock, nor hold it while the writer's BEGIN waits.
+    /// On the pool, as before, they would sit in the busy handler and not be counted here.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn housekeeping_writes_queue_on_the_writer() {
+        let (_dir, store) = store().await;
+        let store = Arc::new(store);
+        let writer = store.writer.clone().unwrap();
+        let (_, kept_before) = store.write_counts().unwrap();
+        let mut held = store.begin().await.unwrap();
+        held.spend_nonce("held", 1).await.unwrap();
+        let now = crate::store::now_ms();
+        let jobs: Vec<tokio::task::JoinHandle<Result<(), crate::store::StoreError>>> = vec![
+            {
+                let s = store.clone();
+                tokio::spawn(async move { s.purge_nonces(now).await.map(drop) })
+            },
+            {
+                let s = store.clone();
+                tokio::spawn(async move { s.purge_sessions(now).await.map(drop) })
+            },
+            {
+                let s = store.clone();
+                tokio::spawn(async move { s.forget_ips(now).await.map(drop) })
+            },
+            {
+                let s = store.clone();
+                tokio::spawn(async move { s.purge_audit(now).await.map(drop) })
+            },
+            {
+                let s = store.clone();
+                tokio::spawn(async move { s.prune_events(now).await.map(drop) })
+            },
+            {
+                let s = store.clone();
+                tokio::spawn(async move { s.setting_or_insert("k", "v").await.map(drop) })
+            },
+        ];
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while writer.waiting() < jobs.len() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} of {} queued on the writer",
+                writer.waiting(),
+                jobs.len()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(jobs.iter().all(|j| !j.is_finished()));
+        held.commit().await.unwrap();
+        for j in jobs {
+            j.await.unwrap().unwrap();
+        }
+        assert_eq!(store.setting("k").await.unwrap().as_deref(), Some("v"));
+        let (_, kept) = store.write_counts().unwrap();
+        assert_eq!(kept, kept_before + 7, "all went through the writer");
+    }
+
     /// A store whose writer's syncer takes `gate` before each fsync: a test that holds it
     /// sees what happens before a batch is durable.
     async fn gated_store() -> (tempfile::TempDir, Arc<Store>, Arc<std::sync::Mutex<()>>) {
