@@ -15,6 +15,9 @@
 //! - the disk's ceiling for one fsync per comment: one-row commits per second on a bare
 //!   SQLite file with the same settings. Only group commit can post faster than that.
 //!
+//! Each server, Django's too, first takes 3 s of posting that is not measured, so no row is
+//! measured cold.
+//!
 //! Reading: 16 readers fetch the first page of a 10,000-comment thread as a browser does
 //! (no cookies, brotli accepted), first from a server that renders every request
 //! (`[cache] pages_mb = 0`, the baseline), then from one that keeps the anonymous view;
