@@ -33,28 +33,28 @@ payload="'{\"type\":\"comment\",\"html\":\"<article>a comment of a few words</ar
 bump="INSERT INTO event_rooms (room, last_id, pruned_through) VALUES ('thread-welcome', 1, 0) ON CONFLICT (room) DO UPDATE SET last_id = event_rooms.last_id + 1 RETURNING last_id"
 count="INSERT INTO comment_counts (status, n) VALUES ('published', 1) ON CONFLICT (status) DO UPDATE SET n = comment_counts.n + 1"
 
+# Both reads of a cycle (the form token's, the post's), and the comment with its nonce.
+head="\\set n random(1, 2000000000)
+$thread_read
+$thread_read"
+comment="WITH spent AS (INSERT INTO form_nonces (nonce, expires_at) VALUES $nonce RETURNING 1) INSERT INTO comments ($columns) SELECT nextval(pg_get_serial_sequence('comments', 'id')), $values FROM spent RETURNING id;"
+
 cat >"$work/now.sql" <<EOF
-\set n random(1, 2000000000)
-$thread_read
-$thread_read
+$head
 BEGIN;
-WITH spent AS (INSERT INTO form_nonces (nonce, expires_at) VALUES $nonce RETURNING 1) INSERT INTO comments ($columns) SELECT nextval(pg_get_serial_sequence('comments', 'id')), $values FROM spent RETURNING id;
+$comment
 WITH bumped (id) AS ($bump) INSERT INTO events (room, id, created_at, reader, staff) VALUES ('thread-welcome', (SELECT id FROM bumped), 1796437277687, $payload, $payload) RETURNING id;
 WITH c0 AS ($count) SELECT pg_notify('moderato_events', 'thread-welcome 1');
 COMMIT;
 EOF
 cat >"$work/folded.sql" <<EOF
-\set n random(1, 2000000000)
-$thread_read
-$thread_read
+$head
 WITH spent AS (INSERT INTO form_nonces (nonce, expires_at) VALUES $nonce RETURNING 1), c AS (INSERT INTO comments ($columns) SELECT nextval(pg_get_serial_sequence('comments', 'id')), $values FROM spent RETURNING id), bumped (id) AS ($bump), e AS (INSERT INTO events (room, id, created_at, reader, staff) SELECT 'thread-welcome', bumped.id, 1796437277687, $payload, $payload FROM bumped RETURNING id), c0 AS ($count) SELECT e.id, pg_notify('moderato_events', 'thread-welcome ' || e.id) FROM e;
 EOF
 cat >"$work/no-hot.sql" <<EOF
-\set n random(1, 2000000000)
-$thread_read
-$thread_read
+$head
 BEGIN;
-WITH spent AS (INSERT INTO form_nonces (nonce, expires_at) VALUES $nonce RETURNING 1) INSERT INTO comments ($columns) SELECT nextval(pg_get_serial_sequence('comments', 'id')), $values FROM spent RETURNING id;
+$comment
 INSERT INTO events (room, id, created_at, reader, staff) VALUES ('thread-x', :client_id::bigint * 4000000000 + :n, 1796437277687, $payload, $payload) RETURNING id;
 SELECT pg_notify('moderato_events', 'thread-welcome 1');
 COMMIT;
