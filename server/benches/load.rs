@@ -61,6 +61,9 @@ struct Opts {
     /// Leave out PostgreSQL.
     #[arg(long)]
     no_postgres: bool,
+    /// Leave out Moderato on SQLite (to compare builds on PostgreSQL alone).
+    #[arg(long)]
+    no_sqlite: bool,
     /// Leave out the reading measurement.
     #[arg(long)]
     no_read: bool,
@@ -103,7 +106,7 @@ async fn run(opts: Opts) -> Res<()> {
             "sqlite://{}",
             dir.path().join(format!("{name}.db")).display()
         );
-        {
+        if !opts.no_sqlite {
             let server = Moderato::start(binary, dir.path(), &url, true)?;
             server.wait_healthy().await?;
             server.warm_up(&opts.posters).await;
@@ -911,33 +914,37 @@ fn print_posting(table: &[Row], ceiling: f64, secs: Duration) {
     println!();
     println!("fsync ceiling (one commit per comment): {ceiling:.0}/s");
     for n in [1, 16, 64] {
-        let Some(m) = find("Moderato", "SQLite", n) else {
-            continue;
-        };
-        let mut line = format!(
-            "{n:>2} posters: SQLite {:.0}/s = {:.2}x the fsync ceiling",
-            m.per_sec,
-            m.per_sec / ceiling
-        );
-        if let Some(d) = find("Django 5.2", "SQLite", n) {
-            line.push_str(&format!(", {:.1}x Django", m.per_sec / d.per_sec));
-        }
-        if let Some(b) = find("baseline", "SQLite", n) {
-            line.push_str(&format!(
-                ", {:.1}x the baseline binary",
-                m.per_sec / b.per_sec
-            ));
+        let mut parts = Vec::new();
+        if let Some(m) = find("Moderato", "SQLite", n) {
+            let mut part = format!(
+                "SQLite {:.0}/s = {:.2}x the fsync ceiling",
+                m.per_sec,
+                m.per_sec / ceiling
+            );
+            if let Some(d) = find("Django 5.2", "SQLite", n) {
+                part.push_str(&format!(", {:.1}x Django", m.per_sec / d.per_sec));
+            }
+            if let Some(b) = find("baseline", "SQLite", n) {
+                part.push_str(&format!(
+                    ", {:.1}x the baseline binary",
+                    m.per_sec / b.per_sec
+                ));
+            }
+            parts.push(part);
         }
         if let Some(pg) = find("Moderato", "PostgreSQL", n) {
-            line.push_str(&format!("; PostgreSQL {:.0}/s", pg.per_sec));
+            let mut line = format!("PostgreSQL {:.0}/s", pg.per_sec);
             if let Some(b) = find("baseline", "PostgreSQL", n) {
                 line.push_str(&format!(
                     " = {:.1}x the baseline binary",
                     pg.per_sec / b.per_sec
                 ));
             }
+            parts.push(line);
         }
-        println!("{line}");
+        if !parts.is_empty() {
+            println!("{n:>2} posters: {}", parts.join("; "));
+        }
     }
     if let Some(cpu) = find("Moderato", "SQLite", 16).and_then(Row::cpu_per_comment) {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
