@@ -243,7 +243,7 @@ impl Writer {
         forget_lost_transaction(&mut batch);
         let savepoint = batch.open;
         if savepoint {
-            conn(&batch).execute_batch("SAVEPOINT request")?;
+            control(conn(&batch), "SAVEPOINT request")?;
         } else {
             begin(&mut batch).await?;
             batch.open = true;
@@ -308,7 +308,7 @@ impl Turn {
             // Its statements join the batch's transaction, and SQLite lets go of the pages
             // it kept to undo them: savepoints never nest, so the sub-journal holds one
             // request's pages at most (and stays in memory, see `lite::open_writer`).
-            self.conn().execute_batch("RELEASE request")?;
+            control(self.conn(), "RELEASE request")?;
         }
         let mut batch = self
             .batch
@@ -547,7 +547,7 @@ fn shared_error(e: &rusqlite::Error) -> StoreError {
 async fn blocking(batch: &mut Batch, sql: &'static str) -> rusqlite::Result<()> {
     use tokio::runtime::{Handle, RuntimeFlavor};
     if Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
-        return tokio::task::block_in_place(|| conn(batch).execute_batch(sql));
+        return tokio::task::block_in_place(|| control(conn(batch), sql));
     }
     let c = batch.conn.take().expect("the connection is here");
     let (c, r) = tokio::task::spawn_blocking(move || {
@@ -560,11 +560,18 @@ async fn blocking(batch: &mut Batch, sql: &'static str) -> rusqlite::Result<()> 
     r
 }
 
+/// Runs a transaction-control statement (BEGIN, SAVEPOINT, RELEASE, COMMIT) prepared once
+/// and kept: every post runs two or three of them on the batch's serial path, and
+/// `execute_batch` would parse each afresh.
+fn control(conn: &Connection, sql: &'static str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(drop)
+}
+
 /// BEGIN IMMEDIATE, which waits only while a connection outside the writer (the pool's
 /// occasional writes: sessions, outbox claims) holds the lock: tried at once, and only when
 /// SQLite says busy, tried again with the busy timeout.
 async fn begin(batch: &mut Batch) -> rusqlite::Result<()> {
-    match conn(batch).execute_batch("BEGIN IMMEDIATE") {
+    match control(conn(batch), "BEGIN IMMEDIATE") {
         Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => {
             conn(batch).busy_timeout(super::lite::BUSY_TIMEOUT)?;
             let began = blocking(batch, "BEGIN IMMEDIATE").await;
