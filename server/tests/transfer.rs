@@ -868,3 +868,47 @@ async fn the_cli_imports_exports_and_backs_up() {
     ]);
     assert!(!out.status.success());
 }
+
+/// An audit log longer than one of the import's transactions (they hold 1,000 entries, so
+/// that a live server's posts never wait seconds for the write lock) comes in whole, is
+/// counted once, and a second import adds none of it.
+#[tokio::test]
+async fn an_audit_log_longer_than_one_transaction_is_imported_whole_and_once() {
+    let app = spawn_app().await;
+    app.thread("t").await;
+    app.publish("t", "Ann", "Hello", None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let small = dir.path().join("small.jsonl");
+    app.engine
+        .export_file(&server::Staff::operator(), None, &small)
+        .await
+        .unwrap();
+    let text = std::fs::read_to_string(&small).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let end: Value = serde_json::from_str(&lines.pop().unwrap()).unwrap();
+    assert_eq!(end["type"], "end");
+    let entries = 2_500u64;
+    for i in 1..=entries {
+        lines.push(
+            json!({"type": "audit", "id": i, "at": 1_700_000_000_000u64 + i, "actor": "staff:mod",
+                   "action": "approve", "comment_id": null, "thread": "t",
+                   "status_before": "held", "status_after": "published", "detail": null})
+            .to_string(),
+        );
+    }
+    lines.push(
+        json!({"type": "end", "threads": end["threads"], "comments": end["comments"],
+                      "audit": entries})
+        .to_string(),
+    );
+    let big = dir.path().join("big.jsonl");
+    std::fs::write(&big, lines.join("\n") + "\n").unwrap();
+
+    let copy = spawn_app().await;
+    let s = import(&copy, Format::Moderato, &big).await;
+    assert_eq!(s.audit_entries, entries, "{s}");
+    assert_eq!(copy.count_rows("audit_log").await, entries as i64);
+    let again = import(&copy, Format::Moderato, &big).await;
+    assert_eq!(again.audit_entries, 0, "{again}");
+    assert_eq!(copy.count_rows("audit_log").await, entries as i64);
+}
