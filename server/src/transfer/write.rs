@@ -1176,7 +1176,7 @@ async fn write_audit(
         .execute(&mut *tx)
         .await?;
         written += 1;
-        if written % BATCH_AUDIT == 0 {
+        if written.is_multiple_of(BATCH_AUDIT) {
             // A whole audit log in one transaction held SQLite's write lock for seconds
             // (20,000 entries: about 4 s), longer than a post waits for it on a live server.
             // Entries already written are known by their source ids, so a second run goes
