@@ -109,7 +109,7 @@ async fn run(opts: Opts) -> Res<()> {
         if !opts.no_sqlite {
             let server = Moderato::start(binary, dir.path(), &url, true)?;
             server.wait_healthy().await?;
-            server.warm_up(&opts.posters).await;
+            warm_up(Target::Moderato(server.addr), &opts.posters).await;
             for &n in &opts.posters {
                 let (r, usage) = server.post_load(n, secs).await;
                 let stored = stored_ids(&url, "SELECT id FROM comments").await?;
@@ -122,7 +122,7 @@ async fn run(opts: Opts) -> Res<()> {
                 Ok(pg) => {
                     let server = Moderato::start(binary, dir.path(), &pg.url, true)?;
                     server.wait_healthy().await?;
-                    server.warm_up(&opts.posters).await;
+                    warm_up(Target::Moderato(server.addr), &opts.posters).await;
                     for &n in &opts.posters {
                         let (r, usage) = server.post_load(n, secs).await;
                         let stored = stored_ids(&pg.url, "SELECT id FROM comments").await?;
@@ -139,9 +139,7 @@ async fn run(opts: Opts) -> Res<()> {
         match Django::start(root, dir.path()) {
             Ok(django) => {
                 django.wait_ready().await?;
-                // Warmed up like Moderato's servers, so it is not measured cold either.
-                let first = opts.posters.first().copied().unwrap_or(16);
-                let _ = post_load(Target::Django(django.addr), first, Duration::from_secs(3)).await;
+                warm_up(Target::Django(django.addr), &opts.posters).await;
                 for &n in &opts.posters {
                     let r = post_load(Target::Django(django.addr), n, secs).await;
                     let url = format!("sqlite://{}", django.db.display());
@@ -308,15 +306,6 @@ impl Moderato {
     }
 
     /// [`post_load`] on this server, with the CPU it used.
-    /// A short load that is not measured. Without it the first row of each server came
-    /// out 3-10 % below the same binary's later rows (measured with one binary as both
-    /// this and the baseline: 6,079 against 6,264-6,423 a second at 16 posters), which
-    /// biased every same-run ratio against the binary measured first.
-    async fn warm_up(&self, posters: &[usize]) {
-        let n = posters.first().copied().unwrap_or(16);
-        let _ = post_load(Target::Moderato(self.addr), n, Duration::from_secs(3)).await;
-    }
-
     async fn post_load(&self, posters: usize, secs: Duration) -> (PostRun, Option<Used>) {
         let usage = Usage::start(self.pid);
         let r = post_load(Target::Moderato(self.addr), posters, secs).await;
@@ -623,6 +612,15 @@ struct PostRun {
     cycle_times: Vec<Duration>,
     errors: usize,
     first_error: Option<String>,
+}
+
+/// A short load that is not measured, before a server's first row. Without it the first
+/// row of each server came out 3-10 % below the same binary's later rows (measured with one
+/// binary as both this and the baseline: 6,079 against 6,264-6,423 a second at 16
+/// posters), which biased every same-run ratio against the binary measured first.
+async fn warm_up(target: Target, posters: &[usize]) {
+    let n = posters.first().copied().unwrap_or(16);
+    let _ = post_load(target, n, Duration::from_secs(3)).await;
 }
 
 async fn post_load(target: Target, posters: usize, secs: Duration) -> PostRun {

@@ -551,7 +551,7 @@ async fn blocking(batch: &mut Batch, sql: &'static str) -> rusqlite::Result<()> 
     }
     let c = batch.conn.take().expect("the connection is here");
     let (c, r) = tokio::task::spawn_blocking(move || {
-        let r = c.execute_batch(sql);
+        let r = control(&c, sql);
         (c, r)
     })
     .await
